@@ -1,0 +1,58 @@
+# uqbar: one Makefile. Targets: all (build/uqbar), test, bench, run, fuzz, clean.
+# Switches: SANITIZE=address,undefined   DEBUG=1   WERROR=1
+# Every target first installs missing Debian packages (scripts/deps.sh).
+
+CC      ?= cc
+BUILD   ?= build
+SANITIZE ?=
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wundef \
+           -Wwrite-strings -Wno-unused-parameter
+CFLAGS_BASE := -std=gnu11 -g -O2 -fno-strict-aliasing -pthread -Iinclude -Isrc $(WARN)
+ifeq ($(WERROR),1)
+CFLAGS_BASE += -Werror
+endif
+ifeq ($(DEBUG),1)
+CFLAGS_BASE += -O0
+else
+CFLAGS_BASE += -DNDEBUG
+endif
+ifneq ($(SANITIZE),)
+CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -UNDEBUG
+LDSAN := -fsanitize=$(SANITIZE)
+BUILD := build-san
+endif
+CFLAGS  := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+# Guest code (dlopen'ed) resolves host imports and wasm_rt_* against us.
+LDFLAGS := -pthread -Wl,--dynamic-list=src/engine/exports.list $(LDSAN)
+LDLIBS  := -lsodium -ldl -lrt
+
+LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(BUILD)/src/cli/main.o
+
+.PHONY: all deps test bench run fuzz clean guests
+all: deps $(BUILD)/uqbar
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard src/*/*.h include/uqbar/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libuqbar.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/uqbar: $(CLI_OBJ) $(BUILD)/libuqbar.a src/engine/exports.list
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
+
+include tests/tests.mk
+include bench/bench.mk
+
+run: all
+	@echo "uqbar: the node arrives with the kernel issue; meanwhile, an example process:"
+	$(BUILD)/uqbar run $(BUILD)/guests/hello.wasm world
+
+clean:
+	rm -rf build build-san

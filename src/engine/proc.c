@@ -1,0 +1,113 @@
+/* Process lifecycle in the engine: instantiate on the task's own fiber (so a
+ * trap while instantiating is caught like any other), run _start, record the
+ * outcome, free the instance, and tell whoever waits. */
+#include "engine/proc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/module.h"
+#include "engine/rt.h"
+
+static char **copy_vec(char *const *v, int *out_n)
+{
+    int n = 0;
+    while (v && v[n]) n++;
+    char **c = uqi_xcalloc((size_t)n + 1, sizeof *c);
+    for (int i = 0; i < n; i++) c[i] = uqi_xstrdup(v[i]);
+    *out_n = n;
+    return c;
+}
+
+static void free_vec(char **v)
+{
+    for (int i = 0; v && v[i]; i++) free(v[i]);
+    free(v);
+}
+
+static void proc_entry(uqi_task *t)
+{
+    uqi_proc *p = (uqi_proc *)t;
+    p->status = UQI_PROC_RUNNING;
+    int code = _setjmp(t->trap_jmp);
+    if (code == 0) {
+        t->in_guest = true;
+        p->mod->instantiate(p->inst, p);
+        p->mod->start(p->inst);
+        p->status = UQI_PROC_EXITED;
+        p->exit_code = 0;
+    } else if (code == UQI_UNWIND_EXIT) {
+        p->status = UQI_PROC_EXITED;
+    } else if (code == UQI_UNWIND_RESOURCE) {
+        p->status = UQI_PROC_FAILED;
+    } else if (code == UQI_UNWIND_KILLED) {
+        p->status = UQI_PROC_KILLED;
+    } else {
+        p->status = UQI_PROC_TRAPPED;
+        p->trap_code = code;
+    }
+    t->in_guest = false;
+    /* A trapped instance is dead: its shadow stack pointer is anywhere. */
+    p->mod->free(p->inst);
+    p->mem = NULL;
+}
+
+static void proc_done(uqi_task *t)
+{
+    uqi_proc *p = (uqi_proc *)t;
+    if (p->on_finish) p->on_finish(p);
+    pthread_mutex_lock(&p->lock);
+    p->finished = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+uqi_proc *uqi_proc_new(struct uqi_module *mod, int argc, char *const *argv, char *const *envp)
+{
+    uqi_proc *p = uqi_xcalloc(1, sizeof *p);
+    UQ_UNUSED(argc);
+    p->mod = mod;
+    p->inst = uqi_xcalloc(1, mod->inst_size);
+    p->argv = copy_vec(argv, &p->argc);
+    p->envp = copy_vec(envp, &p->envc);
+    p->task.entry = proc_entry;
+    p->task.on_done = proc_done;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    return p;
+}
+
+uq_err uqi_proc_start(uqi_proc *p, int worker)
+{
+    return uqi_sched_spawn(&p->task, worker);
+}
+
+void uqi_proc_wait(uqi_proc *p)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!p->finished) pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void uqi_proc_free(uqi_proc *p)
+{
+    if (!p) return;
+    free(p->inst);
+    free_vec(p->argv);
+    free_vec(p->envp);
+    free(p->tag);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+void uqi_proc_outcome(const uqi_proc *p, char *buf, size_t cap)
+{
+    switch (p->status) {
+    case UQI_PROC_EXITED: snprintf(buf, cap, "exited with status %d", p->exit_code); break;
+    case UQI_PROC_TRAPPED: snprintf(buf, cap, "trap: %s", uqi_trap_text(p->trap_code)); break;
+    case UQI_PROC_FAILED: snprintf(buf, cap, "failed to start: %s", p->why); break;
+    case UQI_PROC_KILLED: snprintf(buf, cap, "killed"); break;
+    default: snprintf(buf, cap, "running"); break;
+    }
+}

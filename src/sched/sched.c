@@ -1,0 +1,459 @@
+/* Worker threads, run queues, timers, blocking and preemption.
+ *
+ * Each worker owns a FIFO run queue and a min-heap of sleeping tasks, both
+ * under the worker's mutex (uncontended when a task wakes a task of its own
+ * worker, so local delivery makes no system call). An idle worker waits on
+ * its condition variable until the next deadline. Preemption: a POSIX timer
+ * on the worker's CPU-time clock sends SIGURG to that thread; the handler
+ * switches back to the scheduler only if the interrupted PC is guest code. */
+#define _GNU_SOURCE
+#include "sched/sched.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "engine/rt.h"
+
+typedef struct uqi_worker {
+    int id;
+    pthread_t thread;
+    uqi_fiber sched_fiber;           /* the worker's own stack */
+    uqi_task *cur;                   /* running task or NULL */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool sleeping;
+    uqi_task *rq_head, *rq_tail;     /* runnable, under lock */
+    uqi_task **heap;                 /* sleeping tasks by wake_at, under lock */
+    uint32_t heap_n, heap_cap;
+    uint64_t live;                   /* tasks owned, under lock */
+    bool stop;
+    timer_t timer;
+    bool timer_ok;
+} uqi_worker;
+
+static uqi_worker *workers;
+static int nworkers;
+static atomic_uint next_worker;
+static uint64_t slice_ns;
+static _Thread_local uqi_worker *tls_worker;
+
+/* ---- guest text ranges ----------------------------------------------- */
+#define MAX_TEXT 8192
+static struct { uintptr_t lo, hi; } text_ranges[MAX_TEXT];
+static atomic_int text_n;
+static pthread_mutex_t text_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void uqi_sched_add_guest_text(uintptr_t lo, uintptr_t hi)
+{
+    pthread_mutex_lock(&text_lock);
+    int n = atomic_load(&text_n);
+    if (n < MAX_TEXT) {
+        text_ranges[n].lo = lo;
+        text_ranges[n].hi = hi;
+        atomic_store_explicit(&text_n, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&text_lock);
+}
+
+static bool in_guest_text(uintptr_t pc)
+{
+    int n = atomic_load_explicit(&text_n, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (pc >= text_ranges[i].lo && pc < text_ranges[i].hi) return true;
+    return false;
+}
+
+/* ---- timer heap -------------------------------------------------------- */
+static void heap_swap(uqi_worker *w, uint32_t a, uint32_t b)
+{
+    uqi_task *t = w->heap[a];
+    w->heap[a] = w->heap[b];
+    w->heap[b] = t;
+    w->heap[a]->heap_index = a;
+    w->heap[b]->heap_index = b;
+}
+
+static void heap_up(uqi_worker *w, uint32_t i)
+{
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (w->heap[p]->wake_at <= w->heap[i]->wake_at) break;
+        heap_swap(w, i, p);
+        i = p;
+    }
+}
+
+static void heap_down(uqi_worker *w, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < w->heap_n && w->heap[l]->wake_at < w->heap[m]->wake_at) m = l;
+        if (r < w->heap_n && w->heap[r]->wake_at < w->heap[m]->wake_at) m = r;
+        if (m == i) break;
+        heap_swap(w, i, m);
+        i = m;
+    }
+}
+
+static void heap_push(uqi_worker *w, uqi_task *t)
+{
+    if (w->heap_n == w->heap_cap) {
+        w->heap_cap = w->heap_cap ? w->heap_cap * 2 : 64;
+        uqi_task **nh = realloc(w->heap, w->heap_cap * sizeof *nh);
+        UQ_VERIFY(nh != NULL);
+        w->heap = nh;
+    }
+    t->heap_index = w->heap_n;
+    w->heap[w->heap_n++] = t;
+    heap_up(w, t->heap_index);
+}
+
+static void heap_remove(uqi_worker *w, uqi_task *t)
+{
+    uint32_t i = t->heap_index;
+    UQ_ASSERT(i < w->heap_n && w->heap[i] == t);
+    w->heap_n--;
+    if (i != w->heap_n) {
+        w->heap[i] = w->heap[w->heap_n];
+        w->heap[i]->heap_index = i;
+        heap_down(w, i);
+        heap_up(w, i);
+    }
+}
+
+/* ---- run queue (worker lock held) ---------------------------------------- */
+static void rq_push(uqi_worker *w, uqi_task *t)
+{
+    t->state = UQI_TASK_RUNNABLE;
+    t->next = NULL;
+    if (w->rq_tail) w->rq_tail->next = t;
+    else w->rq_head = t;
+    w->rq_tail = t;
+    if (w->sleeping && tls_worker != w) pthread_cond_signal(&w->cond);
+}
+
+static uqi_task *rq_pop(uqi_worker *w)
+{
+    uqi_task *t = w->rq_head;
+    if (t) {
+        w->rq_head = t->next;
+        if (!w->rq_head) w->rq_tail = NULL;
+        t->next = NULL;
+    }
+    return t;
+}
+
+/* ---- task side ------------------------------------------------------------ */
+uqi_task *uqi_task_current(void)
+{
+    uqi_worker *w = tls_worker;
+    return w ? w->cur : NULL;
+}
+
+/* Switch from the running task back to its worker's scheduler loop. */
+static void to_scheduler(uqi_task *t)
+{
+    t->switches++;
+    uqi_fiber_switch(&t->fiber, &t->worker->sched_fiber);
+}
+
+void uqi_task_yield(void)
+{
+    uqi_task *t = uqi_task_current();
+    UQ_VERIFY(t != NULL);
+    uqi_worker *w = t->worker;
+    pthread_mutex_lock(&w->lock);
+    rq_push(w, t);
+    pthread_mutex_unlock(&w->lock);
+    to_scheduler(t);
+}
+
+void uqi_task_block(void)
+{
+    uqi_task *t = uqi_task_current();
+    UQ_VERIFY(t != NULL);
+    uqi_worker *w = t->worker;
+    pthread_mutex_lock(&w->lock);
+    if (t->wake_pending) {
+        t->wake_pending = false;
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    t->state = UQI_TASK_BLOCKED;
+    pthread_mutex_unlock(&w->lock);
+    to_scheduler(t);
+}
+
+void uqi_task_sleep_until(uint64_t deadline_ns)
+{
+    uqi_task *t = uqi_task_current();
+    UQ_VERIFY(t != NULL);
+    uqi_worker *w = t->worker;
+    pthread_mutex_lock(&w->lock);
+    if (t->wake_pending || deadline_ns <= uqi_now_ns()) {
+        t->wake_pending = false;
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    t->state = UQI_TASK_SLEEPING;
+    t->wake_at = deadline_ns;
+    heap_push(w, t);
+    pthread_mutex_unlock(&w->lock);
+    to_scheduler(t);
+}
+
+void uqi_task_wake(uqi_task *t)
+{
+    uqi_worker *w = t->worker;
+    pthread_mutex_lock(&w->lock);
+    switch (t->state) {
+    case UQI_TASK_BLOCKED:
+        rq_push(w, t);
+        break;
+    case UQI_TASK_SLEEPING:
+        heap_remove(w, t);
+        rq_push(w, t);
+        break;
+    case UQI_TASK_DONE:
+        break;
+    default:
+        t->wake_pending = true;
+        break;
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+void uqi_task_unwind(uqi_task *t, int code)
+{
+    _longjmp(t->trap_jmp, code);
+}
+
+static void task_main(void *arg)
+{
+    uqi_task *t = arg;
+    t->entry(t);
+    t->in_guest = false;
+    t->state = UQI_TASK_DONE;
+    to_scheduler(t);
+    uqi_panic(__FILE__, __LINE__, "finished task resumed");
+}
+
+uq_err uqi_sched_spawn(uqi_task *t, int worker)
+{
+    if (!workers) return UQ_ECLOSED;
+    if (worker < 0 || worker >= nworkers) worker = (int)(atomic_fetch_add(&next_worker, 1) % (unsigned)nworkers);
+    uqi_worker *w = &workers[worker];
+    uq_err err = uqi_fiber_init(&t->fiber, t->stack_size ? t->stack_size : UQI_FIBER_DEFAULT_STACK, task_main, t);
+    if (err) return err;
+    t->worker = w;
+    t->wake_pending = false;
+    pthread_mutex_lock(&w->lock);
+    w->live++;
+    rq_push(w, t);
+    pthread_mutex_unlock(&w->lock);
+    return UQ_OK;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+/* SIGURG from the worker's CPU-time timer. Runs on the task's own stack (no
+ * SA_ONSTACK) so that switching away inside the handler is sound: the signal
+ * frame stays on the preempted fiber and returns when it is resumed. */
+static void preempt_handler(int sig, siginfo_t *si, void *ucv)
+{
+    UQ_UNUSED(sig);
+    UQ_UNUSED(si);
+    uqi_worker *w = tls_worker;
+    if (!w || !w->cur) return;
+    uqi_task *t = w->cur;
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.pc;
+#else
+    uintptr_t pc = 0;
+#endif
+    if (!t->in_guest || !in_guest_text(pc)) return;
+    int saved = errno;
+    t->preemptions++;
+    /* Taking the worker lock here is safe: the PC is in guest code, which
+     * never holds it (nor is inside malloc or any other host routine). */
+    pthread_mutex_lock(&w->lock);
+    rq_push(w, t);
+    pthread_mutex_unlock(&w->lock);
+    to_scheduler(t);
+    errno = saved;
+}
+
+/* SIGSEGV/SIGBUS on the alternate stack. A fault inside the running guest's
+ * memory reservation is an out-of-bounds access; one in the running fiber's
+ * guard page is stack exhaustion. Anything else is a real crash of the host,
+ * reported as such. */
+static void fault_handler(int sig, siginfo_t *si, void *ucv)
+{
+    UQ_UNUSED(ucv);
+    uqi_worker *w = tls_worker;
+    uqi_task *t = w ? w->cur : NULL;
+    uint8_t *a = si->si_addr;
+    if (t && t->in_guest) {
+        if (a >= t->mem_lo && a < t->mem_hi) uqi_task_unwind(t, UQI_TRAP_OOB);
+        if (a >= t->fiber.guard_lo && a < t->fiber.guard_hi) uqi_task_unwind(t, UQI_TRAP_EXHAUSTION);
+    }
+    static const char msg[] = "uqbar: fatal: host fault outside any guest (a bug in uqbar)\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    UQ_UNUSED(r);
+    signal(sig, SIG_DFL);
+}
+
+void uqi_sched_thread_altstack(void)
+{
+    static _Thread_local bool done;
+    if (done) return;
+    size_t sz = 64 * 1024;
+    stack_t ss = {.ss_sp = uqi_xmalloc(sz), .ss_size = sz, .ss_flags = 0};
+    UQ_VERIFY(sigaltstack(&ss, NULL) == 0);
+    done = true;
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    sa.sa_sigaction = preempt_handler;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+    sigaction(SIGURG, &sa, NULL);
+}
+
+void uqi_sched_signals_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_handlers);
+    uqi_sched_thread_altstack();
+}
+
+/* ---- worker loop ---------------------------------------------------------- */
+static void start_timer(uqi_worker *w)
+{
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGURG;
+    sev._sigev_un._tid = gettid();
+    if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->timer) != 0) {
+        uq_log(UQ_LOG_WARN, "sched", "no preemption timer on worker %d: %s", w->id, strerror(errno));
+        return;
+    }
+    struct itimerspec its;
+    its.it_interval.tv_sec = (time_t)(slice_ns / 1000000000ull);
+    its.it_interval.tv_nsec = (long)(slice_ns % 1000000000ull);
+    its.it_value = its.it_interval;
+    timer_settime(w->timer, 0, &its, NULL);
+    w->timer_ok = true;
+}
+
+static void *worker_main(void *arg)
+{
+    uqi_worker *w = arg;
+    tls_worker = w;
+    uqi_sched_thread_altstack();
+    start_timer(w);
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        /* expire timers */
+        uint64_t now = w->heap_n ? uqi_now_ns() : 0;
+        while (w->heap_n && w->heap[0]->wake_at <= now) {
+            uqi_task *t = w->heap[0];
+            heap_remove(w, t);
+            rq_push(w, t);
+        }
+        uqi_task *t = rq_pop(w);
+        if (!t) {
+            if (w->stop && w->live == 0) break;
+            w->sleeping = true;
+            if (w->heap_n) {
+                uint64_t d = w->heap[0]->wake_at;
+                struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+            } else {
+                pthread_cond_wait(&w->cond, &w->lock);
+            }
+            w->sleeping = false;
+            continue;
+        }
+        t->state = UQI_TASK_RUNNING;
+        w->cur = t;
+        pthread_mutex_unlock(&w->lock);
+        uqi_fiber_switch(&w->sched_fiber, &t->fiber);
+        w->cur = NULL;
+        if (t->state == UQI_TASK_DONE) {
+            uqi_fiber_fini(&t->fiber);
+            if (t->on_done) t->on_done(t); /* may free t */
+            pthread_mutex_lock(&w->lock);
+            w->live--;
+            continue;
+        }
+        pthread_mutex_lock(&w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (w->timer_ok) timer_delete(w->timer);
+    return NULL;
+}
+
+uq_err uqi_sched_start(const uqi_sched_config *cfg)
+{
+    if (workers) return UQ_EBUSY;
+    uqi_sched_signals_init();
+    nworkers = cfg && cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nworkers < 1) nworkers = 1;
+    slice_ns = cfg && cfg->slice_ns ? cfg->slice_ns : 2000000ull;
+    workers = uqi_xcalloc((size_t)nworkers, sizeof *workers);
+    for (int i = 0; i < nworkers; i++) {
+        uqi_worker *w = &workers[i];
+        w->id = i;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    for (int i = 0; i < nworkers; i++)
+        UQ_VERIFY(pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) == 0);
+    return UQ_OK;
+}
+
+void uqi_sched_stop(void)
+{
+    if (!workers) return;
+    for (int i = 0; i < nworkers; i++) {
+        uqi_worker *w = &workers[i];
+        pthread_mutex_lock(&w->lock);
+        w->stop = true;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+    }
+    for (int i = 0; i < nworkers; i++) {
+        pthread_join(workers[i].thread, NULL);
+        free(workers[i].heap);
+        pthread_mutex_destroy(&workers[i].lock);
+        pthread_cond_destroy(&workers[i].cond);
+    }
+    free(workers);
+    workers = NULL;
+    nworkers = 0;
+}
+
+int uqi_sched_workers(void)
+{
+    return nworkers;
+}

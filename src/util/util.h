@@ -1,0 +1,61 @@
+/* Small shared utilities: checks in three tiers, logging, error helpers,
+ * allocation, time and hashing. Every .c file of uqbar includes this. */
+#ifndef UQ_UTIL_H
+#define UQ_UTIL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "uqbar/err.h"
+
+/* ---- checks ---------------------------------------------------------- */
+/* UQ_ASSERT: debug-only invariant that is provably true.
+ * UQ_VERIFY: stays on in release; its failure would break isolation. */
+#ifdef NDEBUG
+#define UQ_ASSERT(x) ((void)0)
+#else
+#define UQ_ASSERT(x) ((x) ? (void)0 : uqi_panic(__FILE__, __LINE__, #x))
+#endif
+#define UQ_VERIFY(x) ((x) ? (void)0 : uqi_panic(__FILE__, __LINE__, #x))
+#define UQ_UNUSED(x) ((void)(x))
+#define UQ_LIKELY(x) __builtin_expect(!!(x), 1)
+#define UQ_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+__attribute__((noreturn)) void uqi_panic(const char *file, int line, const char *what);
+
+/* ---- logging --------------------------------------------------------- */
+typedef enum { UQ_LOG_ERROR = 0, UQ_LOG_WARN, UQ_LOG_INFO, UQ_LOG_DEBUG } uq_loglevel;
+extern int uqi_log_level;
+/* The level is checked before the arguments are formatted. */
+#define uq_log(level, subsys, ...) \
+    do { if ((int)(level) <= uqi_log_level) uqi_log_emit(level, subsys, __VA_ARGS__); } while (0)
+void uqi_log_emit(uq_loglevel level, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- errors ---------------------------------------------------------- */
+/* Fill out (if non-NULL) with a formatted message and return err. */
+uq_err uqi_errf(uq_errmsg *out, uq_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uq_err uqi_err_from_errno(int e);
+
+/* ---- memory ---------------------------------------------------------- */
+/* Allocation that never returns NULL: the host out of memory is fatal. */
+void *uqi_xmalloc(size_t n);
+void *uqi_xcalloc(size_t n, size_t size);
+char *uqi_xstrdup(const char *s);
+
+/* ---- time ------------------------------------------------------------ */
+uint64_t uqi_now_ns(void);     /* CLOCK_MONOTONIC */
+
+/* ---- files ----------------------------------------------------------- */
+/* Read a whole file. *out is malloc'ed, owned by the caller. */
+uq_err uqi_read_file(const char *path, uint8_t **out, size_t *out_len, uq_errmsg *em);
+/* Write a whole file atomically: temp file, fsync, rename. */
+uq_err uqi_write_file_atomic(const char *path, const void *data, size_t len, uq_errmsg *em);
+/* mkdir -p */
+uq_err uqi_mkdirs(const char *path, uq_errmsg *em);
+
+#endif
