@@ -126,12 +126,16 @@ static int cmd_run(int argc, char **argv)
     uqi_proc *p = uqi_proc_new(mod, argc - i, argv + i, envv);
     p->mem_cap_bytes = max_mem;
     p->stdin_ok = true;
+    uint64_t t0 = uqi_now_ns();
     if (uqi_proc_start(p, 0)) {
         fprintf(stderr, "uqbar: cannot start the process\n");
         return EXIT_FAILED;
     }
     uqi_proc_wait(p);
+    uint64_t t1 = uqi_now_ns();
     fflush(stdout);
+    const char *tm = getenv("UQBAR_TIME");
+    if (tm && *tm == '1') fprintf(stderr, "run_ms %.3f\n", (double)(t1 - t0) / 1e6);
     int rc;
     char what[300];
     uqi_proc_outcome(p, what, sizeof what);

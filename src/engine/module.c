@@ -20,7 +20,7 @@
 #include "engine/wasm_parse.h"
 #include "sched/sched.h"
 
-#define GLUE_VERSION "uqbar-glue-1"
+#define GLUE_VERSION "uqbar-glue-2" /* bump when glue or cc flags change */
 #ifndef UQ_WASM_RT_H
 #define UQ_WASM_RT_H "/usr/include/wasm-rt.h"
 #endif
@@ -316,7 +316,7 @@ static uq_err compile_module(uqi_engine *e, const uint8_t *wasm, size_t len, con
         snprintf(inc, sizeof inc, "-I%s", dir);
         const char *argv[] = {e->cc, opt, "-fPIC", "-shared", "-fvisibility=hidden", "-DNDEBUG",
                         "-DWASM_RT_USE_STACK_DEPTH_COUNT=0", "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=1",
-                        "-fno-strict-aliasing", "-w", inc, p_c, p_glue, "-o", p_so, "-Wl,-z,now", NULL};
+                        "-fno-strict-aliasing", "-fno-optimize-sibling-calls", "-w", inc, p_c, p_glue, "-o", p_so, "-Wl,-z,now", NULL};
         err = run_limited(e, argv, p_log, &pg, "cc", em);
     }
     if (!err) {
