@@ -36,7 +36,7 @@ all: deps $(BUILD)/uqbar
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard src/*/*.h include/uqbar/*.h)
+$(BUILD)/src/%.o: src/%.c $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

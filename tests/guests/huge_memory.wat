@@ -1,0 +1,1 @@
+(module (memory (export "memory") 20000) (func (export "_start")))
