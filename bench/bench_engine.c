@@ -4,7 +4,7 @@
  *   bench_engine CACHE_DIR GUEST_DIR
  *
  * GUEST_DIR holds the modules built from bench/guests: hostcall.wasm,
- * hostcall_base.wasm, empty.wasm, idle.wasm. Figures (medians):
+ * hostcall_base.wasm, hostcall_nop.wasm, empty.wasm, idle.wasm. Figures (medians):
  *   fiber_switch_ns                 one uqi_fiber_switch (one direction)
  *   instantiate_cached_first_us     first process of a loaded module
  *   instantiate_cached_us           uqi_proc_new+start+wait+free from a host
@@ -13,6 +13,8 @@
  *                                   (no thread wakeups): the engine's own cost
  *   host_call_ns                    a guest->host call (args_sizes_get) minus
  *                                   the same loop calling a local function
+ *   host_call_nop_ns                the same for proc_raise (returns ENOSYS at
+ *                                   once): the bare call, without WASI work
  *   idle_instance_rss_kib           resident memory per sleeping instance
  *   idle_instance_pte_kib           page tables per sleeping instance
  * The program ends with _exit while the idle instances still sleep. */
@@ -218,18 +220,22 @@ static void bench_host_call(void)
 {
     uqi_module *mc = load_guest("hostcall");
     uqi_module *mb = load_guest("hostcall_base");
+    uqi_module *mn = load_guest("hostcall_nop");
     char *argv[] = {(char *)"hostcall", NULL};
     run_once(mc, argv);
     run_once(mb, argv);
-    double c[REPS], b[REPS];
+    run_once(mn, argv);
+    double c[REPS], b[REPS], n[REPS];
     for (int k = 0; k < REPS; k++) {
         c[k] = (double)run_once(mc, argv);
         b[k] = (double)run_once(mb, argv);
+        n[k] = (double)run_once(mn, argv);
     }
-    double mc_ns = median(c, REPS), mb_ns = median(b, REPS);
-    progress("host call loop %.1f ms, baseline loop %.1f ms (%.0f iterations)", mc_ns / 1e6, mb_ns / 1e6,
-             HOSTCALL_N);
+    double mc_ns = median(c, REPS), mb_ns = median(b, REPS), mn_ns = median(n, REPS);
+    progress("loops of %.0f: args_sizes_get %.1f ms, proc_raise %.1f ms, local function %.1f ms", HOSTCALL_N,
+             mc_ns / 1e6, mn_ns / 1e6, mb_ns / 1e6);
     figure("host_call_ns", (mc_ns - mb_ns) / HOSTCALL_N, "ns");
+    figure("host_call_nop_ns", (mn_ns - mb_ns) / HOSTCALL_N, "ns");
 }
 
 /* ---- idle instances -------------------------------------------------------- */

@@ -115,6 +115,7 @@ static int cmd_run(int argc, char **argv)
     free(wasm);
     if (err) {
         fprintf(stderr, "uqbar: %s: %s\n", file, em.text);
+        uqi_engine_fini(&eng);
         return err == UQ_ECOMPILE || err == UQ_EBADMODULE || err == UQ_EIMPORT || err == UQ_EEXPORT ? EXIT_BADMODULE
                                                                                                  : EXIT_FAILED;
     }

@@ -216,7 +216,14 @@ uq_err uqi_engine_init(uqi_engine *e, const char *cache_dir, uq_errmsg *em)
 
 void uqi_engine_fini(uqi_engine *e)
 {
-    /* Modules stay loaded: guest text ranges are registered for good. */
+    /* The shared objects stay mapped (no dlclose): their text ranges are
+     * registered with the scheduler for good. Only the records go. */
+    for (uqi_module *m = e->mods, *next; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    e->mods = NULL;
+    pthread_mutex_destroy(&e->lock);
     free(e->cache_dir);
     e->cache_dir = NULL;
 }

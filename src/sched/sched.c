@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -315,7 +316,10 @@ void uqi_sched_thread_altstack(void)
     static _Thread_local bool done;
     if (done) return;
     size_t sz = 64 * 1024;
-    stack_t ss = {.ss_sp = uqi_xmalloc(sz), .ss_size = sz, .ss_flags = 0};
+    /* mmap, not malloc: sanitizer runtimes unmap the thread's altstack at exit. */
+    void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    UQ_VERIFY(mem != MAP_FAILED);
+    stack_t ss = {.ss_sp = mem, .ss_size = sz, .ss_flags = 0};
     UQ_VERIFY(sigaltstack(&ss, NULL) == 0);
     done = true;
 }

@@ -1,0 +1,180 @@
+#!/bin/sh
+# Run the benchmarks and print one figure per line on stdout, `name value
+# unit`; everything else (progress, diagnostics, the target summary) goes to
+# stderr. Called by `make bench` once everything is built:
+#
+#   BUILD=build sh bench/run.sh
+#
+# 1. Compute: every kernel of bench/kernels, REPS runs each of native, uqbar
+#    (`run_ms` from UQBAR_TIME=1: instantiate + run, the compile cache warmed
+#    by one run first) and V8 (node --no-liftoff, `run_ms` from
+#    NODE_WASI_TIME=1: instantiate + run, compile excluded); medians, ratios
+#    and geometric means. Outputs must be byte-identical across runtimes.
+# 2. Engine: $BUILD/bench/bench_engine (see bench/bench_engine.c).
+# 3. Summary of the targets on stderr.
+#
+# Env: BUILD (build), KERNELS (all of bench/kernels), BENCH_REPS (3), NODE (node).
+# Exit status 1 if any run failed or outputs differ.
+set -u
+
+BUILD=${BUILD:-build}
+B=$BUILD/bench
+OUT=$B/out
+CACHE=$B/cache
+UQBAR=$BUILD/uqbar
+NODE=${NODE:-node}
+REPS=${BENCH_REPS:-3}
+KERNELS=${KERNELS:-$(cd bench/kernels && ls *.c | sed 's/\.c$//')}
+RESULTS=$OUT/results.txt
+
+mkdir -p "$OUT" "$CACHE"
+: > "$RESULTS"
+failures=""
+
+say() { echo "bench: $*" >&2; }
+fail() {
+    say "FAILED: $*"
+    failures="$failures
+  $*"
+}
+emit() { # name value unit
+    echo "$1 $2 $3"
+    echo "$1 $2 $3" >> "$RESULTS"
+}
+now_ns() { date +%s%N; }
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+fmt_ms() { awk -v v="$1" 'BEGIN { printf (v >= 100 ? "%.0f" : "%.1f"), v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# run_timed RUNTIME KERNEL REP: one run, output in $OUT/KERNEL.RUNTIME.REP,
+# its time in ms appended to $OUT/KERNEL.RUNTIME.ms. Non-zero on failure.
+run_timed() {
+    rt=$1 k=$2 rep=$3
+    out=$OUT/$k.$rt.$rep err=$OUT/$k.$rt.$rep.err
+    case $rt in
+    native)
+        t0=$(now_ns)
+        "$B/$k.native" > "$out" 2> "$err"
+        st=$?
+        t1=$(now_ns)
+        ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+        ;;
+    uqbar)
+        UQBAR_TIME=1 "$UQBAR" run --cache "$CACHE" "$B/$k.wasm" > "$out" 2> "$err"
+        st=$?
+        ms=$(awk '$1 == "run_ms" { print $2 }' "$err")
+        ;;
+    v8)
+        NODE_WASI_TIME=1 "$NODE" --no-liftoff --no-warnings bench/peers/node_wasi.mjs "$B/$k.wasm" > "$out" 2> "$err"
+        st=$?
+        ms=$(awk '$1 == "run_ms" { print $2 }' "$err")
+        ;;
+    esac
+    # Anything else the runtime said on stderr is worth seeing.
+    grep -v -e '^run_ms ' -e '^compile_ms ' "$err" >&2
+    if [ $st -ne 0 ] || [ -z "$ms" ]; then
+        fail "$k under $rt: exit status $st$( [ -z "$ms" ] && echo ', no timing')"
+        return 1
+    fi
+    echo "$ms" >> "$OUT/$k.$rt.ms"
+}
+
+# ---- compute ---------------------------------------------------------------
+ok_kernels=""
+for k in $KERNELS; do
+    rm -f "$OUT/$k".*
+    [ -x "$B/$k.native" ] && [ -f "$B/$k.wasm" ] || { fail "$k: not built ($B/$k.native, $B/$k.wasm)"; continue; }
+    say "compute $k: warming uqbar's cache, then $REPS x (native, uqbar, v8)"
+    # Warm-up: compiles on the first `make bench`, a cache hit afterwards.
+    "$UQBAR" run --cache "$CACHE" "$B/$k.wasm" > "$OUT/$k.uqbar.0"
+    st=$?
+    if [ $st -ne 0 ]; then
+        fail "$k under uqbar: the warm-up run failed (exit status $st)"
+        continue
+    fi
+    good=1
+    rep=1
+    while [ $rep -le "$REPS" ]; do
+        for rt in native uqbar v8; do
+            run_timed $rt "$k" $rep || good=0
+        done
+        [ $good -eq 1 ] || break
+        rep=$((rep + 1))
+    done
+    [ $good -eq 1 ] || continue
+    # Identical output everywhere, and some output at all.
+    ref=$OUT/$k.native.1
+    if [ ! -s "$ref" ]; then
+        fail "$k: native run printed nothing"
+        continue
+    fi
+    for f in "$OUT/$k".uqbar.0 "$OUT/$k".*.[0-9]; do
+        if ! cmp -s "$ref" "$f"; then
+            fail "$k: OUTPUT MISMATCH: $(basename "$f") differs from native:"
+            diff "$ref" "$f" | sed 's/^/bench:     /' >&2
+            good=0
+        fi
+    done
+    [ $good -eq 1 ] || continue
+    n=$(median < "$OUT/$k.native.ms")
+    u=$(median < "$OUT/$k.uqbar.ms")
+    v=$(median < "$OUT/$k.v8.ms")
+    emit "compute_${k}_native_ms" "$(fmt_ms "$n")" ms
+    emit "compute_${k}_uqbar_ms" "$(fmt_ms "$u")" ms
+    emit "compute_${k}_v8_ms" "$(fmt_ms "$v")" ms
+    emit "compute_${k}_uqbar_vs_native" "$(ratio "$u" "$n")" x
+    emit "compute_${k}_uqbar_vs_v8" "$(ratio "$u" "$v")" x
+    ok_kernels="$ok_kernels $k"
+done
+
+geomean() { # SUFFIX: geometric mean of compute_<k>_SUFFIX over the kernels that ran
+    for k in $ok_kernels; do awk -v n="compute_${k}_$1" '$1 == n { print $2 }' "$RESULTS"; done |
+        awk '{ s += log($1); n++ } END { if (n) printf "%.2f", exp(s / n) }'
+}
+if [ -n "$ok_kernels" ]; then
+    emit compute_geomean_uqbar_vs_native "$(geomean uqbar_vs_native)" x
+    emit compute_geomean_uqbar_vs_v8 "$(geomean uqbar_vs_v8)" x
+    nk=$(echo $KERNELS | wc -w)
+    nok=$(echo $ok_kernels | wc -w)
+    [ "$nok" -eq "$nk" ] || say "NOTE: the geometric means cover only$ok_kernels ($nok of $nk kernels)"
+fi
+
+# ---- engine ----------------------------------------------------------------
+say "engine micro-benchmarks ($B/bench_engine)"
+"$B/bench_engine" "$CACHE" "$B/guests" > "$OUT/engine.txt"
+st=$?
+[ $st -eq 0 ] || fail "bench_engine: exit status $st"
+cat "$OUT/engine.txt"
+cat "$OUT/engine.txt" >> "$RESULTS"
+
+# ---- targets ---------------------------------------------------------------
+get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
+{
+    echo
+    echo "bench: targets"
+    printf '  %-34s %10s   %-10s %s\n' figure measured target verdict
+    while read -r label name op goal unit; do
+        v=$(get "$name")
+        if [ -z "$v" ]; then
+            verdict="n/a (not measured)"
+        elif awk -v v="$v" -v g="$goal" -v op="$op" 'BEGIN { exit !(op == "<" ? v < g : v <= g) }'; then
+            verdict=PASS
+        else
+            verdict=MISS
+        fi
+        printf '  %-34s %10s   %-10s %s\n' "$label" "${v:--} $unit" "$op $goal" "$verdict"
+    done <<EOF
+compute_geomean_vs_native compute_geomean_uqbar_vs_native <= 1.5 x
+compute_geomean_vs_v8 compute_geomean_uqbar_vs_v8 < 1 x
+host_call host_call_ns <= 5 ns
+fiber_switch fiber_switch_ns <= 20 ns
+instantiate_cached instantiate_cached_us <= 20 us
+idle_instance_rss idle_instance_rss_kib <= 32 KiB
+EOF
+} >&2
+
+if [ -n "$failures" ]; then
+    say "FAILED:$failures"
+    exit 1
+fi
+exit 0
