@@ -50,9 +50,9 @@ $(BUILD)/uqbar: $(CLI_OBJ) $(BUILD)/libuqbar.a src/engine/exports.list
 include tests/tests.mk
 include bench/bench.mk
 
-run: all
+run: all $(SHARED)/guests/hello.wasm
 	@echo "uqbar: the node arrives with the kernel issue; meanwhile, an example process:"
-	$(BUILD)/uqbar run $(BUILD)/guests/hello.wasm world
+	$(BUILD)/uqbar run $(SHARED)/guests/hello.wasm world
 
 clean:
 	rm -rf build build-san

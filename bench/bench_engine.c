@@ -1,8 +1,9 @@
 /* Micro-benchmarks of the engine through its internal API. Prints one line
  * per figure on stdout, `name value unit`; progress goes to stderr.
  *
- *   bench_engine CACHE_DIR GUEST_DIR
+ *   bench_engine CACHE_DIR GUEST_DIR [WHICH...]
  *
+ * WHICH picks some of: fiber instantiate hostcall idle (default: all).
  * GUEST_DIR holds the modules built from bench/guests: hostcall.wasm,
  * hostcall_base.wasm, hostcall_nop.wasm, empty.wasm, idle.wasm. Figures (medians):
  *   fiber_switch_ns                 one uqi_fiber_switch (one direction)
@@ -33,7 +34,7 @@
 
 #define HOSTCALL_N 10000000.0  /* loop count hard-coded in hostcall*.wat */
 #define SWITCH_N 10000000      /* fiber switches per repetition */
-#define REPS 5
+#define REPS 7
 #define INST_N 2000            /* instantiations for the median */
 #define IDLE_N 2000            /* idle instances for RSS */
 
@@ -312,27 +313,47 @@ static void bench_idle(void)
     figure("idle_instance_pte_kib", (double)(pte1 - pte0) / IDLE_N, "KiB");
 }
 
+static int which_n;
+static char **which_v;
+
+static bool wanted(const char *name)
+{
+    if (which_n == 0) return true;
+    for (int i = 0; i < which_n; i++)
+        if (strcmp(which_v[i], name) == 0) return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: bench_engine CACHE_DIR GUEST_DIR\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_engine CACHE_DIR GUEST_DIR [fiber|instantiate|hostcall|idle ...]\n");
         return 2;
     }
+    which_n = argc - 3;
+    which_v = argv + 3;
     guest_dir = argv[2];
     uq_errmsg em = {{0}};
     if (uqi_engine_init(&eng, argv[1], &em)) die(em.text);
 
-    progress("fiber switch (%d switches x %d)", SWITCH_N, REPS);
-    bench_fiber_switch();
-
+    if (wanted("fiber")) {
+        progress("fiber switch (%d switches x %d)", SWITCH_N, REPS);
+        bench_fiber_switch();
+    }
     uqi_sched_config sc = {.workers = 1, .slice_ns = 0};
     if (uqi_sched_start(&sc)) die("uqi_sched_start");
-    progress("instantiation (%d instances from a host thread, %d from a task)", INST_N, INST_N);
-    bench_instantiate();
-    progress("host calls (%.0f calls x %d)", HOSTCALL_N, REPS);
-    bench_host_call();
-    progress("idle instances (%d)", IDLE_N);
-    bench_idle();
+    if (wanted("instantiate")) {
+        progress("instantiation (%d instances from a host thread, %d from a task)", INST_N, INST_N);
+        bench_instantiate();
+    }
+    if (wanted("hostcall")) {
+        progress("host calls (%.0f calls x %d)", HOSTCALL_N, REPS);
+        bench_host_call();
+    }
+    if (wanted("idle")) {
+        progress("idle instances (%d)", IDLE_N);
+        bench_idle();
+    }
 
     fflush(stdout);
     fflush(stderr);

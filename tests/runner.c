@@ -57,12 +57,18 @@ const char *tb_build(void)
     return b && *b ? b : "build";
 }
 
+const char *tb_shared(void)
+{
+    const char *b = getenv("UQ_SHARED");
+    return b && *b ? b : "build";
+}
+
 const char *tb_guest(const char *name)
 {
     static char bufs[8][1024];
     static int k;
     char *b = bufs[k++ & 7];
-    snprintf(b, 1024, "%s/guests/%s.wasm", tb_build(), name);
+    snprintf(b, 1024, "%s/guests/%s.wasm", tb_shared(), name);
     return b;
 }
 

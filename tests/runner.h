@@ -40,7 +40,10 @@ void test_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ---- helpers for tests ------------------------------------------------ */
 /* The build directory (UQ_BUILD, default "build") and paths inside it. */
 const char *tb_build(void);
-/* Path of a test guest: <build>/guests/<name>.wasm (static buffer rotation). */
+/* Where guests and the test compile cache live (UQ_SHARED, default "build"):
+ * the same for every build flavour. */
+const char *tb_shared(void);
+/* Path of a test guest: <shared>/guests/<name>.wasm (static buffer rotation). */
 const char *tb_guest(const char *name);
 /* A fresh empty directory for this test. */
 const char *tb_tmpdir(void);

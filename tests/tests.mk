@@ -1,26 +1,29 @@
 # Tests: guests (wasm from C and WAT), the runner, unit and integration tests.
 GUEST_C   := $(wildcard tests/guests/*.c)
 GUEST_WAT := $(wildcard tests/guests/*.wat)
-GUESTS    := $(GUEST_C:tests/guests/%.c=$(BUILD)/guests/%.wasm) $(GUEST_WAT:tests/guests/%.wat=$(BUILD)/guests/%.wasm)
+# Guests and the test compile cache do not depend on how the host is built:
+# they live in build/ for every build flavour (a sanitizer build reuses them).
+SHARED    := build
+GUESTS    := $(GUEST_C:tests/guests/%.c=$(SHARED)/guests/%.wasm) $(GUEST_WAT:tests/guests/%.wat=$(SHARED)/guests/%.wasm)
 WASM_CC   := clang --target=wasm32-wasi --sysroot=/usr
 TEST_SRC  := tests/runner.c $(wildcard tests/unit/*.c tests/integ/*.c)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-$(BUILD)/guests/%.wasm: tests/guests/%.c
+$(SHARED)/guests/%.wasm: tests/guests/%.c
 	@mkdir -p $(dir $@)
 	$(WASM_CC) -O2 -o $@ $<
 	wasm-strip $@
 
-$(BUILD)/guests/%.wasm: tests/guests/%.wat
+$(SHARED)/guests/%.wasm: tests/guests/%.wat
 	@mkdir -p $(dir $@)
 	wat2wasm $< -o $@
 
-$(BUILD)/guests/sqlq.wasm: tests/programs/sqlite/sqlq.c tests/programs/sqlite/build.sh
-	@mkdir -p $(BUILD)/sqlite
-	bash tests/programs/sqlite/build.sh $(BUILD)/sqlite
-	cp $(BUILD)/sqlite/sqlq.wasm $@
+$(SHARED)/guests/sqlq.wasm: tests/programs/sqlite/sqlq.c tests/programs/sqlite/build.sh
+	@mkdir -p $(SHARED)/sqlite $(dir $@)
+	SQLQ_WASM_ONLY=1 bash tests/programs/sqlite/build.sh $(SHARED)/sqlite
+	cp $(SHARED)/sqlite/sqlq.wasm $@
 
-guests: $(GUESTS) $(BUILD)/guests/sqlq.wasm
+guests: $(GUESTS) $(SHARED)/guests/sqlq.wasm
 
 $(BUILD)/tests/%.o: tests/%.c tests/runner.h $(wildcard tests/integ/*.h src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
@@ -30,4 +33,15 @@ $(BUILD)/uqbar_tests: $(TEST_OBJ) $(BUILD)/libuqbar.a
 	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
 
 test: all guests $(BUILD)/uqbar_tests
-	UQ_BUILD=$(BUILD) $(BUILD)/uqbar_tests $(T)
+	UQ_BUILD=$(BUILD) UQ_SHARED=$(SHARED) $(BUILD)/uqbar_tests $(T)
+
+# Fuzzing: libFuzzer + ASan on the module reader; seeds are the test guests.
+FUZZ_SECONDS ?= 60
+$(SHARED)/fuzz/fuzz_wasm_parse: tests/fuzz/fuzz_wasm_parse.c src/engine/wasm_parse.c src/engine/hostapi.c src/util/err.c src/util/util.c
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ $^
+
+fuzz: $(SHARED)/fuzz/fuzz_wasm_parse $(GUESTS)
+	@mkdir -p $(SHARED)/fuzz/corpus
+	cp $(GUESTS) $(SHARED)/fuzz/corpus/
+	$(SHARED)/fuzz/fuzz_wasm_parse -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(SHARED)/fuzz/corpus

@@ -9,7 +9,7 @@ static bool eng_ok;
 const char *tenv_cache(void)
 {
     static char b[1024];
-    snprintf(b, sizeof b, "%s/cache-test", tb_build());
+    snprintf(b, sizeof b, "%s/cache-test", tb_shared());
     return b;
 }
 

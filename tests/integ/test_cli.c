@@ -12,7 +12,7 @@ static const char *uqbar(void)
 static const char *cache(void)
 {
     static char b[1024];
-    snprintf(b, sizeof b, "%s/cache-test", tb_build());
+    snprintf(b, sizeof b, "%s/cache-test", tb_shared());
     return b;
 }
 
@@ -190,7 +190,7 @@ TEST(cli_stdin_is_readable_in_run)
 TEST_T(cli_sqlite_answers_queries, 900)
 {
     char p[1024];
-    snprintf(p, sizeof p, "%s/guests/sqlq.wasm", tb_build());
+    snprintf(p, sizeof p, "%s", tb_guest("sqlq"));
     cmd_result r = RUN(p);
     if (r.status != 0) test_log("stderr: %s", r.err);
     ASSERT_EQ(r.status, 0);

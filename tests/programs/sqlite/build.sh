@@ -9,6 +9,7 @@
 # SQLite's amalgamation is fetched into DEST_DIR by fetch.sh (npm registry).
 # Outputs are rebuilt only when older than their inputs.
 #
+# SQLQ_WASM_ONLY=1 skips the native build (the tests need only the wasm).
 # Environment: CLANG (default clang), WASI_SYSROOT (default /usr),
 #              CC_NATIVE (default gcc), WASM_STRIP (default wasm-strip).
 set -euo pipefail
@@ -66,7 +67,7 @@ if newer "$dest/sqlq.wasm"; then
   mv -f "$dest/sqlq.wasm.tmp" "$dest/sqlq.wasm"
 fi
 
-if newer "$dest/sqlq.native"; then
+if [ -z "${SQLQ_WASM_ONLY:-}" ] && newer "$dest/sqlq.native"; then
   (set -x
    "$CC_NATIVE" -O2 "${SQLITE_DEFS[@]}" -I"$dest" \
      -o "$dest/sqlq.native.tmp" "${srcs[@]}" -lm)
