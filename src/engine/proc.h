@@ -36,6 +36,7 @@ typedef struct uqi_proc {
     /* WASI view */
     int argc, envc;
     char **argv, **envp;        /* owned */
+    uint32_t argv_bytes, envp_bytes; /* sum of strlen+1, for *_sizes_get */
     char *tag;                  /* output line prefix on a node; NULL: raw output */
     bool stdin_ok;              /* fd 0 readable (uqbar run) */
     uqi_outbuf out[2];          /* partial lines of stdout, stderr when tagged */

@@ -227,15 +227,13 @@ FD_ONLY(sock_send, u32 a, u32 b, u32 c, u32 d) { UQ_UNUSED(p); UQ_UNUSED(a); UQ_
 FD_ONLY(sock_shutdown, u32 a) { UQ_UNUSED(p); UQ_UNUSED(a); return is_stdio(fd) ? E_NOTSUP : E_BADF; }
 
 /* ---- args and environment -------------------------------------------------- */
-static u32 vec_sizes(wasi_ctx *p, char **v, int n, u32 count_out, u32 size_out)
+static u32 vec_sizes(wasi_ctx *p, int n, u32 bytes, u32 count_out, u32 size_out)
 {
     uint8_t *c = GP(p, count_out, 4), *s = GP(p, size_out, 4);
     if (!c || !s) return E_FAULT;
-    u64 total = 0;
-    for (int i = 0; i < n; i++) total += strlen(v[i]) + 1;
-    if (total > UINT32_MAX) return E_2BIG;
+    if (bytes == UINT32_MAX) return E_2BIG;
     put32(c, (u32)n);
-    put32(s, (u32)total);
+    put32(s, bytes);
     return E_SUCCESS;
 }
 
@@ -255,9 +253,9 @@ static u32 vec_get(wasi_ctx *p, char **v, int n, u32 ptrs, u32 buf)
     return E_SUCCESS;
 }
 
-u32 Z_wasi_snapshot_preview1Z_args_sizes_get(wasi_ctx *p, u32 a, u32 b) { return vec_sizes(p, p->argv, p->argc, a, b); }
+u32 Z_wasi_snapshot_preview1Z_args_sizes_get(wasi_ctx *p, u32 a, u32 b) { return vec_sizes(p, p->argc, p->argv_bytes, a, b); }
 u32 Z_wasi_snapshot_preview1Z_args_get(wasi_ctx *p, u32 a, u32 b) { return vec_get(p, p->argv, p->argc, a, b); }
-u32 Z_wasi_snapshot_preview1Z_environ_sizes_get(wasi_ctx *p, u32 a, u32 b) { return vec_sizes(p, p->envp, p->envc, a, b); }
+u32 Z_wasi_snapshot_preview1Z_environ_sizes_get(wasi_ctx *p, u32 a, u32 b) { return vec_sizes(p, p->envc, p->envp_bytes, a, b); }
 u32 Z_wasi_snapshot_preview1Z_environ_get(wasi_ctx *p, u32 a, u32 b) { return vec_get(p, p->envp, p->envc, a, b); }
 
 /* ---- clocks, random, scheduling ------------------------------------------------ */

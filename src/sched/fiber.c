@@ -1,6 +1,9 @@
 /* Fiber stacks (mmap'ed, a PROT_NONE guard page below, pooled) and the
- * context switch. The x86-64 switch costs about 5 ns; ucontext costs ~280 ns
- * because it saves and restores the signal mask with a system call. */
+ * context switch. The x86-64 switch saves only the callee-saved integer
+ * registers: MXCSR and the x87 control word are not switched because nothing
+ * in uqbar changes them (wasm has no rounding-mode control) and a signal
+ * handler's sigreturn restores them itself. ucontext costs ~280 ns because it
+ * saves and restores the signal mask with a system call. */
 #include "sched/fiber.h"
 
 #include <pthread.h>
@@ -43,8 +46,12 @@ static uint8_t *stack_alloc(size_t map_size)
 static void stack_free(uint8_t *m, size_t map_size)
 {
     if (map_size == UQI_FIBER_DEFAULT_STACK + page_size()) {
-        /* Give the touched pages back but keep the mapping. */
-        madvise(m + page_size(), map_size - page_size(), MADV_DONTNEED);
+        /* Give the deep pages back but keep the mapping and the top 16 KiB,
+         * where every fiber runs: the next fiber does not fault them in again.
+         * (Stacks hold no secrets a guest can read: guest code cannot address
+         * its native stack.) */
+        size_t keep = 16384;
+        if (map_size - page_size() > keep) madvise(m + page_size(), map_size - page_size() - keep, MADV_DONTNEED);
         pthread_mutex_lock(&pool_lock);
         if (pool_n < POOL_MAX) {
             pool[pool_n++] = m;
@@ -69,14 +76,8 @@ __asm__(
     "  pushq %r13\n"
     "  pushq %r14\n"
     "  pushq %r15\n"
-    "  subq $8, %rsp\n"
-    "  stmxcsr (%rsp)\n"
-    "  fnstcw 4(%rsp)\n"
     "  movq %rsp, (%rdi)\n"
     "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n"
-    "  fldcw 4(%rsp)\n"
-    "  addq $8, %rsp\n"
     "  popq %r15\n"
     "  popq %r14\n"
     "  popq %r13\n"
@@ -120,10 +121,10 @@ uq_err uqi_fiber_init(uqi_fiber *f, size_t stack_size, void (*fn)(void *), void 
     f->guard_hi = f->map + ps;
     uint8_t *top = f->map + f->map_size;
 #if UQI_FIBER_ASM
-    /* Initial frame, popped by uqi_fiber_switch_asm: csr word, r15, r14,
-     * r13 (fn), r12 (arg), rbx, rbp, return address (trampoline). After the
-     * ret, rsp = top - 8 so that the trampoline's call leaves the callee
-     * with the ABI's 16-byte alignment. */
+    /* Initial frame, popped by uqi_fiber_switch_asm: r15, r14, r13 (fn),
+     * r12 (arg), rbx, rbp, return address (trampoline). After the ret,
+     * rsp = top - 8 so that the trampoline's call leaves the callee with the
+     * ABI's 16-byte alignment. */
     uint64_t *sp = (uint64_t *)(void *)(top - 16);
     *--sp = (uint64_t)(uintptr_t)uqi_fiber_trampoline;
     *--sp = 0;                             /* rbp */
@@ -132,7 +133,6 @@ uq_err uqi_fiber_init(uqi_fiber *f, size_t stack_size, void (*fn)(void *), void 
     *--sp = (uint64_t)(uintptr_t)fn;       /* r13 */
     *--sp = 0;                             /* r14 */
     *--sp = 0;                             /* r15 */
-    *--sp = 0x1f80ull | (0x037full << 32); /* default MXCSR, x87 control word */
     f->sp = sp;
 #else
     if (getcontext(&f->uc) != 0) {

@@ -1,6 +1,6 @@
 /* Fibers: stacks with a guard page and a context switch. On x86-64 the switch
- * is hand-written (it saves only callee-saved registers, MXCSR and the x87
- * control word); elsewhere ucontext is the portable, slower fallback. */
+ * is hand-written (it saves only the callee-saved registers); elsewhere
+ * ucontext is the portable, slower fallback. */
 #ifndef UQ_FIBER_H
 #define UQ_FIBER_H
 
