@@ -55,4 +55,4 @@ run: all $(SHARED)/guests/hello.wasm
 	$(BUILD)/uqbar run $(SHARED)/guests/hello.wasm world
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-uc
