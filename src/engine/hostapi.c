@@ -66,14 +66,13 @@ const uqi_hostfn *uqi_hostapi_find(const char *module, const char *name)
 void uqi_sig_pretty(const char *sig, char *buf, size_t cap)
 {
     size_t k = 0;
-    bool first = true, results = false;
+    bool first = true;
     #define PUT(s) do { int w_ = snprintf(buf + k, k < cap ? cap - k : 0, "%s", s); if (w_ > 0) k += (size_t)w_; } while (0)
     PUT("(");
     for (const char *c = sig; *c; c++) {
         if (*c == ':') {
             PUT(") -> (");
             first = true;
-            results = true;
             continue;
         }
         if (!first) PUT(", ");
@@ -88,7 +87,6 @@ void uqi_sig_pretty(const char *sig, char *buf, size_t cap)
         }
     }
     PUT(")");
-    UQ_UNUSED(results);
     #undef PUT
 }
 

@@ -92,7 +92,7 @@ static int emit_tagged(wasi_ctx *p, int which, const uint8_t *data, size_t n)
 
 u32 Z_wasi_snapshot_preview1Z_fd_write(wasi_ctx *p, u32 fd, u32 iovs, u32 iovs_len, u32 nwritten)
 {
-    if (fd != 1 && fd != 2) return fd == 0 ? E_BADF : E_BADF;
+    if (fd != 1 && fd != 2) return E_BADF;
     uint8_t *nw = GP(p, nwritten, 4);
     if (!nw || iovs_len > 1024) return nw ? E_INVAL : E_FAULT;
     uint8_t *iov = GP(p, iovs, iovs_len * 8);
@@ -270,29 +270,33 @@ static bool clock_of(u32 id, clockid_t *out)
     }
 }
 
-u32 Z_wasi_snapshot_preview1Z_clock_res_get(wasi_ctx *p, u32 id, u32 out)
+static u64 ts_ns(const struct timespec *ts)
+{
+    return (u64)ts->tv_sec * 1000000000ull + (u64)ts->tv_nsec;
+}
+
+/* clock_res_get and clock_time_get: the same checks, another libc call. */
+static u32 clock_query(wasi_ctx *p, u32 id, u32 out, int (*query)(clockid_t, struct timespec *))
 {
     clockid_t c;
     if (!clock_of(id, &c)) return E_INVAL;
     uint8_t *b = GP(p, out, 8);
     if (!b) return E_FAULT;
     struct timespec ts;
-    clock_getres(c, &ts);
-    put64(b, (u64)ts.tv_sec * 1000000000ull + (u64)ts.tv_nsec);
+    if (query(c, &ts) != 0) return E_INVAL;
+    put64(b, ts_ns(&ts));
     return E_SUCCESS;
+}
+
+u32 Z_wasi_snapshot_preview1Z_clock_res_get(wasi_ctx *p, u32 id, u32 out)
+{
+    return clock_query(p, id, out, clock_getres);
 }
 
 u32 Z_wasi_snapshot_preview1Z_clock_time_get(wasi_ctx *p, u32 id, u64 precision, u32 out)
 {
     UQ_UNUSED(precision);
-    clockid_t c;
-    if (!clock_of(id, &c)) return E_INVAL;
-    uint8_t *b = GP(p, out, 8);
-    if (!b) return E_FAULT;
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    put64(b, (u64)ts.tv_sec * 1000000000ull + (u64)ts.tv_nsec);
-    return E_SUCCESS;
+    return clock_query(p, id, out, clock_gettime);
 }
 
 u32 Z_wasi_snapshot_preview1Z_random_get(wasi_ctx *p, u32 buf, u32 len)
@@ -343,7 +347,7 @@ u32 Z_wasi_snapshot_preview1Z_poll_oneoff(wasi_ctx *p, u32 in, u32 out, u32 nsub
             else if (flags & 1) {
                 struct timespec ts;
                 clock_gettime(c, &ts);
-                u64 cur = (u64)ts.tv_sec * 1000000000ull + (u64)ts.tv_nsec;
+                u64 cur = ts_ns(&ts);
                 d = timeout > cur ? now + (timeout - cur) : now;
             } else {
                 d = timeout > UINT64_MAX - now ? UINT64_MAX : now + timeout;

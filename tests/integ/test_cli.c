@@ -170,10 +170,19 @@ TEST(cli_second_run_uses_cache)
     tb_result_free(&r2);
 }
 
+/* `uqbar run` grants stdin: a filter reads it to the end. */
 TEST(cli_stdin_is_readable_in_run)
 {
-    /* sqlite-free check that fd 0 works for `uqbar run`: hello ignores stdin,
-     * so use the usage path instead: unknown command and help */
+    const char *a[] = {uqbar(), "run", "--cache", cache(), tb_guest("upcase"), NULL};
+    cmd_result r = tb_run(a, "hello stdin\nsecond line\n", 60);
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "HELLO STDIN\nSECOND LINE\n");
+    ASSERT_STR_HAS(r.err, "read 24 bytes");
+    tb_result_free(&r);
+}
+
+TEST(cli_usage_errors_and_help)
+{
     const char *a[] = {uqbar(), "frobnicate", NULL};
     cmd_result r = tb_run(a, NULL, 10);
     ASSERT_EQ(r.status, 2);
