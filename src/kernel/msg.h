@@ -1,0 +1,87 @@
+/* Kernel messages: addresses ("node@process"), refcounted payloads shared by
+ * reference when a message is forwarded, and bounded mailboxes that refuse
+ * (backpressure) instead of dropping or growing without limit. */
+#ifndef UQ_MSG_H
+#define UQ_MSG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "util/util.h"
+
+/* ---- addresses ---------------------------------------------------------- */
+/* A node name: 1-63 of [a-z0-9.-], not starting or ending with '.' or '-'.
+ * A process id: 1-63 of [a-z0-9-] (a name), or a UUID in canonical form
+ * (8-4-4-4-12 lowercase hex), which is the same alphabet. */
+#define UQI_NAME_MAX 63
+
+typedef struct uqi_addr {
+    char node[UQI_NAME_MAX + 1];
+    char process[UQI_NAME_MAX + 1];
+} uqi_addr;
+
+/* Parse "node@process" (or "process" alone, then node = local_node). */
+uq_err uqi_addr_parse(const char *text, const char *local_node, uqi_addr *out, uq_errmsg *em);
+bool uqi_node_name_valid(const char *s);
+bool uqi_process_name_valid(const char *s);
+/* Write "node@process" into buf (always NUL-terminated). */
+void uqi_addr_format(const uqi_addr *a, char *buf, size_t cap);
+bool uqi_addr_eq(const uqi_addr *a, const uqi_addr *b);
+/* A fresh random process id in UUID v4 form (37 bytes with the NUL). */
+void uqi_uuid_new(char out[37]);
+
+/* ---- payloads ---------------------------------------------------------- */
+typedef struct uqi_payload {
+    atomic_uint refs;
+    size_t len;
+    char mime[128];          /* "" when none */
+    uint8_t data[];
+} uqi_payload;
+
+/* A payload holding a copy of data[0..len); refs = 1. NULL if len is over max. */
+uqi_payload *uqi_payload_new(const void *data, size_t len, const char *mime);
+/* Share: forwarding a message with its payload inherited costs one increment. */
+uqi_payload *uqi_payload_hold(uqi_payload *p);
+void uqi_payload_rele(uqi_payload *p);
+
+/* ---- messages ---------------------------------------------------------- */
+typedef enum uqi_msg_kind {
+    UQI_MSG_REQUEST = 1,
+    UQI_MSG_RESPONSE = 2,
+    UQI_MSG_ERROR = 3,       /* Offline / Timeout / a refusal, returned to the sender */
+} uqi_msg_kind;
+
+typedef struct uqi_msg {
+    struct uqi_msg *next;    /* mailbox link */
+    uqi_msg_kind kind;
+    uint64_t id;
+    uqi_addr source, target;
+    uint32_t expects_response_s; /* 0: no response expected */
+    uint8_t *body;           /* owned; by convention JSON text */
+    size_t body_len;
+    char *metadata;          /* owned or NULL */
+    uqi_payload *payload;    /* held reference or NULL */
+} uqi_msg;
+
+uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len);
+void uqi_msg_free(uqi_msg *m);
+
+/* ---- mailboxes ----------------------------------------------------------- */
+typedef struct uqi_mailbox {
+    pthread_mutex_t lock;
+    uqi_msg *head, *tail;
+    uint32_t depth, cap;
+    uint64_t delivered, refused;
+} uqi_mailbox;
+
+void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap);
+/* Free every queued message. */
+void uqi_mailbox_fini(uqi_mailbox *mb);
+/* Append m. UQ_ELIMIT when full: then the caller still owns m (backpressure:
+ * the sender is told, nothing is dropped silently). */
+uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m);
+/* Take the oldest message, or NULL. The caller owns it. */
+uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb);
+uint32_t uqi_mailbox_depth(uqi_mailbox *mb);
+
+#endif
