@@ -119,8 +119,8 @@ uq_err uqi_fiber_init(uqi_fiber *f, size_t stack_size, void (*fn)(void *), void 
     if (!f->map) return UQ_ENOMEM;
     f->guard_lo = f->map;
     f->guard_hi = f->map + ps;
-    uint8_t *top = f->map + f->map_size;
 #if UQI_FIBER_ASM
+    uint8_t *top = f->map + f->map_size;
     /* Initial frame, popped by uqi_fiber_switch_asm: r15, r14, r13 (fn),
      * r12 (arg), rbx, rbp, return address (trampoline). After the ret,
      * rsp = top - 8 so that the trampoline's call leaves the callee with the
