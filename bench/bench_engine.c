@@ -137,7 +137,7 @@ static void check_exited(uqi_proc *p, const char *what)
 static uint64_t run_once(uqi_module *m, char *const *argv)
 {
     uint64_t t0 = uqi_now_ns();
-    uqi_proc *p = uqi_proc_new(m, 1, argv, no_env);
+    uqi_proc *p = uqi_proc_new(m, argv, no_env);
     if (uqi_proc_start(p, 0)) die("uqi_proc_start");
     uqi_proc_wait(p);
     uint64_t t1 = uqi_now_ns();
@@ -168,7 +168,7 @@ static void driver_entry(uqi_task *t)
     char *argv[] = {(char *)"empty", NULL};
     for (int i = 0; i < d->n; i++) {
         uint64_t t0 = uqi_now_ns();
-        uqi_proc *p = uqi_proc_new(d->mod, 1, argv, no_env);
+        uqi_proc *p = uqi_proc_new(d->mod, argv, no_env);
         p->on_finish = driver_wake;
         p->user = d;
         if (uqi_proc_start(p, 0)) die("uqi_proc_start (in worker)");
@@ -291,7 +291,7 @@ static void bench_idle(void)
     /* Two warm-up sleepers: code pages, malloc arenas, worker heaps. */
     uqi_proc *warm[2];
     for (int i = 0; i < 2; i++) {
-        warm[i] = uqi_proc_new(m, 1, argv, no_env);
+        warm[i] = uqi_proc_new(m, argv, no_env);
         if (uqi_proc_start(warm[i], -1)) die("uqi_proc_start (idle)");
     }
     wait_sleeping(warm, 2);
@@ -300,7 +300,7 @@ static void bench_idle(void)
     static uqi_proc *ps[IDLE_N];
     uint64_t t0 = uqi_now_ns();
     for (int i = 0; i < IDLE_N; i++) {
-        ps[i] = uqi_proc_new(m, 1, argv, no_env);
+        ps[i] = uqi_proc_new(m, argv, no_env);
         if (uqi_proc_start(ps[i], -1)) die("uqi_proc_start (idle)");
     }
     wait_sleeping(ps, IDLE_N);

@@ -86,6 +86,18 @@ const char *tb_tmpdir(void)
     return test_tmp;
 }
 
+const char *tb_write_tmp(const char *name, const void *data, size_t len)
+{
+    static char bufs[4][1200];
+    static int k;
+    char *p = bufs[k++ & 3];
+    snprintf(p, 1200, "%s/%s", tb_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0)
+        test_fail(__FILE__, __LINE__, "cannot write %s: %s", p, strerror(errno));
+    return p;
+}
+
 static char *slurp_fd(int fd)
 {
     size_t cap = 4096, n = 0;

@@ -47,6 +47,8 @@ const char *tb_shared(void);
 const char *tb_guest(const char *name);
 /* A fresh empty directory for this test. */
 const char *tb_tmpdir(void);
+/* Write data[0..len) to <tmpdir>/name and return the path (static buffer rotation). */
+const char *tb_write_tmp(const char *name, const void *data, size_t len);
 
 typedef struct cmd_result {
     int status;       /* exit status, or 128+signal */

@@ -124,7 +124,7 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "uqbar: cannot start the scheduler\n");
         return EXIT_FAILED;
     }
-    uqi_proc *p = uqi_proc_new(mod, argc - i, argv + i, envv);
+    uqi_proc *p = uqi_proc_new(mod, argv + i, envv);
     p->mem_cap_bytes = max_mem;
     p->stdin_ok = true;
     uint64_t t0 = uqi_now_ns();

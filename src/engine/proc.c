@@ -76,10 +76,9 @@ static void proc_done(uqi_task *t)
     pthread_mutex_unlock(&p->lock);
 }
 
-uqi_proc *uqi_proc_new(struct uqi_module *mod, int argc, char *const *argv, char *const *envp)
+uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *envp)
 {
     uqi_proc *p = uqi_xcalloc(1, sizeof *p);
-    UQ_UNUSED(argc);
     p->mod = mod;
     p->inst = uqi_xcalloc(1, mod->inst_size);
     p->argv = copy_vec(argv, &p->argc);

@@ -53,8 +53,9 @@ typedef struct uqi_proc {
     void *user;                 /* the kernel's record */
 } uqi_proc;
 
-/* Create a process for module mod with a copy of argv/envp. Not started. */
-uqi_proc *uqi_proc_new(struct uqi_module *mod, int argc, char *const *argv, char *const *envp);
+/* Create a process for module mod with copies of the NULL-terminated argv
+ * and envp. Not started. */
+uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *envp);
 /* Start it on a worker (-1: any). */
 uq_err uqi_proc_start(uqi_proc *p, int worker);
 /* Wait until it finished (not from a task). */

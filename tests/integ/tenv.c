@@ -62,7 +62,7 @@ uqi_proc *tenv_spawn(const char *guest, const char *const *args, uint64_t mem_ca
     for (int i = 0; args && args[i] && n < 15; i++) argv[n++] = args[i];
     argv[n] = NULL;
     char *const envp[] = {NULL};
-    uqi_proc *p = uqi_proc_new(m, n, (char *const *)argv, envp);
+    uqi_proc *p = uqi_proc_new(m, (char *const *)argv, envp);
     p->mem_cap_bytes = mem_cap;
     ASSERT_EQ(uqi_proc_start(p, worker), UQ_OK);
     return p;

@@ -65,11 +65,7 @@ TEST(cli_recursion_from_c_ends_in_a_trap)
 
 TEST(cli_garbage_and_truncated_files)
 {
-    char p[1200];
-    snprintf(p, sizeof p, "%s/garbage.wasm", tb_tmpdir());
-    FILE *f = fopen(p, "w");
-    fputs("this is not wasm at all", f);
-    fclose(f);
+    const char *p = tb_write_tmp("garbage.wasm", "this is not wasm at all", 23);
     cmd_result r = RUN(p);
     ASSERT_EQ(r.status, 122);
     ASSERT_STR_HAS(r.err, "not a WebAssembly module");
@@ -78,10 +74,7 @@ TEST(cli_garbage_and_truncated_files)
     uint8_t *b;
     size_t n;
     ASSERT_EQ(uqi_read_file(tb_guest("hello"), &b, &n, NULL), UQ_OK);
-    snprintf(p, sizeof p, "%s/trunc.wasm", tb_tmpdir());
-    f = fopen(p, "w");
-    fwrite(b, 1, n * 3 / 4, f);
-    fclose(f);
+    p = tb_write_tmp("trunc.wasm", b, n * 3 / 4);
     free(b);
     r = RUN(p);
     ASSERT_EQ(r.status, 122);
@@ -106,11 +99,7 @@ TEST(cli_invalid_body_refused_by_validator)
                                 3, 2, 1, 0,                   /* func 0: type 0 */
                                 7, 10, 1, 6, '_', 's', 't', 'a', 'r', 't', 0, 0,
                                 10, 4, 1, 2, 0, 0x0b};        /* body: end (no value) */
-    char p[1200];
-    snprintf(p, sizeof p, "%s/invalid.wasm", tb_tmpdir());
-    FILE *f = fopen(p, "w");
-    fwrite(m, 1, sizeof m, f);
-    fclose(f);
+    const char *p = tb_write_tmp("invalid.wasm", m, sizeof m);
     cmd_result r = RUN(p);
     test_log("%s", r.err);
     ASSERT_EQ(r.status, 122);

@@ -142,7 +142,7 @@ TEST(engine_output_is_tagged)
     uqi_module *m = tenv_load("hello");
     const char *argv[] = {"hello", "a", "b", NULL};
     char *const envp[] = {NULL};
-    uqi_proc *p = uqi_proc_new(m, 3, (char *const *)argv, envp);
+    uqi_proc *p = uqi_proc_new(m, (char *const *)argv, envp);
     p->tag = uqi_xstrdup("hello-1");
     ASSERT_EQ(uqi_proc_start(p, 0), UQ_OK);
     uqi_proc_wait(p);
