@@ -7,7 +7,7 @@ BUILD   ?= build
 SANITIZE ?=
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wundef \
            -Wwrite-strings -Wno-unused-parameter
-CFLAGS_BASE := -std=gnu11 -g -O2 -fno-strict-aliasing -pthread -Iinclude -Isrc $(WARN)
+CFLAGS_BASE := -std=gnu11 -g -O2 -fno-strict-aliasing -pthread -Iinclude -Isrc -Isdk $(WARN)
 ifeq ($(WERROR),1)
 CFLAGS_BASE += -Werror
 endif
@@ -36,7 +36,7 @@ all: deps $(BUILD)/uqbar
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/src/%.o: src/%.c $(wildcard src/*/*.h include/uqbar/*.h)
+$(BUILD)/src/%.o: src/%.c $(wildcard src/*/*.h include/uqbar/*.h sdk/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -45,3 +45,12 @@ fuzz: $(SHARED)/fuzz/fuzz_wasm_parse $(GUESTS)
 	@mkdir -p $(SHARED)/fuzz/corpus
 	cp $(GUESTS) $(SHARED)/fuzz/corpus/
 	$(SHARED)/fuzz/fuzz_wasm_parse -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(SHARED)/fuzz/corpus
+
+# Apps shipped with the node, written against sdk/uqbar.h.
+APP_SRC  := $(wildcard apps/*.c)
+APPS     := $(APP_SRC:apps/%.c=$(SHARED)/apps/%.wasm)
+$(SHARED)/apps/%.wasm: apps/%.c sdk/uqbar.h sdk/sdk_abi.h
+	@mkdir -p $(dir $@)
+	$(WASM_CC) -O2 -Isdk -o $@ $<
+	wasm-strip $@
+guests: $(APPS)

@@ -53,6 +53,12 @@ static const uqi_hostfn table[] = {
     {W, "sock_recv", "iiiiii:i"},
     {W, "sock_send", "iiiii:i"},
     {W, "sock_shutdown", "ii:i"},
+    /* the uqbar guest ABI (src/kernel/abi.c, docs/ABI.md) */
+    {"uqbar", "receive", "i:i"},
+    {"uqbar", "msg_read", "iiiii:i"},
+    {"uqbar", "msg_free", "i:i"},
+    {"uqbar", "send", "i:I"},
+    {"uqbar", "our", "ii:i"},
 };
 #undef W
 

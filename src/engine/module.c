@@ -180,6 +180,12 @@ static void hash_file(const char *path, char *hex65)
 uq_err uqi_engine_init(uqi_engine *e, const char *cache_dir, uq_errmsg *em)
 {
     memset(e, 0, sizeof *e);
+    const char *lv = getenv("UQBAR_LOG"); /* error, warn, info, debug */
+    if (lv && *lv) {
+        static const char *names[] = {"error", "warn", "info", "debug"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(lv, names[i]) == 0) uqi_log_level = i;
+    }
     if (sodium_init() < 0) return uqi_errf(em, UQ_ECRYPTO, "libsodium failed to initialize");
     uq_err err = uqi_mkdirs(cache_dir, em);
     if (err) return err;

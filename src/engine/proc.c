@@ -70,6 +70,10 @@ static void proc_done(uqi_task *t)
 {
     uqi_proc *p = (uqi_proc *)t;
     if (p->on_finish) p->on_finish(p);
+    if (p->free_on_finish) {
+        uqi_proc_free(p);
+        return;
+    }
     pthread_mutex_lock(&p->lock);
     __atomic_store_n(&p->finished, true, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cond);

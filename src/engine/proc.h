@@ -50,6 +50,7 @@ typedef struct uqi_proc {
     pthread_cond_t cond;
     bool finished;
     void (*on_finish)(struct uqi_proc *); /* on the worker, after the instance is gone */
+    bool free_on_finish;        /* nobody waits: free the process when it ends */
     void *user;                 /* the kernel's record */
 } uqi_proc;
 

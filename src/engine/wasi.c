@@ -123,6 +123,7 @@ u32 Z_wasi_snapshot_preview1Z_fd_read(wasi_ctx *p, u32 fd, u32 iovs, u32 iovs_le
         if (r > 0) break;
         if (r < 0 && errno != EINTR) return E_IO;
         uqi_task_sleep_until(uqi_now_ns() + 2000000ull);
+        uqi_task_check_kill();
     }
     u64 total = 0;
     for (u32 i = 0; i < iovs_len; i++) {
@@ -373,7 +374,10 @@ u32 Z_wasi_snapshot_preview1Z_poll_oneoff(wasi_ctx *p, u32 in, u32 out, u32 nsub
     }
     if (n == 0) {
         if (deadline == UINT64_MAX) deadline = now + 1000000000ull; /* unreachable by construction */
-        while (uqi_now_ns() < deadline) uqi_task_sleep_until(deadline);
+        while (uqi_now_ns() < deadline) {
+            uqi_task_sleep_until(deadline);
+            uqi_task_check_kill();
+        }
         now = uqi_now_ns();
         for (u32 i = 0; i < nsubs; i++) {
             const uint8_t *s = subs + 48 * i;

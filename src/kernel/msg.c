@@ -103,6 +103,7 @@ void uqi_msg_free(uqi_msg *m)
     if (!m) return;
     free(m->body);
     free(m->metadata);
+    free(m->context);
     uqi_payload_rele(m->payload);
     free(m);
 }

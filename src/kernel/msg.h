@@ -51,12 +51,25 @@ typedef enum uqi_msg_kind {
     UQI_MSG_ERROR = 3,       /* Offline / Timeout / a refusal, returned to the sender */
 } uqi_msg_kind;
 
+/* Why an error message came back (kind UQI_MSG_ERROR). */
+typedef enum uqi_send_error {
+    UQI_SEND_OFFLINE = 1,    /* the target node cannot be reached */
+    UQI_SEND_TIMEOUT = 2,    /* no response in time */
+    UQI_SEND_NO_PROCESS = 3, /* the target process does not exist (or was killed) */
+    UQI_SEND_REFUSED = 4,    /* the target's mailbox is full or it may not be messaged */
+} uqi_send_error;
+
 typedef struct uqi_msg {
     struct uqi_msg *next;    /* mailbox link */
     uqi_msg_kind kind;
     uint64_t id;
     uqi_addr source, target;
+    uqi_addr rsvp;           /* where a response goes; valid when has_rsvp */
+    bool has_rsvp;
     uint32_t expects_response_s; /* 0: no response expected */
+    uint32_t error;          /* uqi_send_error, for UQI_MSG_ERROR */
+    uint8_t *context;        /* attached by the kernel on delivery; never leaves the node */
+    size_t context_len;
     uint8_t *body;           /* owned; by convention JSON text */
     size_t body_len;
     char *metadata;          /* owned or NULL */

@@ -238,6 +238,12 @@ void uqi_task_wake(uqi_task *t)
     pthread_mutex_unlock(&w->lock);
 }
 
+void uqi_task_check_kill(void)
+{
+    uqi_task *t = uqi_task_current();
+    if (t && t->kill_requested && t->in_guest) uqi_task_unwind(t, UQI_UNWIND_KILLED);
+}
+
 void uqi_task_unwind(uqi_task *t, int code)
 {
     _longjmp(t->trap_jmp, code);
@@ -289,6 +295,7 @@ static void preempt_handler(int sig, siginfo_t *si, void *ucv)
     uintptr_t pc = 0;
 #endif
     if (!t->in_guest || !in_guest_text(pc)) return;
+    if (t->kill_requested) uqi_task_unwind(t, UQI_UNWIND_KILLED); /* a spinner that was killed */
     int saved = errno;
     t->preemptions++;
     /* Taking the worker lock here is safe: the PC is in guest code, which

@@ -29,6 +29,7 @@ typedef struct uqi_task {
     uqi_task_state state;          /* guarded by worker->lock when shared */
     bool wake_pending;             /* a wake arrived while not blocked */
     bool in_guest;                 /* guest code may be running: traps are ours */
+    volatile bool kill_requested;  /* end it at the next blocking call or preemption */
     uint64_t wake_at;              /* deadline while SLEEPING */
     uint32_t heap_index;           /* position in the worker's timer heap */
     void (*entry)(struct uqi_task *);   /* body, runs on the fiber */
@@ -60,6 +61,10 @@ void uqi_task_yield(void);
 void uqi_task_block(void);
 /* Sleep until the monotonic time deadline_ns or a wake, whichever first. */
 void uqi_task_sleep_until(uint64_t deadline_ns);
+
+/* If the running task was asked to end, unwind it now (never returns then).
+ * Blocking host calls call this after every wake-up. */
+void uqi_task_check_kill(void);
 
 /* ---- from anywhere ---------------------------------------------------- */
 void uqi_task_wake(uqi_task *t);

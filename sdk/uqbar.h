@@ -1,0 +1,124 @@
+/* uqbar.h: write uqbar processes in C (clang --target=wasm32-wasi).
+ *
+ * A process is a WASI command whose main() loops on uq_receive(). Each
+ * received message is a handle: read its parts with uq_body()/uq_payload()
+ * (the payload is copied into the process only then), answer with
+ * uq_respond(), forward with uq_request() naming it as `inherit`, and free it
+ * with uq_msg_free(). Contracts and error codes: docs/ABI.md. */
+#ifndef UQBAR_H_GUEST
+#define UQBAR_H_GUEST
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sdk_abi.h"
+
+#define UQ_IMPORT(n) __attribute__((import_module("uqbar"), import_name(n)))
+int32_t uq__receive(void *hdr) UQ_IMPORT("receive");
+int32_t uq__msg_read(int32_t h, int32_t field, uint32_t off, void *buf, uint32_t len) UQ_IMPORT("msg_read");
+int32_t uq__msg_free(int32_t h) UQ_IMPORT("msg_free");
+int64_t uq__send(const void *desc) UQ_IMPORT("send");
+int32_t uq__our(char *buf, uint32_t cap) UQ_IMPORT("our");
+
+typedef struct uq_msg {
+    uint32_t handle, kind;
+    uint64_t id;
+    uint32_t source_len, body_len, metadata_len, context_len, payload_len, mime_len;
+    uint32_t expects_response_s, error, flags, reserved;
+} uq_msg;
+_Static_assert(sizeof(uq_msg) == UQ_ABI_HEADER_SIZE, "uq_msg layout");
+
+typedef struct uq_send_desc {
+    uint32_t kind, handle;
+    uint32_t target_ptr, target_len, body_ptr, body_len, metadata_ptr, metadata_len;
+    uint32_t context_ptr, context_len, payload_ptr, payload_len, mime_ptr, mime_len;
+    uint32_t expects_response_s, flags;
+} uq_send_desc;
+_Static_assert(sizeof(uq_send_desc) == UQ_ABI_SEND_SIZE, "uq_send_desc layout");
+
+/* Wait for the next message; returns its handle (> 0) or a UQ_ABI_* code. */
+static inline int32_t uq_receive(uq_msg *m) { return uq__receive(m); }
+static inline int32_t uq_msg_free(const uq_msg *m) { return uq__msg_free((int32_t)m->handle); }
+
+/* Copy a field into a fresh NUL-terminated buffer (caller frees); NULL if empty. */
+static inline char *uq_read_field(const uq_msg *m, int field, uint32_t len)
+{
+    char *b = (char *)malloc((size_t)len + 1);
+    if (!b) return NULL;
+    int32_t n = len ? uq__msg_read((int32_t)m->handle, field, 0, b, len) : 0;
+    if (n < 0) { free(b); return NULL; }
+    b[n] = '\0';
+    return b;
+}
+static inline char *uq_body(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_BODY, m->body_len); }
+static inline char *uq_source(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_SOURCE, m->source_len); }
+static inline char *uq_context(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_CONTEXT, m->context_len); }
+static inline char *uq_metadata(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_METADATA, m->metadata_len); }
+/* The payload: only this call copies its bytes into the process. */
+static inline char *uq_payload(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_PAYLOAD, m->payload_len); }
+
+/* Options of a request or response; zero-initialise and set what you need. */
+typedef struct uq_opts {
+    const uq_msg *inherit;      /* request: prompting message to inherit from */
+    uint32_t expects_response_s;/* request: seconds to wait for a response (0: none) */
+    const void *context;        /* request: kept by the kernel, returned with the response */
+    uint32_t context_len;
+    const char *metadata;       /* for middleware; NULL: none */
+    const void *payload;        /* bytes to attach; NULL: none */
+    uint32_t payload_len;
+    const char *mime;
+    int inherit_payload;        /* forward inherit's payload by reference */
+} uq_opts;
+
+static inline int64_t uq__send_common(uint32_t kind, uint32_t handle, const char *target, const void *body,
+                                      uint32_t body_len, const uq_opts *o)
+{
+    uq_send_desc d;
+    memset(&d, 0, sizeof d);
+    d.kind = kind;
+    d.handle = handle;
+    d.target_ptr = (uint32_t)(uintptr_t)target;
+    d.target_len = target ? (uint32_t)strlen(target) : 0;
+    d.body_ptr = (uint32_t)(uintptr_t)body;
+    d.body_len = body_len;
+    if (o) {
+        if (o->metadata) {
+            d.metadata_ptr = (uint32_t)(uintptr_t)o->metadata;
+            d.metadata_len = (uint32_t)strlen(o->metadata);
+            d.flags |= UQ_ABI_HAS_METADATA;
+        }
+        d.context_ptr = (uint32_t)(uintptr_t)o->context;
+        d.context_len = o->context_len;
+        if (o->payload) {
+            d.payload_ptr = (uint32_t)(uintptr_t)o->payload;
+            d.payload_len = o->payload_len;
+            d.mime_ptr = (uint32_t)(uintptr_t)o->mime;
+            d.mime_len = o->mime ? (uint32_t)strlen(o->mime) : 0;
+            d.flags |= UQ_ABI_HAS_PAYLOAD;
+        } else if (o->inherit_payload) {
+            d.flags |= UQ_ABI_INHERIT_PAYLOAD;
+        }
+        d.expects_response_s = o->expects_response_s;
+    }
+    return uq__send(&d);
+}
+
+/* Send a request to "node@process" (or "process" on this node). Returns the
+ * message id (> 0) or a UQ_ABI_* code (UQ_ABI_EFULL: try again later). */
+static inline int64_t uq_request(const char *target, const char *body, const uq_opts *o)
+{
+    uint32_t h = o && o->inherit ? o->inherit->handle : 0;
+    return uq__send_common(UQ_KIND_REQUEST, h, target, body, (uint32_t)strlen(body), o);
+}
+
+/* Answer the request m; the response goes to whoever awaits it. */
+static inline int64_t uq_respond(const uq_msg *m, const char *body, const uq_opts *o)
+{
+    return uq__send_common(UQ_KIND_RESPONSE, m->handle, NULL, body, (uint32_t)strlen(body), o);
+}
+
+/* This process's own address into buf; returns its length. */
+static inline int32_t uq_our(char *buf, uint32_t cap) { return uq__our(buf, cap); }
+
+#endif

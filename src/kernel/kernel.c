@@ -1,0 +1,578 @@
+/* The kernel: process table, routing, requests with contexts, timeouts.
+ *
+ * One node lock guards the process table and the outstanding requests;
+ * mailboxes have their own. Routing a message takes the node lock, finds
+ * the target, appends to its bounded mailbox and wakes it. A request that
+ * expects a response leaves an outstanding record {id, requester, context,
+ * copy of the request, deadline}; the matching response (same id, addressed
+ * to the requester) takes the record and carries its context. A timer
+ * thread turns records past their deadline into Timeout errors that carry
+ * the original message, payload and context back to the requester. */
+#include "kernel/kernel.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/rt.h"
+
+#define PTAB 1024
+#define OTAB 4096
+
+struct uqi_outstanding {
+    uqi_outstanding *hnext;          /* hash chain by id */
+    uqi_outstanding *older, *newer;  /* requester's list, oldest first */
+    uint64_t id;
+    uqi_kproc *requester;
+    uqi_addr target;
+    uint64_t deadline_ns;
+    uint8_t *ctx;
+    size_t ctx_len;
+    uqi_msg *orig;                   /* the request, for error returns */
+};
+
+struct uqi_node {
+    char name[UQI_NAME_MAX + 1];
+    uqi_engine eng;
+    pthread_mutex_t lock;
+    uqi_kproc *ptab[PTAB];
+    uqi_outstanding *otab[OTAB];
+    uint32_t mailbox_cap, max_dangling;
+    uint64_t next_id;
+    pthread_t timer;
+    pthread_cond_t timer_cond;
+    bool stopping;
+    uint64_t unexpected_responses, dropped_dangling, dropped_on_kill;
+};
+
+/* per-kproc outstanding list heads (kept outside the public struct) */
+typedef struct kp_ext { uqi_outstanding *oldest, *newest; } kp_ext;
+static kp_ext *ext_of(uqi_kproc *kp);
+
+/* ---- tables (node lock held) --------------------------------------------- */
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static uqi_kproc *find(uqi_node *n, const char *id)
+{
+    for (uqi_kproc *k = n->ptab[hash_str(id) % PTAB]; k; k = k->next)
+        if (strcmp(k->addr.process, id) == 0) return k;
+    return NULL;
+}
+
+static void unlink_proc(uqi_node *n, uqi_kproc *kp)
+{
+    uqi_kproc **pp = &n->ptab[hash_str(kp->addr.process) % PTAB];
+    while (*pp && *pp != kp) pp = &(*pp)->next;
+    if (*pp) *pp = kp->next;
+}
+
+typedef struct kproc_full { uqi_kproc kp; kp_ext ext; } kproc_full;
+static kp_ext *ext_of(uqi_kproc *kp) { return &((kproc_full *)kp)->ext; }
+
+static uqi_kproc *kproc_new(uqi_node *n, const char *id)
+{
+    kproc_full *f = uqi_xcalloc(1, sizeof *f);
+    uqi_kproc *kp = &f->kp;
+    kp->node = n;
+    snprintf(kp->addr.node, sizeof kp->addr.node, "%s", n->name);
+    snprintf(kp->addr.process, sizeof kp->addr.process, "%s", id);
+    uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
+    pthread_condattr_t ca; /* waits use CLOCK_MONOTONIC deadlines */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&kp->port_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return kp;
+}
+
+static void kproc_free(uqi_kproc *kp)
+{
+    for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
+    uqi_mailbox_fini(&kp->mbox);
+    pthread_cond_destroy(&kp->port_cond);
+    free(kp);
+}
+
+/* ---- outstanding requests (node lock held) ---------------------------------- */
+static void out_unlink(uqi_node *n, uqi_outstanding *o)
+{
+    uqi_outstanding **pp = &n->otab[o->id % OTAB];
+    while (*pp && *pp != o) pp = &(*pp)->hnext;
+    if (*pp) *pp = o->hnext;
+    kp_ext *x = ext_of(o->requester);
+    if (o->older) o->older->newer = o->newer;
+    else x->oldest = o->newer;
+    if (o->newer) o->newer->older = o->older;
+    else x->newest = o->older;
+    o->requester->dangling--;
+}
+
+static void out_free(uqi_outstanding *o)
+{
+    free(o->ctx);
+    uqi_msg_free(o->orig);
+    free(o);
+}
+
+static uqi_msg *copy_for_error(const uqi_msg *m)
+{
+    uqi_msg *c = uqi_msg_new(UQI_MSG_REQUEST, m->body, m->body_len);
+    c->id = m->id;
+    c->source = m->source;
+    c->target = m->target;
+    c->expects_response_s = m->expects_response_s;
+    if (m->metadata) c->metadata = uqi_xstrdup(m->metadata);
+    c->payload = uqi_payload_hold(m->payload);
+    return c;
+}
+
+static void wake(uqi_kproc *kp)
+{
+    if (kp->proc) uqi_task_wake(&kp->proc->task);
+    else pthread_cond_broadcast(&kp->port_cond);
+}
+
+/* Deliver to kp; the kernel's own messages (errors) bypass the mailbox
+ * bound so that an error is never lost: they are bounded by the requests
+ * outstanding, which are bounded per process. */
+static void deliver_forced(uqi_kproc *kp, uqi_msg *m)
+{
+    pthread_mutex_lock(&kp->mbox.lock);
+    m->next = NULL;
+    if (kp->mbox.tail) kp->mbox.tail->next = m;
+    else kp->mbox.head = m;
+    kp->mbox.tail = m;
+    kp->mbox.depth++;
+    kp->mbox.delivered++;
+    pthread_mutex_unlock(&kp->mbox.lock);
+    kp->received++;
+    wake(kp);
+}
+
+/* Turn an outstanding record into an error message for its requester. */
+static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why)
+{
+    UQ_UNUSED(n);
+    uqi_msg *e = o->orig;
+    o->orig = NULL;
+    e->kind = UQI_MSG_ERROR;
+    e->error = why;
+    e->context = o->ctx;
+    e->context_len = o->ctx_len;
+    o->ctx = NULL;
+    e->source = o->target;
+    e->target = o->requester->addr;
+    deliver_forced(o->requester, e);
+    out_free(o);
+}
+
+static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
+{
+    if (from->dangling >= n->max_dangling) {
+        /* The bound: throw away the oldest, and say so. */
+        uqi_outstanding *old = ext_of(from)->oldest;
+        out_unlink(n, old);
+        n->dropped_dangling++;
+        uq_log(UQ_LOG_WARN, "kernel", "%s has %u outstanding requests: dropping the oldest (id %llu) and its context",
+               from->addr.process, n->max_dangling, (unsigned long long)old->id);
+        out_free(old);
+    }
+    uqi_outstanding *o = uqi_xcalloc(1, sizeof *o);
+    o->id = m->id;
+    o->requester = from;
+    o->target = m->target;
+    o->deadline_ns = uqi_now_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
+    o->ctx = ctx;
+    o->ctx_len = ctx_len;
+    o->orig = copy_for_error(m);
+    o->hnext = n->otab[o->id % OTAB];
+    n->otab[o->id % OTAB] = o;
+    kp_ext *x = ext_of(from);
+    o->older = x->newest;
+    if (x->newest) x->newest->newer = o;
+    else x->oldest = o;
+    x->newest = o;
+    from->dangling++;
+}
+
+static uqi_outstanding *take_outstanding(uqi_node *n, uint64_t id, const uqi_addr *requester)
+{
+    for (uqi_outstanding *o = n->otab[id % OTAB]; o; o = o->hnext) {
+        if (o->id == id && uqi_addr_eq(&o->requester->addr, requester)) {
+            out_unlink(n, o);
+            return o;
+        }
+    }
+    return NULL;
+}
+
+/* ---- routing ------------------------------------------------------------------ */
+uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
+                       uq_errmsg *em)
+{
+    uqi_node *n = from->node;
+    pthread_mutex_lock(&n->lock);
+    uq_err err = UQ_OK;
+    m->source = from->addr;
+    if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = n->next_id++;
+    if (out_id) *out_id = m->id;
+    if (strcmp(m->target.node, n->name) != 0) {
+        /* Networking arrives with its own issue: today every other node is unreachable. */
+        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
+            if (!m->id) m->id = n->next_id++;
+            m->rsvp = from->addr;
+            m->has_rsvp = true;
+            record_outstanding(n, from, m, context, context_len);
+            uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
+            fail_outstanding(n, o, UQI_SEND_OFFLINE);
+            uqi_msg_free(m);
+            from->sent++;
+            goto out;
+        }
+        err = uqi_errf(em, UQ_ENOENT, "node %s cannot be reached", m->target.node);
+        goto out;
+    }
+    if (m->kind == UQI_MSG_REQUEST) {
+        if (!m->id) m->id = n->next_id++;
+        uqi_kproc *to = find(n, m->target.process);
+        if (m->expects_response_s) {
+            m->rsvp = from->addr;
+            m->has_rsvp = true;
+        }
+        if (!to || to->dead) {
+            if (m->expects_response_s) {
+                /* Fails at once, back to the sender, with its context. */
+                record_outstanding(n, from, m, context, context_len);
+                uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
+                fail_outstanding(n, o, UQI_SEND_NO_PROCESS);
+                uqi_msg_free(m);
+                from->sent++;
+                goto out;
+            }
+            err = uqi_errf(em, UQ_ENOENT, "no process %s on this node", m->target.process);
+            goto out;
+        }
+        uint64_t id = m->id;
+        bool expects = m->expects_response_s != 0;
+        if (expects) record_outstanding(n, from, m, context, context_len);
+        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+            if (expects) {
+                uqi_outstanding *o = take_outstanding(n, id, &from->addr);
+                o->ctx = NULL; /* the caller keeps its context on failure */
+                out_free(o);
+            }
+            err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process, to->mbox.cap);
+            goto out;
+        }
+        to->received++;
+        from->sent++;
+        wake(to);
+        if (!expects) free(context);
+        goto out;
+    }
+    if (m->kind == UQI_MSG_RESPONSE) {
+        uqi_kproc *to = find(n, m->target.process);
+        uqi_outstanding *o = take_outstanding(n, m->id, &m->target);
+        free(context);
+        if (!to || !o) {
+            /* The requester is gone, or gave up (timeout, bound): nothing waits. */
+            n->unexpected_responses++;
+            uq_log(UQ_LOG_INFO, "kernel", "response %llu from %s to %s: nobody is waiting for it any more",
+                   (unsigned long long)m->id, from->addr.process, m->target.process);
+            if (o) out_free(o);
+            uqi_msg_free(m);
+            from->sent++;
+            goto out;
+        }
+        m->context = o->ctx;
+        m->context_len = o->ctx_len;
+        o->ctx = NULL;
+        out_free(o);
+        from->sent++;
+        deliver_forced(to, m); /* a response always has room: its request was counted */
+        goto out;
+    }
+    err = uqi_errf(em, UQ_EINVAL, "a process may send only requests and responses");
+out:
+    pthread_mutex_unlock(&n->lock);
+    return err;
+}
+
+/* ---- timer ------------------------------------------------------------------ */
+static void *timer_main(void *arg)
+{
+    uqi_node *n = arg;
+    pthread_mutex_lock(&n->lock);
+    while (!n->stopping) {
+        uint64_t now = uqi_now_ns(), next = now + 100000000ull;
+        for (int b = 0; b < OTAB; b++) {
+            for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
+                nx = o->hnext;
+                if (o->deadline_ns <= now) {
+                    out_unlink(n, o);
+                    fail_outstanding(n, o, UQI_SEND_TIMEOUT);
+                } else if (o->deadline_ns < next) {
+                    next = o->deadline_ns;
+                }
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t wait = next - now;
+        if (wait < 1000000ull) wait = 1000000ull;
+        uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + wait;
+        ts.tv_sec = (time_t)(t / 1000000000ull);
+        ts.tv_nsec = (long)(t % 1000000000ull);
+        pthread_cond_timedwait(&n->timer_cond, &n->lock, &ts);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+/* ---- processes -------------------------------------------------------------- */
+/* Drop everything of kp (node lock held): it leaves the table; requests it
+ * made are forgotten; requests waiting on it fail now. */
+static void retire(uqi_node *n, uqi_kproc *kp)
+{
+    if (kp->dead) return;
+    kp->dead = true;
+    unlink_proc(n, kp);
+    while (ext_of(kp)->oldest) {
+        uqi_outstanding *o = ext_of(kp)->oldest;
+        out_unlink(n, o);
+        out_free(o);
+    }
+    for (int b = 0; b < OTAB; b++) {
+        for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
+            nx = o->hnext;
+            if (uqi_addr_eq(&o->target, &kp->addr)) {
+                out_unlink(n, o);
+                fail_outstanding(n, o, UQI_SEND_NO_PROCESS);
+            }
+        }
+    }
+    uint32_t q = uqi_mailbox_depth(&kp->mbox);
+    if (q) {
+        n->dropped_on_kill += q;
+        uq_log(UQ_LOG_INFO, "kernel", "%s ended with %u messages queued: they are dropped", kp->addr.process, q);
+    }
+}
+
+static void on_proc_finish(uqi_proc *p)
+{
+    uqi_kproc *kp = p->user;
+    uqi_node *n = kp->node;
+    char what[300];
+    uqi_proc_outcome(p, what, sizeof what);
+    if (p->status != UQI_PROC_EXITED || p->exit_code != 0)
+        uq_log(UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
+    pthread_mutex_lock(&n->lock);
+    retire(n, kp);
+    kp->proc = NULL;
+    pthread_mutex_unlock(&n->lock);
+    kproc_free(kp);
+}
+
+uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
+                      char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
+{
+    char uuid[37];
+    if (!id || !*id) {
+        uqi_uuid_new(uuid);
+        id = uuid;
+    }
+    if (!uqi_process_name_valid(id))
+        return uqi_errf(em, UQ_EINVAL, "bad process id \"%s\": use 1-%d characters of a-z, 0-9 and '-'", id, UQI_NAME_MAX);
+    if (strcmp(id, "kernel") == 0) return uqi_errf(em, UQ_EEXIST, "the process id \"kernel\" is reserved");
+    uqi_module *mod;
+    uq_err err = uqi_engine_load(&n->eng, wasm, len, id, &mod, em);
+    if (err) return err;
+    pthread_mutex_lock(&n->lock);
+    if (find(n, id)) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
+    }
+    uqi_kproc *kp = kproc_new(n, id);
+    kp->public = public;
+    char *argv[] = {kp->addr.process, NULL};
+    char *envp[] = {NULL};
+    uqi_proc *p = uqi_proc_new(mod, argv, envp);
+    p->user = kp;
+    p->tag = uqi_xstrdup(id);
+    p->on_finish = on_proc_finish;
+    p->free_on_finish = true;     /* the kernel forgets it when it ends */
+    kp->proc = p;
+    kp->next = n->ptab[hash_str(id) % PTAB];
+    n->ptab[hash_str(id) % PTAB] = kp;
+    err = uqi_proc_start(p, -1);
+    if (err) {
+        unlink_proc(n, kp);
+        pthread_mutex_unlock(&n->lock);
+        p->free_on_finish = false;
+        uqi_proc_free(p);
+        kproc_free(kp);
+        return uqi_errf(em, err, "cannot start %s", id);
+    }
+    if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", id);
+    pthread_mutex_unlock(&n->lock);
+    return UQ_OK;
+}
+
+uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em)
+{
+    if (!uqi_process_name_valid(id)) return uqi_errf(em, UQ_EINVAL, "bad port id \"%s\"", id);
+    pthread_mutex_lock(&n->lock);
+    if (find(n, id)) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
+    }
+    uqi_kproc *kp = kproc_new(n, id);
+    kp->next = n->ptab[hash_str(id) % PTAB];
+    n->ptab[hash_str(id) % PTAB] = kp;
+    pthread_mutex_unlock(&n->lock);
+    *out = kp;
+    return UQ_OK;
+}
+
+uqi_msg *uqi_port_receive(uqi_kproc *port, int timeout_ms)
+{
+    uqi_node *n = port->node;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+    ts.tv_sec = (time_t)(t / 1000000000ull);
+    ts.tv_nsec = (long)(t % 1000000000ull);
+    pthread_mutex_lock(&n->lock);
+    uqi_msg *m;
+    while (!(m = uqi_mailbox_pop(&port->mbox))) {
+        if (pthread_cond_timedwait(&port->port_cond, &n->lock, &ts) != 0) {
+            m = uqi_mailbox_pop(&port->mbox);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    return m;
+}
+
+uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em)
+{
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *kp = find(n, id);
+    if (!kp) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_ENOENT, "no process %s", id);
+    }
+    retire(n, kp);
+    if (kp->proc) {
+        /* It ends at its next receive, or at the next preemption tick. */
+        kp->proc->task.kill_requested = true;
+        uqi_task_wake(&kp->proc->task);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (!kp->proc) kproc_free(kp);
+    return UQ_OK;
+}
+
+bool uqi_node_has(uqi_node *n, const char *id)
+{
+    pthread_mutex_lock(&n->lock);
+    bool r = find(n, id) != NULL;
+    pthread_mutex_unlock(&n->lock);
+    return r;
+}
+
+void uqi_node_list(uqi_node *n, char *buf, size_t cap)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    pthread_mutex_lock(&n->lock);
+    k += (size_t)snprintf(buf + k, cap - k, "%-40s %8s %10s %10s %9s\n", "process", "mailbox", "received", "sent",
+                          "waiting");
+    for (int b = 0; b < PTAB && k < cap; b++)
+        for (uqi_kproc *kp = n->ptab[b]; kp && k < cap; kp = kp->next)
+            k += (size_t)snprintf(buf + k, cap - k, "%-40s %8u %10llu %10llu %9u\n", kp->addr.process,
+                                  uqi_mailbox_depth(&kp->mbox), (unsigned long long)kp->received,
+                                  (unsigned long long)kp->sent, kp->dangling);
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- node ------------------------------------------------------------------- */
+uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
+{
+    if (!uqi_node_name_valid(cfg->name))
+        return uqi_errf(em, UQ_EINVAL, "bad node name \"%s\": 1-%d characters of a-z, 0-9, '.' and '-'", cfg->name, UQI_NAME_MAX);
+    uqi_node *n = uqi_xcalloc(1, sizeof *n);
+    snprintf(n->name, sizeof n->name, "%s", cfg->name);
+    uq_err err = uqi_engine_init(&n->eng, cfg->cache_dir, em);
+    if (err) {
+        free(n);
+        return err;
+    }
+    n->mailbox_cap = cfg->mailbox_cap ? cfg->mailbox_cap : 1024;
+    n->max_dangling = cfg->max_dangling ? cfg->max_dangling : 4096;
+    randombytes_buf(&n->next_id, sizeof n->next_id);
+    n->next_id = (n->next_id >> 1) | 1;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->timer_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    uqi_sched_config sc = {.workers = cfg->workers, .slice_ns = 0};
+    err = uqi_sched_start(&sc);
+    if (err) {
+        uqi_engine_fini(&n->eng);
+        free(n);
+        return uqi_errf(em, err, "cannot start the scheduler");
+    }
+    pthread_create(&n->timer, NULL, timer_main, n);
+    *out = n;
+    return UQ_OK;
+}
+
+void uqi_node_stop(uqi_node *n)
+{
+    /* Kill every wasm process, then wait for the workers to finish them. */
+    pthread_mutex_lock(&n->lock);
+    for (int b = 0; b < PTAB; b++) {
+        for (uqi_kproc *kp = n->ptab[b], *nx; kp; kp = nx) {
+            nx = kp->next;
+            if (kp->proc) {
+                retire(n, kp);
+                kp->proc->task.kill_requested = true;
+                uqi_task_wake(&kp->proc->task);
+            }
+        }
+    }
+    n->stopping = true;
+    pthread_cond_signal(&n->timer_cond);
+    pthread_mutex_unlock(&n->lock);
+    pthread_join(n->timer, NULL);
+    uqi_sched_stop();
+    /* ports left in the table */
+    for (int b = 0; b < PTAB; b++) {
+        for (uqi_kproc *kp = n->ptab[b], *nx; kp; kp = nx) {
+            nx = kp->next;
+            retire(n, kp);
+            kproc_free(kp);
+        }
+    }
+    for (int b = 0; b < OTAB; b++)
+        for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
+            nx = o->hnext;
+            out_free(o);
+        }
+    uqi_engine_fini(&n->eng);
+    pthread_mutex_destroy(&n->lock);
+    pthread_cond_destroy(&n->timer_cond);
+    free(n);
+}
+
+const char *uqi_node_name(const uqi_node *n) { return n->name; }
+uqi_engine *uqi_node_engine(uqi_node *n) { return &n->eng; }

@@ -1,0 +1,68 @@
+/* The kernel of a node: the process table, message routing with requests,
+ * responses and contexts, timeouts, and the host side of the guest ABI
+ * (import module "uqbar", see docs/ABI.md). */
+#ifndef UQ_KERNEL_H
+#define UQ_KERNEL_H
+
+#include "engine/module.h"
+#include "engine/proc.h"
+#include "kernel/msg.h"
+
+#define UQI_MAX_HELD 64          /* messages a process may hold by handle at once */
+
+typedef struct uqi_node uqi_node;
+typedef struct uqi_outstanding uqi_outstanding;
+
+/* A process as the kernel knows it: a wasm process, or a host port (the
+ * terminal, a test) that receives through a condition variable. */
+typedef struct uqi_kproc {
+    struct uqi_kproc *next;      /* table chain */
+    uqi_node *node;
+    uqi_addr addr;
+    uqi_proc *proc;              /* NULL for a host port */
+    uqi_mailbox mbox;
+    pthread_cond_t port_cond;    /* host ports wait here (with node->lock) */
+    uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process */
+    bool public;
+    bool dead;
+    uint32_t dangling;           /* outstanding requests it made */
+    uint64_t sent, received;
+} uqi_kproc;
+
+typedef struct uqi_node_config {
+    const char *name;            /* node name */
+    const char *cache_dir;       /* compiled modules */
+    uint32_t mailbox_cap;        /* per process; 0 = 1024 */
+    uint32_t max_dangling;       /* outstanding requests per process; 0 = 4096 */
+    int workers;                 /* scheduler threads; 0 = CPUs */
+} uqi_node_config;
+
+uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em);
+/* Stop: kill every process, stop the scheduler, free everything. */
+void uqi_node_stop(uqi_node *n);
+const char *uqi_node_name(const uqi_node *n);
+uqi_engine *uqi_node_engine(uqi_node *n);
+
+/* Install and start a wasm process named id (or a fresh UUID when id is
+ * NULL or empty). */
+uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
+                      char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
+/* A host port: a process without wasm, for the terminal and tests. */
+uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
+/* Send from a process (wasm or port). On success the kernel owns m and
+ * context (malloc'ed, may be NULL) and *out_id (if given) is the message id;
+ * on failure the caller still owns both. m->source is set by the kernel. */
+uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
+                       uq_errmsg *em);
+/* Receive on a host port, waiting up to timeout_ms; NULL on timeout. */
+uqi_msg *uqi_port_receive(uqi_kproc *port, int timeout_ms);
+/* Kill a process: its queued messages are dropped (counted and logged),
+ * requests waiting on it fail at once with NO_PROCESS. */
+uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em);
+/* Find a process (the node lock is not held on return: for tests/terminal). */
+bool uqi_node_has(uqi_node *n, const char *id);
+
+/* One line per process for the terminal: id, mailbox depth, counters. */
+void uqi_node_list(uqi_node *n, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,252 @@
+/* The kernel with real wasm processes on a real node: requests, responses,
+ * contexts, inherit, timeouts, missing targets, bounded mailboxes. Each test
+ * quotes the sentence of ../shared/seeds/processes.md it checks. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "kernel/kernel.h"
+#include "runner.h"
+
+static uqi_node *boot(uint32_t mailbox_cap)
+{
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    uqi_node_config c = {.name = "test.node", .cache_dir = cache, .mailbox_cap = mailbox_cap, .workers = 2};
+    uqi_node *n;
+    uq_errmsg em = {{0}};
+    if (uqi_node_start(&c, &n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    uqi_node_engine(n)->progress = false;
+    return n;
+}
+
+static void spawn_app(uqi_node *n, const char *app, const char *id)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
+    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", app, em.text);
+    free(b);
+}
+
+/* Send a request from a port; ctx is given to the kernel. */
+static uint64_t request(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
+                        uqi_payload *payload)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_addr_parse(target, "test.node", &m->target, &em), UQ_OK);
+    m->expects_response_s = expects;
+    m->payload = payload;
+    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
+    uint64_t id = 0;
+    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
+    if (e) test_fail(__FILE__, __LINE__, "send: %s", em.text);
+    return id;
+}
+
+static char *str(const void *p, size_t n)
+{
+    char *s = uqi_xmalloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* "This request will be considered outstanding until the kernel receives a
+ * matching response from any process, at which point that response will be
+ * delivered to the requester alongside the optional context." */
+TEST(kernel_request_response_carries_context)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "echo", "echo");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    uint64_t id = request(port, "echo", "{\"ping\":1}", 5, "my-context-42", NULL);
+    uqi_msg *r = uqi_port_receive(port, 10000);
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
+    ASSERT_EQ(r->id, id);
+    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    ASSERT(strcmp(b, "{\"ping\":1}") == 0);
+    ASSERT(strcmp(c, "my-context-42") == 0);
+    ASSERT(strcmp(r->source.process, "echo") == 0);
+    free(b);
+    free(c);
+    uqi_msg_free(r);
+    /* many in a row, each with its own context */
+    for (int i = 0; i < 1000; i++) {
+        char ctx[32], body[32];
+        snprintf(ctx, sizeof ctx, "ctx-%d", i);
+        snprintf(body, sizeof body, "%d", i);
+        request(port, "echo", body, 5, ctx, NULL);
+        r = uqi_port_receive(port, 10000);
+        ASSERT(r != NULL);
+        c = str(r->context, r->context_len);
+        ASSERT(strcmp(c, ctx) == 0);
+        free(c);
+        uqi_msg_free(r);
+    }
+    uqi_node_stop(n);
+}
+
+/* "It can issue request(s) that can inherit the context of the incipient
+ * request." and "a message's payload is *not* automatically loaded into the
+ * WASM process" / forwarding with inherit passes the payload by reference. */
+TEST(kernel_inherit_through_middleware)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "echo", "echo");
+    spawn_app(n, "middleware", "mw");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    enum { BIG = 1 << 20 };
+    uint8_t *blob = uqi_xmalloc(BIG);
+    for (int i = 0; i < BIG; i++) blob[i] = (uint8_t)(i * 7);
+    uqi_payload *pl = uqi_payload_new(blob, BIG, "application/octet-stream");
+    uqi_payload_hold(pl); /* keep one reference to compare */
+    request(port, "mw", "{\"hello\":\"through\"}", 5, "origin-ctx", pl);
+    uqi_msg *r = uqi_port_receive(port, 10000);
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
+    char *c = str(r->context, r->context_len);
+    ASSERT(strcmp(c, "origin-ctx") == 0); /* the original context, back at the origin */
+    ASSERT(strcmp(r->source.process, "echo") == 0); /* answered by the end of the chain */
+    ASSERT(r->payload == pl); /* the very same bytes: forwarded by reference, never copied */
+    free(c);
+    uqi_msg_free(r);
+    uqi_payload_rele(pl);
+    free(blob);
+    uqi_node_stop(n);
+}
+
+/* "If no response comes in time, the requester receives a Timeout error
+ * that carries the original message, payload and context." */
+TEST(kernel_timeout_returns_message_payload_and_context)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "sink", "sink");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    uqi_payload *pl = uqi_payload_new("PAYLOAD", 7, "text/plain");
+    uint64_t t0 = uqi_now_ns();
+    uint64_t id = request(port, "sink", "{\"never\":\"answered\"}", 1, "ctx-timeout", pl);
+    uqi_msg *r = uqi_port_receive(port, 10000);
+    double s = (double)(uqi_now_ns() - t0) / 1e9;
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->kind, UQI_MSG_ERROR);
+    ASSERT_EQ(r->error, UQI_SEND_TIMEOUT);
+    ASSERT_EQ(r->id, id);
+    ASSERT(s >= 0.9);
+    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    ASSERT(strcmp(b, "{\"never\":\"answered\"}") == 0);
+    ASSERT(strcmp(c, "ctx-timeout") == 0);
+    ASSERT(r->payload && r->payload->len == 7 && memcmp(r->payload->data, "PAYLOAD", 7) == 0);
+    test_log("timeout after %.2f s with body, payload and context", s);
+    free(b);
+    free(c);
+    uqi_msg_free(r);
+    uqi_node_stop(n);
+}
+
+/* "A message to a process that does not exist fails at once, back to the
+ * sender, when the sender expects a response." (issue 3) */
+TEST(kernel_missing_target_fails_at_once)
+{
+    uqi_node *n = boot(0);
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    uint64_t t0 = uqi_now_ns();
+    request(port, "nobody-here", "{}", 30, "ctx-missing", NULL);
+    uqi_msg *r = uqi_port_receive(port, 5000);
+    ASSERT(r != NULL);
+    ASSERT((uqi_now_ns() - t0) < 1000000000ull);
+    ASSERT_EQ(r->kind, UQI_MSG_ERROR);
+    ASSERT_EQ(r->error, UQI_SEND_NO_PROCESS);
+    char *c = str(r->context, r->context_len);
+    ASSERT(strcmp(c, "ctx-missing") == 0);
+    free(c);
+    uqi_msg_free(r);
+    /* without expecting a response, the sender is told synchronously */
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, "{}", 2);
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_addr_parse("nobody-here", "test.node", &m->target, &em), UQ_OK);
+    ASSERT_EQ(uqi_kernel_send(port, m, NULL, 0, NULL, &em), UQ_ENOENT);
+    ASSERT_STR_HAS(em.text, "no process nobody-here");
+    uqi_msg_free(m);
+    /* another node: Offline (until networking, no other node is reachable) */
+    request(port, "far.away@echo", "{}", 5, "ctx-offline", NULL);
+    r = uqi_port_receive(port, 5000);
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->error, UQI_SEND_OFFLINE);
+    uqi_msg_free(r);
+    uqi_node_stop(n);
+}
+
+/* "Every mailbox and queue is bounded; a full one gives backpressure to the
+ * sender or an error, never a crash and never a silent drop." (issue 3) */
+TEST(kernel_full_mailbox_pushes_back)
+{
+    uqi_node *n = boot(4);
+    uqi_kproc *a, *b;
+    ASSERT_EQ(uqi_node_port(n, "a", &a, NULL), UQ_OK);
+    ASSERT_EQ(uqi_node_port(n, "b", &b, NULL), UQ_OK);
+    uq_errmsg em = {{0}};
+    int ok = 0, full = 0;
+    for (int i = 0; i < 10; i++) {
+        uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, "x", 1);
+        uqi_addr_parse("b", "test.node", &m->target, &em);
+        uq_err e = uqi_kernel_send(a, m, NULL, 0, NULL, &em);
+        if (e == UQ_OK) ok++;
+        else {
+            ASSERT_EQ(e, UQ_ELIMIT);
+            ASSERT_STR_HAS(em.text, "mailbox of b is full (4 messages)");
+            full++;
+            uqi_msg_free(m); /* the sender still owns what was refused */
+        }
+    }
+    ASSERT_EQ(ok, 4);
+    ASSERT_EQ(full, 6);
+    uqi_node_stop(n);
+}
+
+/* "Dangling requests and their contexts will be thrown away by the kernel if
+ * enough of them build up from a single process." */
+TEST(kernel_dangling_requests_are_bounded)
+{
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    uqi_node_config cfg = {.name = "test.node", .cache_dir = cache, .max_dangling = 8, .workers = 1};
+    uqi_node *n;
+    ASSERT_EQ(uqi_node_start(&cfg, &n, NULL), UQ_OK);
+    spawn_app(n, "sink", "sink");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    for (int i = 0; i < 20; i++) request(port, "sink", "{}", 60, "ctx", NULL);
+    ASSERT_EQ(port->dangling, 8); /* the oldest 12 were dropped (and logged) */
+    uqi_node_stop(n);
+}
+
+/* Killing a process: requests waiting on it fail at once. */
+TEST(kernel_kill_fails_waiting_requests)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "sink", "sink");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    request(port, "sink", "{\"q\":1}", 60, "ctx-kill", NULL);
+    usleep(50000);
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_node_kill(n, "sink", &em), UQ_OK);
+    uqi_msg *r = uqi_port_receive(port, 5000);
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->kind, UQI_MSG_ERROR);
+    ASSERT_EQ(r->error, UQI_SEND_NO_PROCESS);
+    uqi_msg_free(r);
+    for (int i = 0; i < 100 && uqi_node_has(n, "sink"); i++) usleep(10000);
+    ASSERT(!uqi_node_has(n, "sink"));
+    ASSERT_EQ(uqi_node_kill(n, "sink", &em), UQ_ENOENT);
+    uqi_node_stop(n);
+}
