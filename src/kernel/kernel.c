@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "engine/rt.h"
+#include "kernel/kernel_int.h"
 
 #define PTAB 1024
 #define OTAB 4096
@@ -43,6 +44,8 @@ struct uqi_node {
     pthread_t timer;
     pthread_cond_t timer_cond;
     bool stopping;
+    bool shutdown_requested;
+    pthread_cond_t shutdown_cond;
     uint64_t unexpected_responses, dropped_dangling, dropped_on_kill;
 };
 
@@ -134,8 +137,11 @@ static uqi_msg *copy_for_error(const uqi_msg *m)
 
 static void wake(uqi_kproc *kp)
 {
-    if (kp->proc) uqi_task_wake(&kp->proc->task);
-    else pthread_cond_broadcast(&kp->port_cond);
+    if (kp->proc) {
+        if (kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
+    } else {
+        pthread_cond_broadcast(&kp->port_cond);
+    }
 }
 
 /* Deliver to kp; the kernel's own messages (errors) bypass the mailbox
@@ -222,6 +228,14 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
     m->source = from->addr;
     if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = n->next_id++;
     if (out_id) *out_id = m->id;
+    if (m->kind == UQI_MSG_REQUEST && strcmp(m->target.node, n->name) == 0 && strcmp(m->target.process, "kernel") == 0) {
+        /* The kernel is a process too: its commands run outside the lock
+         * (initializing a process may compile it). */
+        from->sent++;
+        pthread_mutex_unlock(&n->lock);
+        uqi_kcmd_handle(from, m, context, context_len);
+        return UQ_OK;
+    }
     if (strcmp(m->target.node, n->name) != 0) {
         /* Networking arrives with its own issue: today every other node is unreachable. */
         if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
@@ -304,6 +318,24 @@ out:
     return err;
 }
 
+void uqi_kernel_reply(uqi_kproc *to, const uqi_msg *req, const char *body, const char *metadata, uint8_t *ctx,
+                      size_t ctx_len)
+{
+    uqi_node *n = to->node;
+    uqi_msg *r = uqi_msg_new(UQI_MSG_RESPONSE, body, strlen(body));
+    r->id = req->id;
+    snprintf(r->source.node, sizeof r->source.node, "%s", n->name);
+    snprintf(r->source.process, sizeof r->source.process, "kernel");
+    r->target = to->addr;
+    r->context = ctx;
+    r->context_len = ctx_len;
+    if (metadata) r->metadata = uqi_xstrdup(metadata);
+    pthread_mutex_lock(&n->lock);
+    if (to->dead) uqi_msg_free(r);
+    else deliver_forced(to, r);
+    pthread_mutex_unlock(&n->lock);
+}
+
 /* ---- timer ------------------------------------------------------------------ */
 static void *timer_main(void *arg)
 {
@@ -379,8 +411,8 @@ static void on_proc_finish(uqi_proc *p)
     kproc_free(kp);
 }
 
-uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
-                      char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
+uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
+                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
 {
     char uuid[37];
     if (!id || !*id) {
@@ -410,17 +442,36 @@ uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t l
     kp->proc = p;
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
-    err = uqi_proc_start(p, -1);
-    if (err) {
-        unlink_proc(n, kp);
-        pthread_mutex_unlock(&n->lock);
-        p->free_on_finish = false;
-        uqi_proc_free(p);
-        kproc_free(kp);
-        return uqi_errf(em, err, "cannot start %s", id);
-    }
     if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", id);
     pthread_mutex_unlock(&n->lock);
+    return UQ_OK;
+}
+
+uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em)
+{
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *kp = find(n, id);
+    uq_err err = UQ_OK;
+    if (!kp || !kp->proc) err = uqi_errf(em, UQ_ENOENT, "no process %s to run (initialize it first)", id);
+    else if (kp->running) err = uqi_errf(em, UQ_EBUSY, "%s is already running", id);
+    else if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) uqi_errf(em, err, "cannot start %s", id);
+    else kp->running = true;
+    pthread_mutex_unlock(&n->lock);
+    return err;
+}
+
+uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
+                      char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
+{
+    char got[UQI_NAME_MAX + 1];
+    uq_err err = uqi_node_init_process(n, id, wasm, len, public, got, em);
+    if (err) return err;
+    err = uqi_node_run_process(n, got, em);
+    if (err) {
+        uqi_node_kill(n, got, NULL);
+        return err;
+    }
+    if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", got);
     return UQ_OK;
 }
 
@@ -469,13 +520,20 @@ uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em)
         return uqi_errf(em, UQ_ENOENT, "no process %s", id);
     }
     retire(n, kp);
-    if (kp->proc) {
+    bool free_now = !kp->proc || !kp->running;
+    if (kp->proc && kp->running) {
         /* It ends at its next receive, or at the next preemption tick. */
         kp->proc->task.kill_requested = true;
         uqi_task_wake(&kp->proc->task);
     }
     pthread_mutex_unlock(&n->lock);
-    if (!kp->proc) kproc_free(kp);
+    if (free_now) {
+        if (kp->proc) {
+            kp->proc->free_on_finish = false;
+            uqi_proc_free(kp->proc);
+        }
+        kproc_free(kp);
+    }
     return UQ_OK;
 }
 
@@ -523,6 +581,7 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&n->timer_cond, &ca);
+    pthread_cond_init(&n->shutdown_cond, &ca);
     pthread_condattr_destroy(&ca);
     uqi_sched_config sc = {.workers = cfg->workers, .slice_ns = 0};
     err = uqi_sched_start(&sc);
@@ -543,7 +602,7 @@ void uqi_node_stop(uqi_node *n)
     for (int b = 0; b < PTAB; b++) {
         for (uqi_kproc *kp = n->ptab[b], *nx; kp; kp = nx) {
             nx = kp->next;
-            if (kp->proc) {
+            if (kp->proc && kp->running) {
                 retire(n, kp);
                 kp->proc->task.kill_requested = true;
                 uqi_task_wake(&kp->proc->task);
@@ -555,11 +614,15 @@ void uqi_node_stop(uqi_node *n)
     pthread_mutex_unlock(&n->lock);
     pthread_join(n->timer, NULL);
     uqi_sched_stop();
-    /* ports left in the table */
+    /* ports and never-run processes left in the table */
     for (int b = 0; b < PTAB; b++) {
         for (uqi_kproc *kp = n->ptab[b], *nx; kp; kp = nx) {
             nx = kp->next;
             retire(n, kp);
+            if (kp->proc) {
+                kp->proc->free_on_finish = false;
+                uqi_proc_free(kp->proc);
+            }
             kproc_free(kp);
         }
     }
@@ -571,7 +634,64 @@ void uqi_node_stop(uqi_node *n)
     uqi_engine_fini(&n->eng);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->timer_cond);
+    pthread_cond_destroy(&n->shutdown_cond);
     free(n);
+}
+
+void uqi_node_request_shutdown(uqi_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    n->shutdown_requested = true;
+    pthread_cond_broadcast(&n->shutdown_cond);
+    pthread_mutex_unlock(&n->lock);
+}
+
+bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+    ts.tv_sec = (time_t)(t / 1000000000ull);
+    ts.tv_nsec = (long)(t % 1000000000ull);
+    pthread_mutex_lock(&n->lock);
+    while (!n->shutdown_requested)
+        if (pthread_cond_timedwait(&n->shutdown_cond, &n->lock, &ts) != 0) break;
+    bool r = n->shutdown_requested;
+    pthread_mutex_unlock(&n->lock);
+    return r;
+}
+
+char *uqi_node_debug_json(uqi_node *n, const char *only_id)
+{
+    size_t cap = 4096, k = 0;
+    char *b = uqi_xmalloc(cap);
+    pthread_mutex_lock(&n->lock);
+    k += (size_t)snprintf(b + k, cap - k, "{");
+    bool first = true;
+    for (int i = 0; i < PTAB; i++) {
+        for (uqi_kproc *kp = n->ptab[i]; kp; kp = kp->next) {
+            if (only_id && strcmp(only_id, kp->addr.process) != 0) continue;
+            char row[512];
+            int w = snprintf(row, sizeof row,
+                             "%s\"%s\":{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,"
+                             "\"sent\":%llu,\"awaiting_responses\":%u}",
+                             first ? "" : ",", kp->addr.process, kp->public ? "true" : "false",
+                             kp->running ? "true" : "false", kp->proc ? "true" : "false", uqi_mailbox_depth(&kp->mbox),
+                             (unsigned long long)kp->received, (unsigned long long)kp->sent, kp->dangling);
+            while (k + (size_t)w + 2 >= cap) b = realloc(b, cap *= 2);
+            memcpy(b + k, row, (size_t)w);
+            k += (size_t)w;
+            first = false;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    b[k++] = '}';
+    b[k] = '\0';
+    if (only_id && first) {
+        free(b);
+        return NULL;
+    }
+    return b;
 }
 
 const char *uqi_node_name(const uqi_node *n) { return n->name; }

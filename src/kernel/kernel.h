@@ -24,6 +24,7 @@ typedef struct uqi_kproc {
     pthread_cond_t port_cond;    /* host ports wait here (with node->lock) */
     uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process */
     bool public;
+    bool running;                /* started (RunProcess); before that, messages wait */
     bool dead;
     uint32_t dangling;           /* outstanding requests it made */
     uint64_t sent, received;
@@ -47,6 +48,17 @@ uqi_engine *uqi_node_engine(uqi_node *n);
  * NULL or empty). */
 uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
                       char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
+/* InitializeProcess: install a process (compiled, instance not yet created);
+ * messages to it wait in its mailbox until RunProcess. */
+uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
+                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
+uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em);
+/* Ask the node to shut down (the Shutdown command); uqi_node_wait_shutdown returns then. */
+void uqi_node_request_shutdown(uqi_node *n);
+bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms);
+/* The process map as JSON text (malloc'ed), for Debug. */
+char *uqi_node_debug_json(uqi_node *n, const char *only_id);
+
 /* A host port: a process without wasm, for the terminal and tests. */
 uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
 /* Send from a process (wasm or port). On success the kernel owns m and
