@@ -28,7 +28,7 @@ LDLIBS  := -lsodium -ljansson -ldl -lrt
 
 LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-CLI_OBJ := $(BUILD)/src/cli/main.o
+CLI_OBJ := $(BUILD)/src/cli/main.o $(BUILD)/src/cli/boot.o
 
 .PHONY: all deps test bench run fuzz clean guests
 all: deps $(BUILD)/uqbar
@@ -50,9 +50,11 @@ $(BUILD)/uqbar: $(CLI_OBJ) $(BUILD)/libuqbar.a src/engine/exports.list
 include tests/tests.mk
 include bench/bench.mk
 
-run: all $(SHARED)/guests/hello.wasm
-	@echo "uqbar: the node arrives with the kernel issue; meanwhile, an example process:"
-	$(BUILD)/uqbar run $(SHARED)/guests/hello.wasm world
+run: all guests
+	@echo 'uqbar: booting a node in ./home with the example apps (echo, middleware "mw", sink).'
+	@echo 'uqbar: try first:   m echo {"hello":"world"}    then: m mw {"via":"middleware"}   ps   help'
+	$(BUILD)/uqbar boot --home home --name dev.local --start echo=$(SHARED)/apps/echo.wasm \
+	    --start mw=$(SHARED)/apps/middleware.wasm --start sink=$(SHARED)/apps/sink.wasm
 
 clean:
 	rm -rf build build-san build-uc

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "engine/module.h"
 #include "engine/proc.h"
 #include "engine/rt.h"
@@ -20,6 +21,8 @@ static void usage(FILE *f)
             "uqbar %s: a microkernel for peer-to-peer apps\n"
             "\n"
             "usage:\n"
+            "  uqbar boot --home DIR [--name NAME] [--start ID=FILE.wasm]...\n"
+            "                                             boot a node with a terminal on standard input\n"
             "  uqbar run [options] FILE.wasm [ARGS...]   run a WASI command module as one process\n"
             "  uqbar help                                 this text\n"
             "  uqbar version                              print the version\n"
@@ -166,6 +169,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "boot") == 0) return uq_cmd_boot(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return 0;

@@ -402,7 +402,9 @@ static void on_proc_finish(uqi_proc *p)
     uqi_node *n = kp->node;
     char what[300];
     uqi_proc_outcome(p, what, sizeof what);
-    if (p->status != UQI_PROC_EXITED || p->exit_code != 0)
+    if (p->status == UQI_PROC_KILLED)
+        uq_log(UQ_LOG_INFO, "kernel", "process %s %s", kp->addr.process, what);
+    else if (p->status != UQI_PROC_EXITED || p->exit_code != 0)
         uq_log(UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
     pthread_mutex_lock(&n->lock);
     retire(n, kp);

@@ -205,3 +205,52 @@ TEST_T(cli_sqlite_answers_queries, 900)
     ASSERT_STR_HAS(r.err, "syntax error");
     tb_result_free(&r);
 }
+
+/* `uqbar boot`: a node with a terminal; the commands a user types first. */
+TEST(cli_boot_terminal_session)
+{
+    char home[1200], echo[1200], mw[1200], sink[1200];
+    snprintf(home, sizeof home, "%s/home", tb_tmpdir());
+    snprintf(echo, sizeof echo, "echo=%s/apps/echo.wasm", tb_shared());
+    snprintf(mw, sizeof mw, "mw=%s/apps/middleware.wasm", tb_shared());
+    snprintf(sink, sizeof sink, "%s/apps/sink.wasm", tb_shared());
+    const char *a[] = {uqbar(), "boot", "--home", home, "--name", "t.local", "--start", echo, "--start", mw, NULL};
+    char input[4096];
+    snprintf(input, sizeof input,
+             "help\n"
+             "m echo {\"hello\":\"world\"}\n"
+             "m mw {\"via\":\"middleware\"}\n"
+             "start sink %s\n"
+             "m sink {\"x\":1} -t 1\n"
+             "m nobody {}\n"
+             "m BAD@@ {}\n"
+             "ps\n"
+             "debug\n"
+             "kill sink\n"
+             "frob\n",
+             sink); /* end of input: graceful shutdown */
+    cmd_result r = tb_run(a, input, 120);
+    test_log("%s", r.out);
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "uqbar node t.local is up");
+    ASSERT_STR_HAS(r.out, "m ADDRESS JSON");
+    ASSERT_STR_HAS(r.out, "response from t.local@echo: {\"hello\":\"world\"}");
+    ASSERT_STR_HAS(r.out, "[mw] forwarding {\"via\":\"middleware\"} from t.local@terminal");
+    ASSERT_STR_HAS(r.out, "response from t.local@echo: {\"via\":\"middleware\"}");
+    ASSERT_STR_HAS(r.out, "response from t.local@kernel: \"InitializedProcess\"");
+    ASSERT_STR_HAS(r.out, "response from t.local@kernel: \"StartedProcess\"");
+    ASSERT_STR_HAS(r.out, "error Timeout from t.local@sink");
+    ASSERT_STR_HAS(r.out, "error NoSuchProcess from t.local@nobody");
+    ASSERT_STR_HAS(r.out, "error: bad address");
+    ASSERT_STR_HAS(r.out, "mailbox");
+    ASSERT_STR_HAS(r.out, "{\"Debug\":{\"ProcessMap\":{");
+    ASSERT_STR_HAS(r.out, "{\"KilledProcess\":\"sink\"}");
+    ASSERT_STR_HAS(r.out, "unknown command 'frob'");
+    ASSERT_STR_HAS(r.out, "shutting down");
+    tb_result_free(&r);
+    const char *nohome[] = {uqbar(), "boot", NULL};
+    r = tb_run(nohome, NULL, 10);
+    ASSERT_EQ(r.status, 2);
+    ASSERT_STR_HAS(r.err, "--home DIR is required");
+    tb_result_free(&r);
+}

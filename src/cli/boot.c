@@ -1,0 +1,254 @@
+/* `uqbar boot`: a node with a terminal on standard input. The terminal is a
+ * process of the node (a host port named "terminal") that talks to the
+ * kernel API like any installer would. */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "kernel/kernel.h"
+
+#define EXIT_FAILED 123
+
+static const char *help_text =
+    "commands:\n"
+    "  m ADDRESS JSON [-t SECONDS]   send a request (ADDRESS: process or node@process), print the answer\n"
+    "  start ID FILE.wasm [--public] install and run a process (via the kernel API)\n"
+    "  kill ID                       kill a process (its queued messages are dropped)\n"
+    "  ps                            processes with mailbox depth and message counts\n"
+    "  debug [ID]                    the kernel's Debug output (process map, or one process)\n"
+    "  help                          this text\n"
+    "  exit                          shut the node down (so does end of input)\n";
+
+typedef struct term {
+    uqi_node *node;
+    uqi_kproc *port;
+    bool tty;
+} term;
+
+static void print_msg(const uqi_msg *r)
+{
+    static const char *errs[] = {"", "Offline", "Timeout", "NoSuchProcess", "Refused"};
+    char src[160];
+    uqi_addr_format(&r->source, src, sizeof src);
+    if (r->kind == UQI_MSG_ERROR) {
+        printf("error %s from %s for message %llu: %.*s\n", r->error < 5 ? errs[r->error] : "?", src,
+               (unsigned long long)r->id, (int)r->body_len, (const char *)r->body);
+    } else {
+        printf("%s from %s: %.*s\n", r->kind == UQI_MSG_RESPONSE ? "response" : "request", src, (int)r->body_len,
+               (const char *)r->body);
+    }
+    if (r->metadata) printf("  metadata: %s\n", r->metadata);
+    if (r->payload) printf("  payload: %zu bytes%s%s\n", r->payload->len, r->payload->mime[0] ? " of " : "", r->payload->mime);
+    fflush(stdout);
+}
+
+/* Send body to target and wait for the answer with that id. */
+static void send_and_wait(term *t, const char *target, const char *body, unsigned timeout_s, uqi_payload *payload)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uq_errmsg em = {{0}};
+    if (uqi_addr_parse(target, uqi_node_name(t->node), &m->target, &em)) {
+        printf("error: %s\n", em.text);
+        uqi_msg_free(m);
+        uqi_payload_rele(payload);
+        return;
+    }
+    m->expects_response_s = timeout_s;
+    m->payload = payload;
+    uint64_t id = 0;
+    if (uqi_kernel_send(t->port, m, NULL, 0, &id, &em)) {
+        printf("error: %s\n", em.text);
+        uqi_msg_free(m);
+        return;
+    }
+    uint64_t deadline = uqi_now_ns() + ((uint64_t)timeout_s + 2) * 1000000000ull;
+    while (uqi_now_ns() < deadline) {
+        uqi_msg *r = uqi_port_receive(t->port, 100);
+        if (!r) continue;
+        print_msg(r);
+        bool done = r->id == id;
+        uqi_msg_free(r);
+        if (done) return;
+    }
+    printf("no answer within %u s\n", timeout_s + 2);
+}
+
+static char *next_word(char **s)
+{
+    while (**s == ' ' || **s == '\t') (*s)++;
+    if (!**s) return NULL;
+    char *w = *s;
+    while (**s && **s != ' ' && **s != '\t') (*s)++;
+    if (**s) *(*s)++ = '\0';
+    return w;
+}
+
+static void cmd_m(term *t, char *rest)
+{
+    char *addr = next_word(&rest);
+    while (rest && (*rest == ' ' || *rest == '\t')) rest++;
+    if (!addr || !rest || !*rest) {
+        printf("usage: m ADDRESS JSON [-t SECONDS]   e.g.  m echo {\"hello\":\"world\"}\n");
+        return;
+    }
+    unsigned timeout = 5;
+    char *opt = strstr(rest, " -t ");
+    if (opt) {
+        timeout = (unsigned)atoi(opt + 4);
+        *opt = '\0';
+        if (timeout == 0) timeout = 5;
+    }
+    send_and_wait(t, addr, rest, timeout, NULL);
+}
+
+static void cmd_start(term *t, char *rest)
+{
+    char *id = next_word(&rest), *file = next_word(&rest), *flag = next_word(&rest);
+    if (!id || !file) {
+        printf("usage: start ID FILE.wasm [--public]\n");
+        return;
+    }
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(file, &b, &len, &em)) {
+        printf("error: %s\n", em.text);
+        return;
+    }
+    uqi_payload *p = uqi_payload_new(b, len, "application/wasm");
+    free(b);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"InitializeProcess\":{\"id\":\"%s\",\"wasm_bytes_handle\":\"%s\",\"wit_version\":null,"
+             "\"on_exit\":\"None\",\"initial_capabilities\":[],\"public\":%s}}",
+             id, file, flag && strcmp(flag, "--public") == 0 ? "true" : "false");
+    if (strchr(id, '"') || strchr(file, '"')) {
+        printf("error: quotes are not allowed in ids or file names\n");
+        uqi_payload_rele(p);
+        return;
+    }
+    send_and_wait(t, "kernel", body, 600, p); /* a first compile may take a while */
+    snprintf(body, sizeof body, "{\"RunProcess\":\"%s\"}", id);
+    send_and_wait(t, "kernel", body, 5, NULL);
+}
+
+static bool handle_line(term *t, char *line)
+{
+    line[strcspn(line, "\r\n")] = '\0';
+    char *rest = line;
+    char *cmd = next_word(&rest);
+    if (!cmd) return true;
+    char body[256];
+    if (strcmp(cmd, "exit") == 0 || strcmp(cmd, "quit") == 0) return false;
+    else if (strcmp(cmd, "help") == 0) fputs(help_text, stdout);
+    else if (strcmp(cmd, "m") == 0) cmd_m(t, rest);
+    else if (strcmp(cmd, "start") == 0) cmd_start(t, rest);
+    else if (strcmp(cmd, "ps") == 0 || strcmp(cmd, "top") == 0) {
+        char buf[65536];
+        uqi_node_list(t->node, buf, sizeof buf);
+        fputs(buf, stdout);
+    } else if (strcmp(cmd, "kill") == 0) {
+        char *id = next_word(&rest);
+        if (!id) printf("usage: kill ID\n");
+        else {
+            snprintf(body, sizeof body, "{\"KillProcess\":\"%.100s\"}", id);
+            send_and_wait(t, "kernel", body, 5, NULL);
+        }
+    } else if (strcmp(cmd, "debug") == 0) {
+        char *id = next_word(&rest);
+        if (id) snprintf(body, sizeof body, "{\"Debug\":{\"Process\":\"%.100s\"}}", id);
+        else snprintf(body, sizeof body, "{\"Debug\":\"ProcessMap\"}");
+        send_and_wait(t, "kernel", body, 5, NULL);
+    } else {
+        printf("unknown command '%s' (type help)\n", cmd);
+    }
+    fflush(stdout);
+    return true;
+}
+
+int uq_cmd_boot(int argc, char **argv)
+{
+    const char *home = NULL, *name = "dev.local";
+    const char *starts[64];
+    int nstarts = 0, workers = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--home") == 0 && i + 1 < argc) home = argv[++i];
+        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) name = argv[++i];
+        else if (strcmp(argv[i], "--start") == 0 && i + 1 < argc && nstarts < 64) starts[nstarts++] = argv[++i];
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-v") == 0) uqi_log_level = UQ_LOG_INFO;
+        else {
+            fprintf(stderr, "uqbar boot: unknown option '%s' (see uqbar help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!home) {
+        fprintf(stderr, "uqbar boot: --home DIR is required (the node keeps its state there)\n");
+        return 2;
+    }
+    char cache[4096];
+    snprintf(cache, sizeof cache, "%s/cache", home);
+    uq_errmsg em = {{0}};
+    if (uqi_mkdirs(home, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        return EXIT_FAILED;
+    }
+    uqi_node_config cfg = {.name = name, .cache_dir = cache, .workers = workers};
+    uqi_node *node;
+    if (uqi_node_start(&cfg, &node, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        return EXIT_FAILED;
+    }
+    term t = {node, NULL, isatty(0) == 1};
+    if (uqi_node_port(node, "terminal", &t.port, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        uqi_node_stop(node);
+        return EXIT_FAILED;
+    }
+    for (int i = 0; i < nstarts; i++) {
+        char spec[4096];
+        snprintf(spec, sizeof spec, "%s", starts[i]);
+        char *eq = strchr(spec, '=');
+        if (!eq) {
+            fprintf(stderr, "uqbar boot: --start wants ID=FILE.wasm, not '%s'\n", starts[i]);
+            continue;
+        }
+        *eq = '\0';
+        uint8_t *b;
+        size_t len;
+        if (uqi_read_file(eq + 1, &b, &len, &em) || uqi_node_spawn(node, spec, b, len, false, NULL, &em))
+            fprintf(stderr, "uqbar: cannot start %s: %s\n", spec, em.text);
+        else
+            free(b);
+    }
+    printf("uqbar node %s is up (home %s). Type help for commands; end of input or exit shuts it down.\n", name, home);
+    fflush(stdout);
+    char line[65536];
+    for (;;) {
+        if (t.tty) {
+            printf("uqbar> ");
+            fflush(stdout);
+        }
+        /* Wait for input, but notice a Shutdown sent by a process. */
+        struct pollfd pf = {0, POLLIN, 0};
+        int pr;
+        while ((pr = poll(&pf, 1, 200)) == 0) {
+            if (uqi_node_wait_shutdown(node, 0)) goto shutdown;
+            uqi_msg *late;
+            while ((late = uqi_port_receive(t.port, 0))) { /* answers that arrived after their wait */
+                print_msg(late);
+                uqi_msg_free(late);
+            }
+        }
+        if (pr < 0 || !fgets(line, sizeof line, stdin)) break;
+        if (!handle_line(&t, line)) break;
+    }
+shutdown:
+    printf("shutting down\n");
+    fflush(stdout);
+    uqi_node_stop(node);
+    return 0;
+}

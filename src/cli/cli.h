@@ -1,0 +1,7 @@
+/* Subcommands of the uqbar command. */
+#ifndef UQ_CLI_H
+#define UQ_CLI_H
+
+int uq_cmd_boot(int argc, char **argv);
+
+#endif
