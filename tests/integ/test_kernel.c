@@ -402,3 +402,42 @@ TEST(kapi_shutdown)
     ASSERT(uqi_node_wait_shutdown(n, 1000));
     uqi_node_stop(n);
 }
+
+/* "Contexts saved by the kernel enable very straightforward, async-style
+ * code": a fan-out gathers several responses through contexts. */
+TEST(kernel_fanout_gathers_through_contexts)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "echo", "echo");
+    spawn_app(n, "fanout", "fanout");
+    spawn_app(n, "counter", "counter");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    request(port, "fanout", "{\"fanout\":20,\"to\":\"echo\"}", 10, "outer", NULL);
+    uqi_msg *r = uqi_port_receive(port, 10000);
+    ASSERT(r != NULL);
+    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    ASSERT(strcmp(b, "{\"gathered\":20,\"failed\":0,\"index_sum\":190}") == 0);
+    ASSERT(strcmp(c, "outer") == 0);
+    free(b);
+    free(c);
+    uqi_msg_free(r);
+    /* to a process that does not exist: every part fails at once, and says so */
+    request(port, "fanout", "{\"fanout\":3,\"to\":\"ghost\"}", 10, "outer2", NULL);
+    r = uqi_port_receive(port, 10000);
+    ASSERT(r != NULL);
+    b = str(r->body, r->body_len);
+    ASSERT(strcmp(b, "{\"gathered\":0,\"failed\":3,\"index_sum\":0}") == 0);
+    free(b);
+    uqi_msg_free(r);
+    /* counter: state in memory across messages */
+    for (int i = 1; i <= 10; i++) request(port, "counter", "{\"add\":5}", 0, NULL, NULL);
+    request(port, "counter", "{\"get\":null}", 5, NULL, NULL);
+    r = uqi_port_receive(port, 10000);
+    ASSERT(r != NULL);
+    b = str(r->body, r->body_len);
+    ASSERT(strcmp(b, "{\"count\":50,\"requests\":11}") == 0);
+    free(b);
+    uqi_msg_free(r);
+    uqi_node_stop(n);
+}
