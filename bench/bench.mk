@@ -17,7 +17,19 @@ bench:
 	@$(MAKE) --no-print-directory bench-build >&2
 	@BUILD='$(BUILD)' KERNELS='$(BENCH_KERNELS)' sh bench/run.sh
 
-bench-build: all $(BENCH_OUT)/bench_engine $(BENCH_GUEST_WASM) \
+BENCH_APPS := $(patsubst bench/apps/%.c,$(BENCH_OUT)/apps/%.wasm,$(wildcard bench/apps/*.c))
+
+$(BENCH_OUT)/apps/%.wasm: bench/apps/%.c sdk/uqbar.h sdk/sdk_abi.h
+	@mkdir -p $(dir $@)
+	$(BENCH_WASI_CC) --target=wasm32-wasi --sysroot=$(BENCH_WASI_ROOT) -O2 -Wall -Isdk -o $@.tmp $<
+	wasm-strip $@.tmp
+	mv -f $@.tmp $@
+
+$(BENCH_OUT)/bench_kernel: bench/bench_kernel.c $(BUILD)/libuqbar.a src/engine/exports.list $(wildcard src/*/*.h include/uqbar/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_kernel.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
+
+bench-build: all guests $(BENCH_OUT)/bench_engine $(BENCH_OUT)/bench_kernel $(BENCH_APPS) $(BENCH_GUEST_WASM) \
              $(BENCH_KERNELS:%=$(BENCH_OUT)/%.native) $(BENCH_KERNELS:%=$(BENCH_OUT)/%.wasm)
 
 # One kernel at a time, both flavours (NAME.native and NAME.wasm).

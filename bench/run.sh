@@ -148,6 +148,37 @@ st=$?
 cat "$OUT/engine.txt"
 cat "$OUT/engine.txt" >> "$RESULTS"
 
+# ---- kernel, beside Erlang/OTP ------------------------------------------------
+say "kernel benchmarks ($B/bench_kernel) and Erlang/OTP doing the same work"
+"$B/bench_kernel" "$CACHE" "$BUILD/apps" "$B/apps" "$B/guests" > "$OUT/kernel.txt"
+st=$?
+[ $st -eq 0 ] || fail "bench_kernel: exit status $st"
+cat "$OUT/kernel.txt"
+cat "$OUT/kernel.txt" >> "$RESULTS"
+if command -v erl >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=erlang-base sh scripts/deps.sh >&2 && command -v erl >/dev/null 2>&1; }; then
+    if sh bench/peers/erlang/run.sh "$B/erlang" > "$OUT/erlang.txt"; then
+        cat "$OUT/erlang.txt"
+        cat "$OUT/erlang.txt" >> "$RESULTS"
+        ratio() { # name uqbar_figure erlang_figure: uqbar / erlang
+            a=$(awk -v n="$2" '$1 == n { print $2 }' "$RESULTS")
+            b=$(awk -v n="$3" '$1 == n { print $2 }' "$RESULTS")
+            [ -n "$a" ] && [ -n "$b" ] && awk -v n="$1" -v a="$a" -v b="$b" 'BEGIN { printf "%s %.2f x\n", n, a / b }' | tee -a "$RESULTS"
+        }
+        ratio kernel_roundtrip_median_vs_erlang kernel_roundtrip_median_ns erlang_roundtrip_median_ns
+        ratio kernel_roundtrip_p99_vs_erlang kernel_roundtrip_p99_ns erlang_roundtrip_p99_ns
+        ratio kernel_oneway_vs_erlang_1sched kernel_oneway_msgs_per_s erlang_oneway_1sched_msgs_per_s
+        ratio kernel_chain_1kib_vs_erlang kernel_chain_roundtrip_1kib_us erlang_chain_forward_1kib_us
+        awk '$1 == "kernel_spawn_exit_us" { k = $2 } $1 == "erlang_spawn_ns" { e = $2 }
+             END { if (k && e) printf "kernel_spawn_vs_erlang %.2f x\n", k * 1000 / e }' "$RESULTS" | tee -a "$RESULTS"
+        awk '$1 == "kernel_idle_process_kib" { k = $2 } $1 == "erlang_idle_process_rss_bytes" { e = $2 }
+             END { if (k && e) printf "kernel_idle_process_vs_erlang %.2f x\n", k * 1024 / e }' "$RESULTS" | tee -a "$RESULTS"
+    else
+        failures="$failures erlang"
+    fi
+else
+    say "Erlang/OTP (erlang-base) is not available: no side-by-side figures"
+fi
+
 # ---- targets ---------------------------------------------------------------
 get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
 {
@@ -158,7 +189,7 @@ get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
         v=$(get "$name")
         if [ -z "$v" ]; then
             verdict="n/a (not measured)"
-        elif awk -v v="$v" -v g="$goal" -v op="$op" 'BEGIN { exit !(op == "<" ? v < g : v <= g) }'; then
+        elif awk -v v="$v" -v g="$goal" -v op="$op" 'BEGIN { exit !(op == "<" ? v < g : op == ">=" ? v >= g : v <= g) }'; then
             verdict=PASS
         else
             verdict=MISS
@@ -172,6 +203,13 @@ host_call host_call_ns <= 5 ns
 fiber_switch fiber_switch_ns <= 20 ns
 instantiate_cached instantiate_cached_us <= 20 us
 idle_instance_rss idle_instance_rss_kib <= 32 KiB
+kernel_roundtrip_median kernel_roundtrip_median_ns <= 1000 ns
+kernel_roundtrip_p99 kernel_roundtrip_p99_ns <= 5000 ns
+kernel_roundtrip_vs_erlang kernel_roundtrip_median_vs_erlang < 1 x
+kernel_oneway kernel_oneway_msgs_per_s >= 5000000 msg/s
+kernel_spawn_exit kernel_spawn_exit_us <= 10 us
+kernel_idle_process kernel_idle_process_kib <= 32 KiB
+kernel_chain_forward_1mib_vs_1kib kernel_chain_forward_1mib_vs_1kib <= 1.5 x
 EOF
 } >&2
 

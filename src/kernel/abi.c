@@ -41,13 +41,11 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
         uqi_task_check_kill();
     }
     kp->held[slot] = m;
-    char src[2 * UQI_NAME_MAX + 2];
-    uqi_addr_format(&m->source, src, sizeof src);
     memset(h, 0, UQ_ABI_HEADER_SIZE);
     put32(h + 0, (u32)slot + 1);
     put32(h + 4, (u32)m->kind);
     put64(h + 8, m->id);
-    put32(h + 16, (u32)strlen(src));
+    put32(h + 16, (u32)(strlen(m->source.node) + 1 + strlen(m->source.process))); /* "node@process" */
     put32(h + 20, (u32)m->body_len);
     put32(h + 24, m->metadata ? (u32)strlen(m->metadata) : 0);
     put32(h + 28, (u32)m->context_len);

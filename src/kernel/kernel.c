@@ -26,6 +26,7 @@ struct uqi_outstanding {
     uqi_outstanding *older, *newer;  /* requester's list, oldest first */
     uint64_t id;
     uqi_kproc *requester;
+    uqi_kproc *target_kp;            /* the local target while it lives, else NULL */
     uqi_addr target;
     uint64_t deadline_ns;
     uint8_t *ctx;
@@ -114,6 +115,7 @@ static void out_unlink(uqi_node *n, uqi_outstanding *o)
     if (o->newer) o->newer->older = o->older;
     else x->newest = o->older;
     o->requester->dangling--;
+    if (o->target_kp) o->target_kp->awaited--;
 }
 
 static void out_free(uqi_outstanding *o)
@@ -178,7 +180,7 @@ static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why
     out_free(o);
 }
 
-static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
+static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
 {
     if (from->dangling >= n->max_dangling) {
         /* The bound: throw away the oldest, and say so. */
@@ -192,6 +194,8 @@ static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t
     uqi_outstanding *o = uqi_xcalloc(1, sizeof *o);
     o->id = m->id;
     o->requester = from;
+    o->target_kp = to;
+    if (to) to->awaited++;
     o->target = m->target;
     o->deadline_ns = uqi_now_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
     o->ctx = ctx;
@@ -242,7 +246,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             if (!m->id) m->id = n->next_id++;
             m->rsvp = from->addr;
             m->has_rsvp = true;
-            record_outstanding(n, from, m, context, context_len);
+            record_outstanding(n, from, NULL, m, context, context_len);
             uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
             fail_outstanding(n, o, UQI_SEND_OFFLINE);
             uqi_msg_free(m);
@@ -262,7 +266,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         if (!to || to->dead) {
             if (m->expects_response_s) {
                 /* Fails at once, back to the sender, with its context. */
-                record_outstanding(n, from, m, context, context_len);
+                record_outstanding(n, from, NULL, m, context, context_len);
                 uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
                 fail_outstanding(n, o, UQI_SEND_NO_PROCESS);
                 uqi_msg_free(m);
@@ -274,7 +278,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         }
         uint64_t id = m->id;
         bool expects = m->expects_response_s != 0;
-        if (expects) record_outstanding(n, from, m, context, context_len);
+        if (expects) record_outstanding(n, from, to, m, context, context_len);
         if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
             if (expects) {
                 uqi_outstanding *o = take_outstanding(n, id, &from->addr);
@@ -380,10 +384,10 @@ static void retire(uqi_node *n, uqi_kproc *kp)
         out_unlink(n, o);
         out_free(o);
     }
-    for (int b = 0; b < OTAB; b++) {
+    for (int b = 0; b < OTAB && kp->awaited; b++) { /* only when requests await it */
         for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
             nx = o->hnext;
-            if (uqi_addr_eq(&o->target, &kp->addr)) {
+            if (o->target_kp == kp) {
                 out_unlink(n, o);
                 fail_outstanding(n, o, UQI_SEND_NO_PROCESS);
             }
@@ -413,6 +417,9 @@ static void on_proc_finish(uqi_proc *p)
     kproc_free(kp);
 }
 
+static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
+                          uq_errmsg *em);
+
 uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
                              char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
 {
@@ -427,6 +434,13 @@ uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, s
     uqi_module *mod;
     uq_err err = uqi_engine_load(&n->eng, wasm, len, id, &mod, em);
     if (err) return err;
+    return init_loaded(n, id, mod, public, out_id, em);
+}
+
+/* Install a process of an already loaded module. */
+static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
+                          uq_errmsg *em)
+{
     pthread_mutex_lock(&n->lock);
     if (find(n, id)) {
         pthread_mutex_unlock(&n->lock);
@@ -459,6 +473,15 @@ uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em)
     else if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) uqi_errf(em, err, "cannot start %s", id);
     else kp->running = true;
     pthread_mutex_unlock(&n->lock);
+    return err;
+}
+
+uq_err uqi_node_spawn_module(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em)
+{
+    if (!uqi_process_name_valid(id) || strcmp(id, "kernel") == 0)
+        return uqi_errf(em, UQ_EINVAL, "bad process id \"%s\"", id);
+    uq_err err = init_loaded(n, id, mod, public, NULL, em);
+    if (!err) err = uqi_node_run_process(n, id, em);
     return err;
 }
 

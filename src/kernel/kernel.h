@@ -27,6 +27,7 @@ typedef struct uqi_kproc {
     bool running;                /* started (RunProcess); before that, messages wait */
     bool dead;
     uint32_t dangling;           /* outstanding requests it made */
+    uint32_t awaited;            /* outstanding requests addressed to it */
     uint64_t sent, received;
 } uqi_kproc;
 
@@ -53,6 +54,8 @@ uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t l
 uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
                              char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
 uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em);
+/* Install and run a process of a module the node's engine already loaded. */
+uq_err uqi_node_spawn_module(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em);
 /* Ask the node to shut down (the Shutdown command); uqi_node_wait_shutdown returns then. */
 void uqi_node_request_shutdown(uqi_node *n);
 bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms);

@@ -1,0 +1,171 @@
+/* Kernel benchmarks on a real node: message passing measured from inside a
+ * wasm process (bench/apps/bencher.c), spawn-and-exit and idle memory
+ * measured from the host. One line per figure: `name value unit`.
+ *
+ *   bench_kernel CACHE_DIR APPS_DIR BENCH_APPS_DIR EXIT_WASM
+ *
+ * The node runs one worker thread (UQBAR_BENCH_WORKERS to change): the
+ * processes of a round trip then share a core, as Erlang's do with +S 1. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernel/kernel.h"
+
+static const char *cache, *apps, *bapps;
+static uqi_node *node;
+static uqi_kproc *port;
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_kernel: %s: %s\n", what, why);
+    exit(1);
+}
+
+static uint8_t *slurp(const char *dir, const char *name, size_t *len)
+{
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s.wasm", dir, name);
+    uint8_t *b;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(p, &b, len, &em)) die(p, em.text);
+    return b;
+}
+
+static void spawn(const char *dir, const char *app, const char *id)
+{
+    size_t len;
+    uint8_t *b = slurp(dir, app, &len);
+    uq_errmsg em = {{0}};
+    if (uqi_node_spawn(node, id, b, len, false, NULL, &em)) die(id, em.text);
+    free(b);
+}
+
+/* Ask the bencher; returns the JSON answer (malloc'ed). */
+static char *ask(const char *body)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uq_errmsg em = {{0}};
+    uqi_addr_parse("bencher", uqi_node_name(node), &m->target, &em);
+    m->expects_response_s = 600;
+    if (uqi_kernel_send(port, m, NULL, 0, NULL, &em)) die("send", em.text);
+    uqi_msg *r = uqi_port_receive(port, 600000);
+    if (!r || r->kind != UQI_MSG_RESPONSE) die(body, "no answer");
+    char *s = uqi_xmalloc(r->body_len + 1);
+    memcpy(s, r->body, r->body_len);
+    s[r->body_len] = '\0';
+    uqi_msg_free(r);
+    return s;
+}
+
+static double field(const char *json, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = strstr(json, k);
+    if (!p) die(json, key);
+    return atof(p + strlen(k));
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
+    if (f) fclose(f);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: bench_kernel CACHE_DIR APPS_DIR BENCH_APPS_DIR EXIT_WASM_DIR\n");
+        return 2;
+    }
+    cache = argv[1];
+    apps = argv[2];
+    bapps = argv[3];
+    const char *guests = argv[4];
+    const char *w = getenv("UQBAR_BENCH_WORKERS");
+    uqi_node_config cfg = {.name = "bench.local", .cache_dir = cache, .workers = w ? atoi(w) : 1,
+                           .mailbox_cap = 4096};
+    uq_errmsg em = {{0}};
+    if (uqi_node_start(&cfg, &node, &em)) die("node", em.text);
+    if (uqi_node_port(node, "driver", &port, &em)) die("port", em.text);
+    spawn(apps, "echo", "echo");
+    spawn(apps, "counter", "counter");
+    spawn(bapps, "bencher", "bencher");
+    char id[32];
+    for (int k = 1; k <= 5; k++) {
+        snprintf(id, sizeof id, "relay-%d", k);
+        spawn(bapps, "relay", id);
+    }
+    fprintf(stderr, "bench_kernel: round trips\n");
+    char *r = ask("{\"rt\":200000}");
+    printf("kernel_roundtrip_median_ns %.0f ns\n", field(r, "median_ns"));
+    printf("kernel_roundtrip_p99_ns %.0f ns\n", field(r, "p99_ns"));
+    free(r);
+    fprintf(stderr, "bench_kernel: one-way messages\n");
+    r = ask("{\"oneway\":3000000}");
+    printf("kernel_oneway_msgs_per_s %.0f msg/s\n", field(r, "msgs_per_s"));
+    free(r);
+    fprintf(stderr, "bench_kernel: chain of 5 middleware, 1 KiB and 1 MiB payloads\n");
+    /* forwarding cost = chain round trip - direct round trip with the same
+     * payload: the sender's one copy out of its memory is not forwarding */
+    double v[4];
+    const char *qs[4] = {"{\"chain\":20000,\"kib\":1}", "{\"direct\":20000,\"kib\":1}",
+                         "{\"chain\":2000,\"kib\":1024}", "{\"direct\":2000,\"kib\":1024}"};
+    for (int i = 0; i < 4; i++) {
+        r = ask(qs[i]);
+        v[i] = field(r, "median_ns") / 1000.0;
+        free(r);
+    }
+    printf("kernel_chain_roundtrip_1kib_us %.2f us\n", v[0]);
+    printf("kernel_chain_roundtrip_1mib_us %.2f us\n", v[2]);
+    printf("kernel_chain_forward_1kib_us %.2f us\n", v[0] - v[1]);
+    printf("kernel_chain_forward_1mib_us %.2f us\n", v[2] - v[3]);
+    printf("kernel_chain_forward_1mib_vs_1kib %.2f x\n", (v[2] - v[3]) / (v[0] - v[1]));
+
+    /* spawn and exit: a module whose _start returns at once; from a loaded
+     * module (as Erlang spawns loaded code), and from its bytes (parse, hash) */
+    fprintf(stderr, "bench_kernel: spawn and exit\n");
+    size_t len;
+    uint8_t *empty = slurp(guests, "empty", &len);
+    uqi_module *mod;
+    if (uqi_engine_load(uqi_node_engine(node), empty, len, "empty", &mod, &em)) die("load", em.text);
+    enum { NSPAWN = 4000 };
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t t0 = uqi_now_ns();
+        for (int i = 0; i < NSPAWN; i++) {
+            snprintf(id, sizeof id, "s%d-%d", pass, i);
+            uq_err e = pass == 0 ? uqi_node_spawn_module(node, id, mod, false, &em)
+                                 : uqi_node_spawn(node, id, empty, len, false, NULL, &em);
+            if (e) die("spawn", em.text);
+        }
+        for (int i = 0; i < NSPAWN; i++) {
+            snprintf(id, sizeof id, "s%d-%d", pass, i);
+            while (uqi_node_has(node, id)) usleep(20);
+        }
+        printf("%s %.2f us\n", pass == 0 ? "kernel_spawn_exit_us" : "kernel_spawn_exit_from_bytes_us",
+               (double)(uqi_now_ns() - t0) / 1e3 / NSPAWN);
+    }
+    free(empty);
+
+    /* idle processes: echo servers blocked in receive */
+    fprintf(stderr, "bench_kernel: idle processes\n");
+    uint8_t *echo = slurp(apps, "echo", &len);
+    enum { NIDLE = 2000 };
+    long before = rss_kib();
+    for (int i = 0; i < NIDLE; i++) {
+        snprintf(id, sizeof id, "idle-%d", i);
+        if (uqi_node_spawn(node, id, echo, len, false, NULL, &em)) die("spawn", em.text);
+    }
+    usleep(300000);
+    long after = rss_kib();
+    printf("kernel_idle_process_kib %.1f KiB\n", (double)(after - before) / NIDLE);
+    free(echo);
+    fflush(stdout);
+    _exit(0); /* the node's processes run forever: no orderly teardown needed */
+}
