@@ -19,7 +19,9 @@ endif
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -UNDEBUG
 LDSAN := -fsanitize=$(SANITIZE)
+ifeq ($(origin BUILD),file)
 BUILD := build-san
+endif
 endif
 CFLAGS  := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 # Guest code (dlopen'ed) resolves host imports and wasm_rt_* against us.
@@ -57,4 +59,4 @@ run: all guests
 	    --start mw=$(SHARED)/apps/middleware.wasm --start sink=$(SHARED)/apps/sink.wasm
 
 clean:
-	rm -rf build build-san build-uc
+	rm -rf build build-san build-uc build-tsan

@@ -548,8 +548,7 @@ uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em)
     bool free_now = !kp->proc || !kp->running;
     if (kp->proc && kp->running) {
         /* It ends at its next receive, or at the next preemption tick. */
-        kp->proc->task.kill_requested = true;
-        uqi_task_wake(&kp->proc->task);
+        uqi_task_request_kill(&kp->proc->task);
     }
     pthread_mutex_unlock(&n->lock);
     if (free_now) {
@@ -629,8 +628,7 @@ void uqi_node_stop(uqi_node *n)
             nx = kp->next;
             if (kp->proc && kp->running) {
                 retire(n, kp);
-                kp->proc->task.kill_requested = true;
-                uqi_task_wake(&kp->proc->task);
+                uqi_task_request_kill(&kp->proc->task);
             }
         }
     }

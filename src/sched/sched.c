@@ -238,10 +238,16 @@ void uqi_task_wake(uqi_task *t)
     pthread_mutex_unlock(&w->lock);
 }
 
+void uqi_task_request_kill(uqi_task *t)
+{
+    __atomic_store_n(&t->kill_requested, true, __ATOMIC_RELEASE);
+    uqi_task_wake(t);
+}
+
 void uqi_task_check_kill(void)
 {
     uqi_task *t = uqi_task_current();
-    if (t && t->kill_requested && t->in_guest) uqi_task_unwind(t, UQI_UNWIND_KILLED);
+    if (t && __atomic_load_n(&t->kill_requested, __ATOMIC_ACQUIRE) && t->in_guest) uqi_task_unwind(t, UQI_UNWIND_KILLED);
 }
 
 void uqi_task_unwind(uqi_task *t, int code)
@@ -254,7 +260,9 @@ static void task_main(void *arg)
     uqi_task *t = arg;
     t->entry(t);
     t->in_guest = false;
+    pthread_mutex_lock(&t->worker->lock); /* wakers read state under it */
     t->state = UQI_TASK_DONE;
+    pthread_mutex_unlock(&t->worker->lock);
     to_scheduler(t);
     uqi_panic(__FILE__, __LINE__, "finished task resumed");
 }
@@ -295,7 +303,7 @@ static void preempt_handler(int sig, siginfo_t *si, void *ucv)
     uintptr_t pc = 0;
 #endif
     if (!t->in_guest || !in_guest_text(pc)) return;
-    if (t->kill_requested) uqi_task_unwind(t, UQI_UNWIND_KILLED); /* a spinner that was killed */
+    if (__atomic_load_n(&t->kill_requested, __ATOMIC_RELAXED)) uqi_task_unwind(t, UQI_UNWIND_KILLED); /* a killed spinner */
     int saved = errno;
     t->preemptions++;
     /* Taking the worker lock here is safe: the PC is in guest code, which

@@ -29,7 +29,8 @@ typedef struct uqi_task {
     uqi_task_state state;          /* guarded by worker->lock when shared */
     bool wake_pending;             /* a wake arrived while not blocked */
     bool in_guest;                 /* guest code may be running: traps are ours */
-    volatile bool kill_requested;  /* end it at the next blocking call or preemption */
+    bool kill_requested;           /* end it at the next blocking call or preemption; use
+                                      uqi_task_request_kill (atomic accesses only) */
     uint64_t wake_at;              /* deadline while SLEEPING */
     uint32_t heap_index;           /* position in the worker's timer heap */
     void (*entry)(struct uqi_task *);   /* body, runs on the fiber */
@@ -68,6 +69,8 @@ void uqi_task_check_kill(void);
 
 /* ---- from anywhere ---------------------------------------------------- */
 void uqi_task_wake(uqi_task *t);
+/* Ask a task to end: it unwinds at its next blocking call or preemption. */
+void uqi_task_request_kill(uqi_task *t);
 
 /* Register [lo, hi) as guest machine code: only there may preemption switch
  * away. Async-signal-safe to read; ranges are never removed. */
