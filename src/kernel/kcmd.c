@@ -30,6 +30,84 @@ static void set(reply *r, const char *body, const char *why)
     r->why = why ? uqi_xstrdup(why) : NULL;
 }
 
+/* serde's Vec<u8> is an array of numbers; we also take a string. */
+static bool bytes_of(json_t *v, uint8_t **out, size_t *len)
+{
+    if (json_is_string(v)) {
+        *len = json_string_length(v);
+        *out = uqi_xmalloc(*len + 1);
+        memcpy(*out, json_string_value(v), *len);
+        return true;
+    }
+    if (!json_is_array(v)) return false;
+    *len = json_array_size(v);
+    *out = uqi_xmalloc(*len + 1);
+    for (size_t i = 0; i < *len; i++) {
+        json_t *b = json_array_get(v, i);
+        if (!json_is_integer(b) || json_integer_value(b) < 0 || json_integer_value(b) > 255) {
+            free(*out);
+            return false;
+        }
+        (*out)[i] = (uint8_t)json_integer_value(b);
+    }
+    return true;
+}
+
+/* OnExit: "None" | "Restart" | {"Requests":[[address, request, blob|null], ...]}
+ * with request = {"body": bytes, "metadata": string|null, ...} and
+ * blob = {"mime": string|null, "bytes": bytes}. */
+static bool parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_request **reqs, uint32_t *nreqs,
+                          char *why, size_t cap)
+{
+    *reqs = NULL;
+    *nreqs = 0;
+    if (!v || (json_is_string(v) && strcmp(json_string_value(v), "None") == 0)) {
+        *how = UQI_ON_EXIT_NONE;
+        return true;
+    }
+    if (json_is_string(v) && strcmp(json_string_value(v), "Restart") == 0) {
+        *how = UQI_ON_EXIT_RESTART;
+        return true;
+    }
+    json_t *list = json_is_object(v) ? json_object_get(v, "Requests") : NULL;
+    if (!json_is_array(list) || json_array_size(list) > 64) {
+        snprintf(why, cap, "on_exit must be \"None\", \"Restart\" or {\"Requests\":[...]} (at most 64)");
+        return false;
+    }
+    size_t k = json_array_size(list);
+    uqi_exit_request *rs = uqi_xcalloc(k ? k : 1, sizeof *rs);
+    for (size_t i = 0; i < k; i++) {
+        json_t *t = json_array_get(list, i);
+        json_t *addr = json_array_get(t, 0), *req = json_array_get(t, 1), *blob = json_array_get(t, 2);
+        uq_errmsg em;
+        bool ok = json_is_array(t) && json_is_string(addr) && json_is_object(req) &&
+                  uqi_addr_parse(json_string_value(addr), uqi_node_name(n), &rs[i].target, &em) == UQ_OK &&
+                  bytes_of(json_object_get(req, "body"), &rs[i].body, &rs[i].body_len);
+        json_t *meta = ok ? json_object_get(req, "metadata") : NULL;
+        if (ok && json_is_string(meta)) rs[i].metadata = uqi_xstrdup(json_string_value(meta));
+        if (ok && json_is_object(blob)) {
+            uint8_t *bb;
+            size_t bl;
+            json_t *mime = json_object_get(blob, "mime");
+            ok = bytes_of(json_object_get(blob, "bytes"), &bb, &bl);
+            if (ok) {
+                rs[i].payload = uqi_payload_new(bb, bl, json_is_string(mime) ? json_string_value(mime) : NULL);
+                free(bb);
+            }
+        }
+        if (!ok) {
+            snprintf(why, cap, "on_exit request %zu must be [\"node@process\", {\"body\": bytes, ...}, blob or null]", i);
+            *reqs = rs;
+            *nreqs = (uint32_t)i + 1;
+            return false;
+        }
+    }
+    *how = UQI_ON_EXIT_REQUESTS;
+    *reqs = rs;
+    *nreqs = (uint32_t)k;
+    return true;
+}
+
 static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, reply *r)
 {
     uqi_node *n = from->node;
@@ -50,13 +128,19 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
             "initial_capabilities are not supported yet (capabilities arrive with their own issue): send []");
         return;
     }
-    json_t *on_exit = json_object_get(args, "on_exit");
-    if (on_exit && !(json_is_string(on_exit) && strcmp(json_string_value(on_exit), "None") == 0)) {
-        set(r, "\"InitializeProcessError\"", "on_exit other than \"None\" is not supported yet");
+    uqi_on_exit how;
+    uqi_exit_request *reqs;
+    uint32_t nreqs;
+    char why[300];
+    if (!parse_on_exit(n, json_object_get(args, "on_exit"), &how, &reqs, &nreqs, why, sizeof why)) {
+        uqi_exit_requests_free(reqs, nreqs);
+        set(r, "\"InitializeProcessError\"", why);
         return;
     }
     uq_errmsg em = {{0}};
     uq_err e = uqi_node_init_process(n, id, m->payload->data, m->payload->len, json_is_true(jpub), NULL, &em);
+    if (!e) e = uqi_node_set_on_exit(n, id, how, reqs, nreqs, &em);
+    else uqi_exit_requests_free(reqs, nreqs);
     if (e) set(r, "\"InitializeProcessError\"", em.text);
     else set(r, "\"InitializedProcess\"", NULL);
 }

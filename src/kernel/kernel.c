@@ -40,7 +40,7 @@ struct uqi_node {
     pthread_mutex_t lock;
     uqi_kproc *ptab[PTAB];
     uqi_outstanding *otab[OTAB];
-    uint32_t mailbox_cap, max_dangling;
+    uint32_t mailbox_cap, max_dangling, restart_base_ms;
     uint64_t next_id;
     pthread_t timer;
     pthread_cond_t timer_cond;
@@ -49,6 +49,10 @@ struct uqi_node {
     pthread_cond_t shutdown_cond;
     uint64_t unexpected_responses, dropped_dangling, dropped_on_kill;
 };
+
+static void on_proc_finish(uqi_proc *p);
+static uqi_proc *new_instance(uqi_kproc *kp);
+static uint64_t restart_due(uqi_node *n, uint64_t now, uint64_t next);
 
 /* per-kproc outstanding list heads (kept outside the public struct) */
 typedef struct kp_ext { uqi_outstanding *oldest, *newest; } kp_ext;
@@ -95,8 +99,19 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     return kp;
 }
 
+void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(r[i].body);
+        free(r[i].metadata);
+        uqi_payload_rele(r[i].payload);
+    }
+    free(r);
+}
+
 static void kproc_free(uqi_kproc *kp)
 {
+    uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
     for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
     uqi_mailbox_fini(&kp->mbox);
     pthread_cond_destroy(&kp->port_cond);
@@ -347,6 +362,7 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&n->lock);
     while (!n->stopping) {
         uint64_t now = uqi_now_ns(), next = now + 100000000ull;
+        next = restart_due(n, now, next);
         for (int b = 0; b < OTAB; b++) {
             for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
                 nx = o->hnext;
@@ -400,6 +416,36 @@ static void retire(uqi_node *n, uqi_kproc *kp)
     }
 }
 
+/* Send the OnExit::Requests of kp, from kp (node lock held). They expect no
+ * response; a target that is missing or full is logged, never silent. */
+static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
+{
+    for (uint32_t i = 0; i < kp->n_exit_reqs; i++) {
+        uqi_exit_request *r = &kp->exit_reqs[i];
+        uqi_kproc *to = strcmp(r->target.node, n->name) == 0 ? find(n, r->target.process) : NULL;
+        if (!to || to->dead) {
+            uq_log(UQ_LOG_WARN, "kernel", "%s exited: its on_exit request to %s@%s cannot be delivered (no such process)",
+                   kp->addr.process, r->target.node, r->target.process);
+            continue;
+        }
+        uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, r->body, r->body_len);
+        m->id = n->next_id++;
+        m->source = kp->addr;
+        m->target = r->target;
+        if (r->metadata) m->metadata = uqi_xstrdup(r->metadata);
+        m->payload = uqi_payload_hold(r->payload);
+        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+            uq_log(UQ_LOG_WARN, "kernel", "%s exited: the mailbox of %s is full, its on_exit request is not delivered",
+                   kp->addr.process, to->addr.process);
+            uqi_msg_free(m);
+            continue;
+        }
+        to->received++;
+        kp->sent++;
+        wake(to);
+    }
+}
+
 static void on_proc_finish(uqi_proc *p)
 {
     uqi_kproc *kp = p->user;
@@ -411,10 +457,71 @@ static void on_proc_finish(uqi_proc *p)
     else if (p->status != UQI_PROC_EXITED || p->exit_code != 0)
         uq_log(UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
     pthread_mutex_lock(&n->lock);
-    retire(n, kp);
     kp->proc = NULL;
+    kp->running = false;
+    bool ended_by_kernel = p->status == UQI_PROC_KILLED || kp->dead || n->stopping;
+    if (!ended_by_kernel && kp->on_exit == UQI_ON_EXIT_REQUESTS) send_exit_requests(n, kp);
+    if (!ended_by_kernel && kp->on_exit == UQI_ON_EXIT_RESTART) {
+        /* Back-off grows (x2, up to 600 s) and resets after a healthy run of
+         * 5x the current back-off (at most 3000 s). Queued messages wait. */
+        uint64_t ran_ms = (uqi_now_ns() - kp->started_ns) / 1000000ull;
+        uint64_t healthy = kp->backoff_ms * 5 < 3000000 ? kp->backoff_ms * 5 : 3000000;
+        if (ran_ms >= healthy) kp->backoff_ms = n->restart_base_ms;
+        kp->restart_at_ns = uqi_now_ns() + kp->backoff_ms * 1000000ull;
+        uq_log(UQ_LOG_WARN, "kernel", "restarting %s in %llu ms", kp->addr.process, (unsigned long long)kp->backoff_ms);
+        kp->backoff_ms = kp->backoff_ms * 2 < 600000 ? kp->backoff_ms * 2 : 600000;
+        pthread_cond_signal(&n->timer_cond);
+        pthread_mutex_unlock(&n->lock);
+        return; /* stays in the table */
+    }
+    retire(n, kp);
     pthread_mutex_unlock(&n->lock);
     kproc_free(kp);
+}
+
+/* Timer thread, node lock held: restart what is due. */
+static uint64_t restart_due(uqi_node *n, uint64_t now, uint64_t next)
+{
+    for (int b = 0; b < PTAB; b++) {
+        for (uqi_kproc *kp = n->ptab[b]; kp; kp = kp->next) {
+            if (!kp->restart_at_ns || kp->dead) continue;
+            if (kp->restart_at_ns > now) {
+                if (kp->restart_at_ns < next) next = kp->restart_at_ns;
+                continue;
+            }
+            kp->restart_at_ns = 0;
+            kp->proc = new_instance(kp);
+            if (uqi_proc_start(kp->proc, -1) != UQ_OK) {
+                uq_log(UQ_LOG_ERROR, "kernel", "cannot restart %s", kp->addr.process);
+                kp->proc->free_on_finish = false;
+                uqi_proc_free(kp->proc);
+                kp->proc = NULL;
+                continue;
+            }
+            kp->running = true;
+            kp->restarts++;
+            kp->started_ns = now;
+        }
+    }
+    return next;
+}
+
+uq_err uqi_node_set_on_exit(uqi_node *n, const char *id, uqi_on_exit how, uqi_exit_request *reqs, uint32_t nreqs,
+                            uq_errmsg *em)
+{
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *kp = find(n, id);
+    if (!kp || !kp->mod) {
+        pthread_mutex_unlock(&n->lock);
+        uqi_exit_requests_free(reqs, nreqs);
+        return uqi_errf(em, UQ_ENOENT, "no process %s", id);
+    }
+    uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
+    kp->on_exit = how;
+    kp->exit_reqs = reqs;
+    kp->n_exit_reqs = nreqs;
+    pthread_mutex_unlock(&n->lock);
+    return UQ_OK;
 }
 
 static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
@@ -437,6 +544,19 @@ uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, s
     return init_loaded(n, id, mod, public, out_id, em);
 }
 
+/* A fresh instance record for kp (node lock held). */
+static uqi_proc *new_instance(uqi_kproc *kp)
+{
+    char *argv[] = {kp->addr.process, NULL};
+    char *envp[] = {NULL};
+    uqi_proc *p = uqi_proc_new(kp->mod, argv, envp);
+    p->user = kp;
+    p->tag = uqi_xstrdup(kp->addr.process);
+    p->on_finish = on_proc_finish;
+    p->free_on_finish = true;     /* the kernel forgets it when it ends */
+    return p;
+}
+
 /* Install a process of an already loaded module. */
 static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
                           uq_errmsg *em)
@@ -448,14 +568,9 @@ static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool pub
     }
     uqi_kproc *kp = kproc_new(n, id);
     kp->public = public;
-    char *argv[] = {kp->addr.process, NULL};
-    char *envp[] = {NULL};
-    uqi_proc *p = uqi_proc_new(mod, argv, envp);
-    p->user = kp;
-    p->tag = uqi_xstrdup(id);
-    p->on_finish = on_proc_finish;
-    p->free_on_finish = true;     /* the kernel forgets it when it ends */
-    kp->proc = p;
+    kp->mod = mod;
+    kp->backoff_ms = n->restart_base_ms;
+    kp->proc = new_instance(kp);
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
     if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", id);
@@ -471,7 +586,10 @@ uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em)
     if (!kp || !kp->proc) err = uqi_errf(em, UQ_ENOENT, "no process %s to run (initialize it first)", id);
     else if (kp->running) err = uqi_errf(em, UQ_EBUSY, "%s is already running", id);
     else if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) uqi_errf(em, err, "cannot start %s", id);
-    else kp->running = true;
+    else {
+        kp->running = true;
+        kp->started_ns = uqi_now_ns();
+    }
     pthread_mutex_unlock(&n->lock);
     return err;
 }
@@ -598,6 +716,7 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     }
     n->mailbox_cap = cfg->mailbox_cap ? cfg->mailbox_cap : 1024;
     n->max_dangling = cfg->max_dangling ? cfg->max_dangling : 4096;
+    n->restart_base_ms = cfg->restart_base_ms ? cfg->restart_base_ms : 1000;
     randombytes_buf(&n->next_id, sizeof n->next_id);
     n->next_id = (n->next_id >> 1) | 1;
     pthread_mutex_init(&n->lock, NULL);
@@ -697,10 +816,12 @@ char *uqi_node_debug_json(uqi_node *n, const char *only_id)
             char row[512];
             int w = snprintf(row, sizeof row,
                              "%s\"%s\":{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,"
-                             "\"sent\":%llu,\"awaiting_responses\":%u}",
+                             "\"sent\":%llu,\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u}",
                              first ? "" : ",", kp->addr.process, kp->public ? "true" : "false",
                              kp->running ? "true" : "false", kp->proc ? "true" : "false", uqi_mailbox_depth(&kp->mbox),
-                             (unsigned long long)kp->received, (unsigned long long)kp->sent, kp->dangling);
+                             (unsigned long long)kp->received, (unsigned long long)kp->sent, kp->dangling,
+                             kp->on_exit == UQI_ON_EXIT_RESTART ? "Restart" : kp->on_exit == UQI_ON_EXIT_REQUESTS ? "Requests" : "None",
+                             kp->restarts);
             while (k + (size_t)w + 2 >= cap) b = realloc(b, cap *= 2);
             memcpy(b + k, row, (size_t)w);
             k += (size_t)w;

@@ -15,6 +15,17 @@ typedef struct uqi_outstanding uqi_outstanding;
 
 /* A process as the kernel knows it: a wasm process, or a host port (the
  * terminal, a test) that receives through a condition variable. */
+typedef enum uqi_on_exit { UQI_ON_EXIT_NONE = 0, UQI_ON_EXIT_RESTART, UQI_ON_EXIT_REQUESTS } uqi_on_exit;
+
+/* One request of OnExit::Requests: sent, from the process, when it exits. */
+typedef struct uqi_exit_request {
+    uqi_addr target;
+    uint8_t *body;
+    size_t body_len;
+    char *metadata;
+    uqi_payload *payload;
+} uqi_exit_request;
+
 typedef struct uqi_kproc {
     struct uqi_kproc *next;      /* table chain */
     uqi_node *node;
@@ -29,6 +40,15 @@ typedef struct uqi_kproc {
     uint32_t dangling;           /* outstanding requests it made */
     uint32_t awaited;            /* outstanding requests addressed to it */
     uint64_t sent, received;
+    /* life cycle */
+    uqi_module *mod;             /* to restart it */
+    uqi_on_exit on_exit;
+    uqi_exit_request *exit_reqs; /* UQI_ON_EXIT_REQUESTS */
+    uint32_t n_exit_reqs;
+    uint32_t restarts;           /* times restarted */
+    uint64_t backoff_ms;         /* next restart delay */
+    uint64_t started_ns;         /* when the current instance started */
+    uint64_t restart_at_ns;      /* pending restart, or 0 */
 } uqi_kproc;
 
 typedef struct uqi_node_config {
@@ -37,6 +57,7 @@ typedef struct uqi_node_config {
     uint32_t mailbox_cap;        /* per process; 0 = 1024 */
     uint32_t max_dangling;       /* outstanding requests per process; 0 = 4096 */
     int workers;                 /* scheduler threads; 0 = CPUs */
+    uint32_t restart_base_ms;    /* first Restart back-off; 0 = 1000 (doubles to 600 s) */
 } uqi_node_config;
 
 uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em);
@@ -54,6 +75,10 @@ uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t l
 uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
                              char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
 uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em);
+void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n);
+/* Set what happens when the process exits; takes ownership of reqs[0..n). */
+uq_err uqi_node_set_on_exit(uqi_node *n, const char *id, uqi_on_exit how, uqi_exit_request *reqs, uint32_t nreqs,
+                            uq_errmsg *em);
 /* Install and run a process of a module the node's engine already loaded. */
 uq_err uqi_node_spawn_module(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em);
 /* Ask the node to shut down (the Shutdown command); uqi_node_wait_shutdown returns then. */

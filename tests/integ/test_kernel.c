@@ -441,3 +441,94 @@ TEST(kernel_fanout_gathers_through_contexts)
     uqi_msg_free(r);
     uqi_node_stop(n);
 }
+
+static uqi_node *boot_fast_restart(void)
+{
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    uqi_node_config c = {.name = "test.node", .cache_dir = cache, .workers = 2, .restart_base_ms = 100};
+    uqi_node *n;
+    uq_errmsg em = {{0}};
+    if (uqi_node_start(&c, &n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    return n;
+}
+
+static void install(uqi_kproc *port, const char *id, const char *app, const char *on_exit)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"InitializeProcess\":{\"id\":\"%s\",\"wasm_bytes_handle\":\"%s.wasm\",\"on_exit\":%s,"
+                                "\"initial_capabilities\":[],\"public\":false}}", id, app, on_exit);
+    uqi_msg *r = kcall(port, body, app_payload(app));
+    if (!body_is(r, "\"InitializedProcess\"")) test_fail(__FILE__, __LINE__, "install %s: %s", id, r->metadata);
+    uqi_msg_free(r);
+    snprintf(body, sizeof body, "{\"RunProcess\":\"%s\"}", id);
+    r = kcall(port, body, NULL);
+    ASSERT(body_is(r, "\"StartedProcess\""));
+    uqi_msg_free(r);
+}
+
+static char *ask_body(uqi_kproc *port, const char *to, const char *body)
+{
+    request(port, to, body, 10, NULL, NULL);
+    uqi_msg *r = uqi_port_receive(port, 15000);
+    if (!r) test_fail(__FILE__, __LINE__, "no answer from %s", to);
+    char *s = r->kind == UQI_MSG_RESPONSE ? str(r->body, r->body_len) : uqi_xstrdup("ERROR");
+    uqi_msg_free(r);
+    return s;
+}
+
+/* on_exit Restart: a trapped process comes back (after a back-off), with a
+ * fresh instance; messages sent while it was down wait for it. */
+TEST(kapi_on_exit_restart)
+{
+    uqi_node *n = boot_fast_restart();
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
+    install(port, "crashy", "crashy", "\"Restart\"");
+    char *b = ask_body(port, "crashy", "{\"hi\":1}");
+    ASSERT(strcmp(b, "{\"seen\":1}") == 0);
+    free(b);
+    for (int round = 1; round <= 3; round++) {
+        request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL); /* traps */
+        b = ask_body(port, "crashy", "{\"after\":1}");       /* waits for the restart */
+        ASSERT(strcmp(b, "{\"seen\":1}") == 0);              /* a fresh instance */
+        free(b);
+    }
+    uqi_msg *r = kcall(port, "{\"Debug\":{\"Process\":\"crashy\"}}", NULL);
+    b = str(r->body, r->body_len);
+    ASSERT_STR_HAS(b, "\"on_exit\":\"Restart\",\"restarts\":3");
+    free(b);
+    uqi_msg_free(r);
+    /* a kill is final, Restart or not */
+    r = kcall(port, "{\"KillProcess\":\"crashy\"}", NULL);
+    uqi_msg_free(r);
+    usleep(400000);
+    ASSERT(!uqi_node_has(n, "crashy"));
+    uqi_node_stop(n);
+}
+
+/* on_exit Requests: sent when the process exits. */
+TEST(kapi_on_exit_requests)
+{
+    uqi_node *n = boot_fast_restart();
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
+    spawn_app(n, "counter", "counter");
+    install(port, "crashy", "crashy",
+            "{\"Requests\":[[\"test.node@counter\",{\"inherit\":false,\"expects_response\":null,"
+            "\"body\":[123,34,97,100,100,34,58,55,125],\"metadata\":null,\"capabilities\":[]},null],"
+            "[\"counter\",{\"body\":\"{\\\"add\\\":1}\"},null]]}");
+    request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL);
+    usleep(300000);
+    char *b = ask_body(port, "counter", "{\"get\":null}");
+    ASSERT(strcmp(b, "{\"count\":8,\"requests\":3}") == 0); /* 7 + 1, and our get */
+    free(b);
+    ASSERT(!uqi_node_has(n, "crashy"));
+    /* a malformed on_exit is refused with a reason */
+    uqi_msg *r = kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"on_exit\":{\"Requests\":[[1,2,3]]},\"public\":false}}",
+                       app_payload("crashy"));
+    ASSERT(body_is(r, "\"InitializeProcessError\""));
+    ASSERT_STR_HAS(r->metadata, "on_exit request 0 must be");
+    uqi_msg_free(r);
+    uqi_node_stop(n);
+}
