@@ -116,7 +116,7 @@ int main(int argc, char **argv)
      * payload: the sender's one copy out of its memory is not forwarding */
     double v[4];
     const char *qs[4] = {"{\"chain\":20000,\"kib\":1}", "{\"direct\":20000,\"kib\":1}",
-                         "{\"chain\":2000,\"kib\":1024}", "{\"direct\":2000,\"kib\":1024}"};
+                         "{\"chain\":5000,\"kib\":1024}", "{\"direct\":5000,\"kib\":1024}"};
     for (int i = 0; i < 4; i++) {
         r = ask(qs[i]);
         v[i] = field(r, "median_ns") / 1000.0;

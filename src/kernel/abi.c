@@ -157,12 +157,14 @@ int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
         m->payload = uqi_payload_hold(prompt->payload); /* by reference, no copy */
     }
     if (kind == UQI_MSG_REQUEST) {
-        char *target = (char *)copy_in(p, get32(d + 8), get32(d + 12) > 200 ? 200 : get32(d + 12), &err);
-        if (err) goto fail;
+        u32 tlen = get32(d + 12);
+        const char *target = (const char *)uqi_guest_ptr(p, get32(d + 8), tlen);
+        if (!target) { err = UQ_ABI_EFAULT; goto fail; }
         uq_errmsg em;
-        uq_err e = uqi_addr_parse(target, uqi_node_name(kp->node), &m->target, &em);
-        free(target);
-        if (e) { err = UQ_ABI_EINVAL; goto fail; }
+        if (tlen > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(target, tlen, uqi_node_name(kp->node), &m->target, &em)) {
+            err = UQ_ABI_EINVAL;
+            goto fail;
+        }
         m->expects_response_s = expects;
         if (expects && get32(d + 36)) {
             ctx = copy_in(p, get32(d + 32), get32(d + 36), &err);

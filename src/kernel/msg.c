@@ -7,9 +7,8 @@
 
 #define PAYLOAD_MAX ((size_t)1 << 32) /* 4 GiB: a guest could not address more */
 
-static bool name_ok(const char *s, bool dots)
+static bool name_ok_n(const char *s, size_t n, bool dots)
 {
-    size_t n = strlen(s);
     if (n == 0 || n > UQI_NAME_MAX) return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -20,29 +19,40 @@ static bool name_ok(const char *s, bool dots)
     return true;
 }
 
-bool uqi_node_name_valid(const char *s) { return name_ok(s, true); }
-bool uqi_process_name_valid(const char *s) { return name_ok(s, false); }
+bool uqi_node_name_valid(const char *s) { return name_ok_n(s, strlen(s), true); }
+bool uqi_process_name_valid(const char *s) { return name_ok_n(s, strlen(s), false); }
+
+uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em)
+{
+    const char *at = memchr(text, '@', len);
+    const char *proc = at ? at + 1 : text;
+    size_t plen = len - (size_t)(proc - text);
+    if (at) {
+        size_t n = (size_t)(at - text);
+        if (!name_ok_n(text, n, true))
+            return uqi_errf(em, UQ_EINVAL, "bad address \"%.*s\": node name must be 1-%d characters of a-z, 0-9, '.' and '-'",
+                            (int)(len < 200 ? len : 200), text, UQI_NAME_MAX);
+        memcpy(out->node, text, n);
+        out->node[n] = '\0';
+    } else {
+        if (!local_node)
+            return uqi_errf(em, UQ_EINVAL, "bad address \"%.*s\": expected node@process", (int)(len < 200 ? len : 200), text);
+        size_t n = strlen(local_node);
+        memcpy(out->node, local_node, n + 1 <= sizeof out->node ? n + 1 : sizeof out->node);
+        out->node[sizeof out->node - 1] = '\0';
+    }
+    if (!name_ok_n(proc, plen, false))
+        return uqi_errf(em, UQ_EINVAL, "bad address \"%.*s\": process id must be 1-%d characters of a-z, 0-9 and '-'",
+                        (int)(len < 200 ? len : 200), text, UQI_NAME_MAX);
+    memcpy(out->process, proc, plen);
+    out->process[plen] = '\0';
+    return UQ_OK;
+}
 
 uq_err uqi_addr_parse(const char *text, const char *local_node, uqi_addr *out, uq_errmsg *em)
 {
     memset(out, 0, sizeof *out);
-    const char *at = strchr(text, '@');
-    const char *proc = at ? at + 1 : text;
-    if (at) {
-        size_t n = (size_t)(at - text);
-        if (n == 0 || n > UQI_NAME_MAX) return uqi_errf(em, UQ_EINVAL, "bad address \"%s\": node name must be 1-%d characters", text, UQI_NAME_MAX);
-        memcpy(out->node, text, n);
-        out->node[n] = '\0';
-    } else {
-        if (!local_node) return uqi_errf(em, UQ_EINVAL, "bad address \"%s\": expected node@process", text);
-        snprintf(out->node, sizeof out->node, "%s", local_node);
-    }
-    if (!uqi_node_name_valid(out->node))
-        return uqi_errf(em, UQ_EINVAL, "bad address \"%s\": node name may use only a-z, 0-9, '.' and '-'", text);
-    if (strlen(proc) > UQI_NAME_MAX || !uqi_process_name_valid(proc))
-        return uqi_errf(em, UQ_EINVAL, "bad address \"%s\": process id must be 1-%d characters of a-z, 0-9 and '-'", text, UQI_NAME_MAX);
-    snprintf(out->process, sizeof out->process, "%s", proc);
-    return UQ_OK;
+    return uqi_addr_parse_n(text, strlen(text), local_node, out, em);
 }
 
 void uqi_addr_format(const uqi_addr *a, char *buf, size_t cap)
@@ -88,11 +98,13 @@ void uqi_payload_rele(uqi_payload *p)
     if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) free(p);
 }
 
+/* One allocation: the body lives right after the message. */
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
 {
-    uqi_msg *m = uqi_xcalloc(1, sizeof *m);
+    uqi_msg *m = uqi_xmalloc(sizeof *m + body_len);
+    memset(m, 0, sizeof *m);
     m->kind = kind;
-    m->body = uqi_xmalloc(body_len);
+    m->body = (uint8_t *)(m + 1);
     if (body_len) memcpy(m->body, body, body_len);
     m->body_len = body_len;
     return m;
@@ -101,7 +113,6 @@ uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
 void uqi_msg_free(uqi_msg *m)
 {
     if (!m) return;
-    free(m->body);
     free(m->metadata);
     free(m->context);
     uqi_payload_rele(m->payload);

@@ -22,6 +22,8 @@ typedef struct uqi_addr {
 
 /* Parse "node@process" (or "process" alone, then node = local_node). */
 uq_err uqi_addr_parse(const char *text, const char *local_node, uqi_addr *out, uq_errmsg *em);
+/* The same for text[0..len), which need not be NUL-terminated (guest memory). */
+uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em);
 bool uqi_node_name_valid(const char *s);
 bool uqi_process_name_valid(const char *s);
 /* Write "node@process" into buf (always NUL-terminated). */
@@ -70,7 +72,7 @@ typedef struct uqi_msg {
     uint32_t error;          /* uqi_send_error, for UQI_MSG_ERROR */
     uint8_t *context;        /* attached by the kernel on delivery; never leaves the node */
     size_t context_len;
-    uint8_t *body;           /* owned; by convention JSON text */
+    uint8_t *body;           /* by convention JSON text; stored inline after the message */
     size_t body_len;
     char *metadata;          /* owned or NULL */
     uqi_payload *payload;    /* held reference or NULL */
