@@ -102,6 +102,9 @@ int main(int argc, char **argv)
         snprintf(id, sizeof id, "relay-%d", k);
         spawn(bapps, "relay", id);
     }
+    const char *only = getenv("UQBAR_BENCH_ONLY"); /* e.g. "spawn": run one phase (profiling) */
+#define PHASE(name) (!only || strcmp(only, name) == 0)
+    if (PHASE("messages")) {
     fprintf(stderr, "bench_kernel: round trips\n");
     char *r = ask("{\"rt\":200000}");
     printf("kernel_roundtrip_median_ns %.0f ns\n", field(r, "median_ns"));
@@ -127,9 +130,11 @@ int main(int argc, char **argv)
     printf("kernel_chain_forward_1kib_us %.2f us\n", v[0] - v[1]);
     printf("kernel_chain_forward_1mib_us %.2f us\n", v[2] - v[3]);
     printf("kernel_chain_forward_1mib_vs_1kib %.2f x\n", (v[2] - v[3]) / (v[0] - v[1]));
+    }
 
     /* spawn and exit: a module whose _start returns at once; from a loaded
      * module (as Erlang spawns loaded code), and from its bytes (parse, hash) */
+    if (PHASE("spawn")) {
     fprintf(stderr, "bench_kernel: spawn and exit\n");
     size_t len;
     uint8_t *empty = slurp(guests, "empty", &len);
@@ -152,9 +157,12 @@ int main(int argc, char **argv)
                (double)(uqi_now_ns() - t0) / 1e3 / NSPAWN);
     }
     free(empty);
+    }
 
     /* idle processes: echo servers blocked in receive */
+    if (PHASE("idle")) {
     fprintf(stderr, "bench_kernel: idle processes\n");
+    size_t len;
     uint8_t *echo = slurp(apps, "echo", &len);
     enum { NIDLE = 2000 };
     long before = rss_kib();
@@ -166,6 +174,7 @@ int main(int argc, char **argv)
     long after = rss_kib();
     printf("kernel_idle_process_kib %.1f KiB\n", (double)(after - before) / NIDLE);
     free(echo);
+    }
     fflush(stdout);
     _exit(0); /* the node's processes run forever: no orderly teardown needed */
 }
