@@ -2,6 +2,7 @@
  * process of the node (a host port named "terminal") that talks to the
  * kernel API like any installer would. */
 #define _GNU_SOURCE
+#include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -120,19 +121,36 @@ static void cmd_start(term *t, char *rest)
     }
     uqi_payload *p = uqi_payload_new(b, len, "application/wasm");
     free(b);
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"InitializeProcess\":{\"id\":\"%s\",\"wasm_bytes_handle\":\"%s\",\"wit_version\":null,"
-             "\"on_exit\":\"None\",\"initial_capabilities\":[],\"public\":%s}}",
-             id, file, flag && strcmp(flag, "--public") == 0 ? "true" : "false");
-    if (strchr(id, '"') || strchr(file, '"')) {
-        printf("error: quotes are not allowed in ids or file names\n");
+    json_t *cmd = json_pack("{s:{s:s,s:s,s:n,s:s,s:[],s:b}}", "InitializeProcess", "id", id, "wasm_bytes_handle", file,
+                            "wit_version", "on_exit", "None", "initial_capabilities", "public",
+                            flag && strcmp(flag, "--public") == 0);
+    char *body = cmd ? json_dumps(cmd, JSON_COMPACT) : NULL;
+    json_decref(cmd);
+    if (!body) {
+        printf("error: the id and file name must be UTF-8 text\n");
         uqi_payload_rele(p);
         return;
     }
     send_and_wait(t, "kernel", body, 600, p); /* a first compile may take a while */
-    snprintf(body, sizeof body, "{\"RunProcess\":\"%s\"}", id);
+    free(body);
+    cmd = json_pack("{s:s}", "RunProcess", id);
+    body = json_dumps(cmd, JSON_COMPACT);
+    json_decref(cmd);
     send_and_wait(t, "kernel", body, 5, NULL);
+    free(body);
+}
+
+/* Send a kernel command built by json_pack (takes the reference). */
+static void kernel_cmd(term *t, json_t *cmd)
+{
+    char *body = cmd ? json_dumps(cmd, JSON_COMPACT) : NULL;
+    json_decref(cmd);
+    if (!body) {
+        printf("error: ids must be UTF-8 text\n");
+        return;
+    }
+    send_and_wait(t, "kernel", body, 5, NULL);
+    free(body);
 }
 
 static bool handle_line(term *t, char *line)
@@ -141,7 +159,6 @@ static bool handle_line(term *t, char *line)
     char *rest = line;
     char *cmd = next_word(&rest);
     if (!cmd) return true;
-    char body[256];
     if (strcmp(cmd, "exit") == 0 || strcmp(cmd, "quit") == 0) return false;
     else if (strcmp(cmd, "help") == 0) fputs(help_text, stdout);
     else if (strcmp(cmd, "m") == 0) cmd_m(t, rest);
@@ -153,15 +170,10 @@ static bool handle_line(term *t, char *line)
     } else if (strcmp(cmd, "kill") == 0) {
         char *id = next_word(&rest);
         if (!id) printf("usage: kill ID\n");
-        else {
-            snprintf(body, sizeof body, "{\"KillProcess\":\"%.100s\"}", id);
-            send_and_wait(t, "kernel", body, 5, NULL);
-        }
+        else kernel_cmd(t, json_pack("{s:s}", "KillProcess", id));
     } else if (strcmp(cmd, "debug") == 0) {
         char *id = next_word(&rest);
-        if (id) snprintf(body, sizeof body, "{\"Debug\":{\"Process\":\"%.100s\"}}", id);
-        else snprintf(body, sizeof body, "{\"Debug\":\"ProcessMap\"}");
-        send_and_wait(t, "kernel", body, 5, NULL);
+        kernel_cmd(t, id ? json_pack("{s:{s:s}}", "Debug", "Process", id) : json_pack("{s:s}", "Debug", "ProcessMap"));
     } else {
         printf("unknown command '%s' (type help)\n", cmd);
     }
