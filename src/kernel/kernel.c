@@ -238,6 +238,19 @@ static uqi_outstanding *take_outstanding(uqi_node *n, uint64_t id, const uqi_add
 }
 
 /* ---- routing ------------------------------------------------------------------ */
+/* A request that expects a response and cannot be delivered comes back at
+ * once, as an error carrying the message and its context (node lock held;
+ * takes m and ctx). */
+static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uqi_send_error why)
+{
+    m->rsvp = from->addr;
+    m->has_rsvp = true;
+    record_outstanding(n, from, NULL, m, ctx, ctx_len);
+    fail_outstanding(n, take_outstanding(n, m->id, &from->addr), why);
+    uqi_msg_free(m);
+    from->sent++;
+}
+
 uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
                        uq_errmsg *em)
 {
@@ -258,21 +271,13 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
     if (strcmp(m->target.node, n->name) != 0) {
         /* Networking arrives with its own issue: today every other node is unreachable. */
         if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
-            if (!m->id) m->id = n->next_id++;
-            m->rsvp = from->addr;
-            m->has_rsvp = true;
-            record_outstanding(n, from, NULL, m, context, context_len);
-            uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
-            fail_outstanding(n, o, UQI_SEND_OFFLINE);
-            uqi_msg_free(m);
-            from->sent++;
+            bounce(n, from, m, context, context_len, UQI_SEND_OFFLINE);
             goto out;
         }
         err = uqi_errf(em, UQ_ENOENT, "node %s cannot be reached", m->target.node);
         goto out;
     }
     if (m->kind == UQI_MSG_REQUEST) {
-        if (!m->id) m->id = n->next_id++;
         uqi_kproc *to = find(n, m->target.process);
         if (m->expects_response_s) {
             m->rsvp = from->addr;
@@ -280,12 +285,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         }
         if (!to || to->dead) {
             if (m->expects_response_s) {
-                /* Fails at once, back to the sender, with its context. */
-                record_outstanding(n, from, NULL, m, context, context_len);
-                uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
-                fail_outstanding(n, o, UQI_SEND_NO_PROCESS);
-                uqi_msg_free(m);
-                from->sent++;
+                bounce(n, from, m, context, context_len, UQI_SEND_NO_PROCESS);
                 goto out;
             }
             err = uqi_errf(em, UQ_ENOENT, "no process %s on this node", m->target.process);
