@@ -436,14 +436,15 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         uqi_fiber_switch(&w->sched_fiber, &t->fiber);
         w->cur = NULL;
+        /* Under the lock: a waker may be moving a blocked task to runnable. */
+        pthread_mutex_lock(&w->lock);
         if (t->state == UQI_TASK_DONE) {
+            pthread_mutex_unlock(&w->lock);
             uqi_fiber_fini(&t->fiber);
             if (t->on_done) t->on_done(t); /* may free t */
             pthread_mutex_lock(&w->lock);
             w->live--;
-            continue;
         }
-        pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);
     if (w->timer_ok) timer_delete(w->timer);
