@@ -52,7 +52,7 @@ $(BUILD)/uqbar: $(CLI_OBJ) $(BUILD)/libuqbar.a src/engine/exports.list
 include tests/tests.mk
 include bench/bench.mk
 
-run: all guests
+run: all $(APPS)
 	@echo 'uqbar: booting a node in ./home with the example apps (echo, middleware "mw", sink).'
 	@echo 'uqbar: try first:   m echo {"hello":"world"}    then: m mw {"via":"middleware"}   ps   help'
 	$(BUILD)/uqbar boot --home home --name dev.local --start echo=$(SHARED)/apps/echo.wasm \
