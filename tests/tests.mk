@@ -54,3 +54,12 @@ $(SHARED)/apps/%.wasm: apps/%.c sdk/uqbar.h sdk/sdk_abi.h
 	$(WASM_CC) -O2 -Isdk -o $@ $<
 	wasm-strip $@
 guests: $(APPS)
+
+# The Rust guest example (Debian's rustc + libstd-rust-dev-wasm32; the rustc
+# of rustup, if any, may lack the wasm32-wasi standard library).
+RUSTC_WASM ?= /usr/bin/rustc
+$(SHARED)/apps/rust_echo.wasm: apps/rust/echo.rs
+	@mkdir -p $(dir $@)
+	$(RUSTC_WASM) --target wasm32-wasi -O -o $@ $<
+	wasm-strip $@
+guests: $(SHARED)/apps/rust_echo.wasm

@@ -532,3 +532,28 @@ TEST(kapi_on_exit_requests)
     uqi_msg_free(r);
     uqi_node_stop(n);
 }
+
+/* "Processes are compiled to WASM": from any language. A Rust process
+ * speaks the same ABI as the C ones. */
+TEST(kernel_rust_process_answers)
+{
+    uqi_node *n = boot(0);
+    spawn_app(n, "rust_echo", "recho");
+    uqi_kproc *port;
+    ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
+    uqi_payload *pl = uqi_payload_new("rusty bytes", 11, "text/plain");
+    uqi_payload_hold(pl);
+    request(port, "recho", "{\"lang\":\"rust\"}", 10, "rust-ctx", pl);
+    uqi_msg *r = uqi_port_receive(port, 20000);
+    ASSERT(r != NULL);
+    ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
+    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    ASSERT(strcmp(b, "{\"lang\":\"rust\"}") == 0);
+    ASSERT(strcmp(c, "rust-ctx") == 0);
+    ASSERT(r->payload == pl); /* inherited by reference */
+    free(b);
+    free(c);
+    uqi_msg_free(r);
+    uqi_payload_rele(pl);
+    uqi_node_stop(n);
+}
