@@ -502,7 +502,8 @@ TEST(kapi_on_exit_restart)
     /* a kill is final, Restart or not */
     r = kcall(port, "{\"KillProcess\":\"crashy\"}", NULL);
     uqi_msg_free(r);
-    usleep(400000);
+    ASSERT(!uqi_node_has(n, "crashy")); /* gone from the table at once */
+    usleep(300000);                     /* and no restart brings it back */
     ASSERT(!uqi_node_has(n, "crashy"));
     uqi_node_stop(n);
 }
@@ -519,11 +520,12 @@ TEST(kapi_on_exit_requests)
             "\"body\":[123,34,97,100,100,34,58,55,125],\"metadata\":null,\"capabilities\":[]},null],"
             "[\"counter\",{\"body\":\"{\\\"add\\\":1}\"},null]]}");
     request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL);
-    usleep(300000);
+    /* it leaves the table only after its exit requests are queued (same lock) */
+    for (int i = 0; i < 1000 && uqi_node_has(n, "crashy"); i++) usleep(10000);
+    ASSERT(!uqi_node_has(n, "crashy"));
     char *b = ask_body(port, "counter", "{\"get\":null}");
     ASSERT(strcmp(b, "{\"count\":8,\"requests\":3}") == 0); /* 7 + 1, and our get */
     free(b);
-    ASSERT(!uqi_node_has(n, "crashy"));
     /* a malformed on_exit is refused with a reason */
     uqi_msg *r = kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"on_exit\":{\"Requests\":[[1,2,3]]},\"public\":false}}",
                        app_payload("crashy"));
