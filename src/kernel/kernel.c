@@ -91,11 +91,7 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     snprintf(kp->addr.node, sizeof kp->addr.node, "%s", n->name);
     snprintf(kp->addr.process, sizeof kp->addr.process, "%s", id);
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
-    pthread_condattr_t ca; /* waits use CLOCK_MONOTONIC deadlines */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&kp->port_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    uqi_cond_init_monotonic(&kp->port_cond);
     return kp;
 }
 
@@ -374,13 +370,9 @@ static void *timer_main(void *arg)
                 }
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t wait = next - now;
         if (wait < 1000000ull) wait = 1000000ull;
-        uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + wait;
-        ts.tv_sec = (time_t)(t / 1000000000ull);
-        ts.tv_nsec = (long)(t % 1000000000ull);
+        struct timespec ts = uqi_ns_to_timespec(uqi_now_ns() + wait);
         pthread_cond_timedwait(&n->timer_cond, &n->lock, &ts);
     }
     pthread_mutex_unlock(&n->lock);
@@ -637,11 +629,7 @@ uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em
 uqi_msg *uqi_port_receive(uqi_kproc *port, int timeout_ms)
 {
     uqi_node *n = port->node;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
-    ts.tv_sec = (time_t)(t / 1000000000ull);
-    ts.tv_nsec = (long)(t % 1000000000ull);
+    struct timespec ts = uqi_ns_to_timespec(uqi_now_ns() + (uint64_t)timeout_ms * 1000000ull);
     pthread_mutex_lock(&n->lock);
     uqi_msg *m;
     while (!(m = uqi_mailbox_pop(&port->mbox))) {
@@ -720,12 +708,8 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     randombytes_buf(&n->next_id, sizeof n->next_id);
     n->next_id = (n->next_id >> 1) | 1;
     pthread_mutex_init(&n->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->timer_cond, &ca);
-    pthread_cond_init(&n->shutdown_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    uqi_cond_init_monotonic(&n->timer_cond);
+    uqi_cond_init_monotonic(&n->shutdown_cond);
     uqi_sched_config sc = {.workers = cfg->workers, .slice_ns = 0};
     err = uqi_sched_start(&sc);
     if (err) {
@@ -790,11 +774,7 @@ void uqi_node_request_shutdown(uqi_node *n)
 
 bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t t = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
-    ts.tv_sec = (time_t)(t / 1000000000ull);
-    ts.tv_nsec = (long)(t % 1000000000ull);
+    struct timespec ts = uqi_ns_to_timespec(uqi_now_ns() + (uint64_t)timeout_ms * 1000000ull);
     pthread_mutex_lock(&n->lock);
     while (!n->shutdown_requested)
         if (pthread_cond_timedwait(&n->shutdown_cond, &n->lock, &ts) != 0) break;

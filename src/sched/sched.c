@@ -382,8 +382,7 @@ static void start_timer(uqi_worker *w)
         return;
     }
     struct itimerspec its;
-    its.it_interval.tv_sec = (time_t)(slice_ns / 1000000000ull);
-    its.it_interval.tv_nsec = (long)(slice_ns % 1000000000ull);
+    its.it_interval = uqi_ns_to_timespec(slice_ns);
     its.it_value = its.it_interval;
     timer_settime(w->timer, 0, &its, NULL);
     w->timer_ok = true;
@@ -422,7 +421,7 @@ static void *worker_main(void *arg)
             w->sleeping = true;
             if (w->heap_n) {
                 uint64_t d = w->heap[0]->wake_at;
-                struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+                struct timespec ts = uqi_ns_to_timespec(d);
                 pthread_cond_timedwait(&w->cond, &w->lock, &ts);
             } else {
                 pthread_cond_wait(&w->cond, &w->lock);
@@ -463,11 +462,7 @@ uq_err uqi_sched_start(const uqi_sched_config *cfg)
         uqi_worker *w = &workers[i];
         w->id = i;
         pthread_mutex_init(&w->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&w->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        uqi_cond_init_monotonic(&w->cond);
     }
     for (int i = 0; i < nworkers; i++)
         UQ_VERIFY(pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) == 0);

@@ -4,6 +4,8 @@
 #define UQ_UTIL_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +51,11 @@ char *uqi_xstrdup(const char *s);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t uqi_now_ns(void);     /* CLOCK_MONOTONIC */
+/* A time in nanoseconds as a timespec (for absolute deadlines on the
+ * monotonic clock, or for intervals). */
+struct timespec uqi_ns_to_timespec(uint64_t ns);
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines. */
+void uqi_cond_init_monotonic(pthread_cond_t *c);
 
 /* ---- files ----------------------------------------------------------- */
 /* Read a whole file. *out is malloc'ed, owned by the caller. */
