@@ -32,13 +32,6 @@ static void free_vec(char **v)
     free(v);
 }
 
-static inline void sched_yield_cpu(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static void proc_entry(uqi_task *t)
 {
     uqi_proc *p = (uqi_proc *)t;
@@ -105,7 +98,7 @@ void uqi_proc_wait(uqi_proc *p)
 {
     /* Waking a sleeping thread costs 5-13 us on a VM: spin a little first. */
     for (int i = 0; i < 20000 && !__atomic_load_n(&p->finished, __ATOMIC_ACQUIRE); i++)
-        sched_yield_cpu();
+        uqi_cpu_relax();
     pthread_mutex_lock(&p->lock);
     while (!p->finished) pthread_cond_wait(&p->cond, &p->lock);
     pthread_mutex_unlock(&p->lock);

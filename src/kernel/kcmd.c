@@ -188,18 +188,9 @@ static void cmd_debug(uqi_kproc *from, json_t *args, reply *r)
     json_t *p = json_is_object(args) ? json_object_get(args, "Process") : NULL;
     if (json_is_string(p)) {
         char *one = uqi_node_debug_json(n, json_string_value(p));
-        const char *inner = "null";
-        char *body;
-        if (one) {
-            /* {"x":{...}} -> {...} */
-            char *brace = strchr(one + 1, '{');
-            size_t ln = strlen(brace);
-            brace[ln - 1] = '\0';
-            inner = brace;
-        }
-        size_t len = strlen(inner) + 64;
-        body = uqi_xmalloc(len);
-        snprintf(body, len, "{\"Debug\":{\"Process\":%s}}", inner);
+        size_t len = (one ? strlen(one) : 4) + 64;
+        char *body = uqi_xmalloc(len);
+        snprintf(body, len, "{\"Debug\":{\"Process\":%s}}", one ? one : "null");
         free(one);
         r->body = body;
         return;

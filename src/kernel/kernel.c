@@ -783,38 +783,47 @@ bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms)
     return r;
 }
 
+/* One process as a JSON object (node lock held); returns the length. */
+static int proc_json(uqi_kproc *kp, char *buf, size_t cap)
+{
+    static const char *on_exit[] = {"None", "Restart", "Requests"};
+    return snprintf(buf, cap,
+                    "{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,\"sent\":%llu,"
+                    "\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u}",
+                    kp->public ? "true" : "false", kp->running ? "true" : "false", kp->proc ? "true" : "false",
+                    uqi_mailbox_depth(&kp->mbox), (unsigned long long)kp->received, (unsigned long long)kp->sent,
+                    kp->dangling, on_exit[kp->on_exit], kp->restarts);
+}
+
 char *uqi_node_debug_json(uqi_node *n, const char *only_id)
 {
+    char row[UQI_NAME_MAX + 512];
+    pthread_mutex_lock(&n->lock);
+    if (only_id) {
+        uqi_kproc *kp = find(n, only_id);
+        char *one = kp && proc_json(kp, row, sizeof row) > 0 ? uqi_xstrdup(row) : NULL;
+        pthread_mutex_unlock(&n->lock);
+        return one;
+    }
     size_t cap = 4096, k = 0;
     char *b = uqi_xmalloc(cap);
-    pthread_mutex_lock(&n->lock);
-    k += (size_t)snprintf(b + k, cap - k, "{");
-    bool first = true;
+    b[k++] = '{';
     for (int i = 0; i < PTAB; i++) {
         for (uqi_kproc *kp = n->ptab[i]; kp; kp = kp->next) {
-            if (only_id && strcmp(only_id, kp->addr.process) != 0) continue;
-            char row[512];
-            int w = snprintf(row, sizeof row,
-                             "%s\"%s\":{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,"
-                             "\"sent\":%llu,\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u}",
-                             first ? "" : ",", kp->addr.process, kp->public ? "true" : "false",
-                             kp->running ? "true" : "false", kp->proc ? "true" : "false", uqi_mailbox_depth(&kp->mbox),
-                             (unsigned long long)kp->received, (unsigned long long)kp->sent, kp->dangling,
-                             kp->on_exit == UQI_ON_EXIT_RESTART ? "Restart" : kp->on_exit == UQI_ON_EXIT_REQUESTS ? "Requests" : "None",
-                             kp->restarts);
-            while (k + (size_t)w + 2 >= cap) b = realloc(b, cap *= 2);
+            int w = snprintf(row, sizeof row, "%s\"%s\":", k > 1 ? "," : "", kp->addr.process);
+            w += proc_json(kp, row + w, sizeof row - (size_t)w);
+            while (k + (size_t)w + 2 >= cap) {
+                char *nb = realloc(b, cap *= 2);
+                UQ_VERIFY(nb != NULL);
+                b = nb;
+            }
             memcpy(b + k, row, (size_t)w);
             k += (size_t)w;
-            first = false;
         }
     }
     pthread_mutex_unlock(&n->lock);
     b[k++] = '}';
     b[k] = '\0';
-    if (only_id && first) {
-        free(b);
-        return NULL;
-    }
     return b;
 }
 

@@ -84,7 +84,8 @@ uq_err uqi_node_spawn_module(uqi_node *n, const char *id, uqi_module *mod, bool 
 /* Ask the node to shut down (the Shutdown command); uqi_node_wait_shutdown returns then. */
 void uqi_node_request_shutdown(uqi_node *n);
 bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms);
-/* The process map as JSON text (malloc'ed), for Debug. */
+/* The process map as a JSON object {"id":{...},...} (malloc'ed), for Debug;
+ * with only_id, that process's object alone, or NULL if there is none. */
 char *uqi_node_debug_json(uqi_node *n, const char *only_id);
 
 /* A host port: a process without wasm, for the terminal and tests. */

@@ -37,15 +37,6 @@ typedef struct uqi_worker {
     bool timer_ok;
 } uqi_worker;
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static uqi_worker *workers;
 static int nworkers;
 static atomic_uint next_worker;
@@ -412,7 +403,7 @@ static void *worker_main(void *arg)
             if (!spun) {
                 pthread_mutex_unlock(&w->lock);
                 for (int i = 0; i < 2000 && !__atomic_load_n(&w->rq_head, __ATOMIC_RELAXED); i++)
-                    cpu_relax();
+                    uqi_cpu_relax();
                 pthread_mutex_lock(&w->lock);
                 spun = true;
                 continue; /* look again at timers, the queue and stop */

@@ -28,6 +28,16 @@
 
 __attribute__((noreturn)) void uqi_panic(const char *file, int line, const char *what);
 
+/* A pause inside a spin-wait loop. */
+static inline void uqi_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* ---- logging --------------------------------------------------------- */
 typedef enum { UQ_LOG_ERROR = 0, UQ_LOG_WARN, UQ_LOG_INFO, UQ_LOG_DEBUG } uq_loglevel;
 extern int uqi_log_level;
