@@ -53,10 +53,10 @@ include tests/tests.mk
 include bench/bench.mk
 
 run: all $(APPS)
-	@echo 'uqbar: booting a node in ./home with the example apps (echo, middleware "mw", sink).'
+	@echo 'uqbar: booting a node in ./home with the demo package (apps/demo.json: echo, middleware "mw",'
+	@echo '       counter, fanout, sink), approved with --yes after it shows what each app asks for.'
 	@echo 'uqbar: try first:   m echo {"hello":"world"}    then: m mw {"via":"middleware"}   ps   help'
-	$(BUILD)/uqbar boot --home home --name dev.local --start echo=$(SHARED)/apps/echo.wasm \
-	    --start mw=$(SHARED)/apps/middleware.wasm --start sink=$(SHARED)/apps/sink.wasm
+	$(BUILD)/uqbar boot --home home --name dev.local --install $(SHARED)/apps/demo.json --yes
 
 clean:
 	rm -rf build build-san build-uc build-tsan

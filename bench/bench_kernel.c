@@ -67,6 +67,12 @@ static double field(const char *json, const char *key)
     return atof(p + strlen(k));
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 static long rss_kib(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -102,6 +108,12 @@ int main(int argc, char **argv)
         snprintf(id, sizeof id, "relay-%d", k);
         spawn(bapps, "relay", id);
     }
+    /* capabilities, as an installer grants them: who may message whom */
+    const char *grants[][2] = {{"bencher", "echo"},    {"bencher", "counter"}, {"bencher", "relay-5"},
+                               {"relay-5", "relay-4"}, {"relay-4", "relay-3"}, {"relay-3", "relay-2"},
+                               {"relay-2", "relay-1"}, {"relay-1", "echo"}};
+    for (size_t i = 0; i < sizeof grants / sizeof grants[0]; i++)
+        if (uqi_node_grant_messaging(node, grants[i][0], grants[i][1], &em)) die("grant", em.text);
     const char *only = getenv("UQBAR_BENCH_ONLY"); /* e.g. "spawn": run one phase (profiling) */
 #define PHASE(name) (!only || strcmp(only, name) == 0)
     if (PHASE("messages")) {
@@ -110,6 +122,25 @@ int main(int argc, char **argv)
     printf("kernel_roundtrip_median_ns %.0f ns\n", field(r, "median_ns"));
     printf("kernel_roundtrip_p99_ns %.0f ns\n", field(r, "p99_ns"));
     free(r);
+    /* the same round trip with the capability check off, interleaved with
+     * it on so that both see the same machine */
+    fprintf(stderr, "bench_kernel: round trips, capability checks on and off\n");
+    double on[5], off[5];
+    for (int i = 0; i < 5; i++) {
+        uqi_node_bench_cap_checks(node, false);
+        r = ask("{\"rt\":50000}");
+        off[i] = field(r, "median_ns");
+        free(r);
+        uqi_node_bench_cap_checks(node, true);
+        r = ask("{\"rt\":50000}");
+        on[i] = field(r, "median_ns");
+        free(r);
+    }
+    qsort(on, 5, sizeof on[0], cmp_double);
+    qsort(off, 5, sizeof off[0], cmp_double);
+    printf("kernel_roundtrip_caps_on_ns %.0f ns\n", on[2]);
+    printf("kernel_roundtrip_caps_off_ns %.0f ns\n", off[2]);
+    printf("kernel_roundtrip_caps_on_vs_off %.3f x\n", on[2] / off[2]);
     fprintf(stderr, "bench_kernel: one-way messages\n");
     r = ask("{\"oneway\":3000000}");
     printf("kernel_oneway_msgs_per_s %.0f msg/s\n", field(r, "msgs_per_s"));

@@ -6,7 +6,7 @@
 /* Message header written by receive(): little-endian u32/u64 fields.
  *  0 handle   4 kind   8 id (u64)   16 source_len   20 body_len
  * 24 metadata_len   28 context_len   32 payload_len   36 mime_len
- * 40 expects_response_s   44 error   48 flags   52 reserved */
+ * 40 expects_response_s   44 error   48 flags   52 caps_len */
 #define UQ_ABI_HEADER_SIZE 56
 
 /* Send descriptor read by send():
@@ -36,6 +36,7 @@
 #define UQ_ABI_AWAITED 16u          /* header only: someone awaits a response to this
                                        request (it expects one, or it inherited a
                                        request that does): answer with respond */
+#define UQ_ABI_HAS_CAPS 32u         /* header only: capabilities came with it (field CAPS) */
 
 /* fields for msg_read */
 #define UQ_FIELD_SOURCE 0
@@ -44,6 +45,7 @@
 #define UQ_FIELD_CONTEXT 3
 #define UQ_FIELD_PAYLOAD 4
 #define UQ_FIELD_MIME 5
+#define UQ_FIELD_CAPS 6         /* JSON array of the tokens of the capabilities attached */
 
 /* negative results */
 #define UQ_ABI_EINVAL (-1)      /* malformed descriptor, bad address, bad field */
@@ -55,5 +57,8 @@
 #define UQ_ABI_EPERM (-7)       /* not permitted (capabilities) */
 #define UQ_ABI_ENOMEM (-8)      /* the host could not allocate */
 #define UQ_ABI_ENORESPONSE (-9) /* responding to a request that expects no response */
+#define UQ_ABI_EBADSIG (-10)    /* cap_verify: the token's signature does not match */
+#define UQ_ABI_ENOTHOLDER (-11) /* cap_verify: the token was issued to someone else */
+#define UQ_ABI_EREVOKED (-12)   /* cap_verify: no longer held (dropped or revoked) */
 
 #endif

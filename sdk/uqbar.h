@@ -20,12 +20,17 @@ int32_t uq__msg_read(int32_t h, int32_t field, uint32_t off, void *buf, uint32_t
 int32_t uq__msg_free(int32_t h) UQ_IMPORT("msg_free");
 int64_t uq__send(const void *desc) UQ_IMPORT("send");
 int32_t uq__our(char *buf, uint32_t cap) UQ_IMPORT("our");
+int64_t uq__send_caps(const void *desc, const char *caps, uint32_t len) UQ_IMPORT("send_caps");
+int32_t uq__caps_list(char *buf, uint32_t cap) UQ_IMPORT("caps_list");
+int32_t uq__cap_has(const char *holder, uint32_t hl, const char *cap, uint32_t cl) UQ_IMPORT("cap_has");
+int32_t uq__cap_verify(const char *token, uint32_t tl, const char *holder, uint32_t hl) UQ_IMPORT("cap_verify");
+int32_t uq__cap_drop(const char *cap, uint32_t cl) UQ_IMPORT("cap_drop");
 
 typedef struct uq_msg {
     uint32_t handle, kind;
     uint64_t id;
     uint32_t source_len, body_len, metadata_len, context_len, payload_len, mime_len;
-    uint32_t expects_response_s, error, flags, reserved;
+    uint32_t expects_response_s, error, flags, caps_len;
 } uq_msg;
 _Static_assert(sizeof(uq_msg) == UQ_ABI_HEADER_SIZE, "uq_msg layout");
 
@@ -57,6 +62,9 @@ static inline char *uq_context(const uq_msg *m) { return uq_read_field(m, UQ_FIE
 static inline char *uq_metadata(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_METADATA, m->metadata_len); }
 /* The payload: only this call copies its bytes into the process. */
 static inline char *uq_payload(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_PAYLOAD, m->payload_len); }
+/* The capabilities that came with m (already added to this process's set):
+ * a JSON array of tokens, or NULL. */
+static inline char *uq_msg_caps(const uq_msg *m) { return uq_read_field(m, UQ_FIELD_CAPS, m->caps_len); }
 
 /* Options of a request or response; zero-initialise and set what you need. */
 typedef struct uq_opts {
@@ -69,6 +77,9 @@ typedef struct uq_opts {
     uint32_t payload_len;
     const char *mime;
     int inherit_payload;        /* forward inherit's payload by reference */
+    const char *caps;           /* capabilities to attach, JSON: [{"issuer": "process" or
+                                   "node@process" (omitted: this process mints it),
+                                   "params": JSON}, ...]; each held or issued by us */
 } uq_opts;
 
 static inline int64_t uq__send_common(uint32_t kind, uint32_t handle, const char *target, const void *body,
@@ -100,6 +111,7 @@ static inline int64_t uq__send_common(uint32_t kind, uint32_t handle, const char
             d.flags |= UQ_ABI_INHERIT_PAYLOAD;
         }
         d.expects_response_s = o->expects_response_s;
+        if (o->caps) return uq__send_caps(&d, o->caps, (uint32_t)strlen(o->caps));
     }
     return uq__send(&d);
 }
@@ -117,6 +129,34 @@ static inline int64_t uq_respond(const uq_msg *m, const char *body, const uq_opt
 {
     return uq__send_common(UQ_KIND_RESPONSE, m->handle, NULL, body, (uint32_t)strlen(body), o);
 }
+
+/* ---- capabilities (docs/CAPABILITIES.md) ---- */
+/* What this process holds: a JSON array of signed tokens (caller frees). */
+static inline char *uq_caps_list(void)
+{
+    int32_t n = uq__caps_list(NULL, 0);
+    if (n < 0) return NULL;
+    char *b = (char *)malloc((size_t)n + 1);
+    if (!b) return NULL;
+    uq__caps_list(b, (uint32_t)n);
+    b[n] = '\0';
+    return b;
+}
+/* Does holder ("node@process" or "process") hold cap {"params": JSON}, one
+ * that this process issued? 1 yes, 0 no, < 0 a UQ_ABI_* code. */
+static inline int32_t uq_cap_has(const char *holder, const char *cap_json)
+{
+    return uq__cap_has(holder, (uint32_t)strlen(holder), cap_json, (uint32_t)strlen(cap_json));
+}
+/* Is token (one element of a caps list) valid and held by holder? 0 yes;
+ * UQ_ABI_EBADSIG, UQ_ABI_ENOTHOLDER, UQ_ABI_EREVOKED or UQ_ABI_EINVAL. */
+static inline int32_t uq_cap_verify(const char *token, const char *holder)
+{
+    return uq__cap_verify(token, (uint32_t)strlen(token), holder, (uint32_t)strlen(holder));
+}
+/* Give up a capability {"issuer"?, "params"}: one this process issued
+ * (issuer omitted or ours) is revoked from every holder; returns how many. */
+static inline int32_t uq_cap_drop(const char *cap_json) { return uq__cap_drop(cap_json, (uint32_t)strlen(cap_json)); }
 
 /* This process's own address into buf; returns its length. */
 static inline int32_t uq_our(char *buf, uint32_t cap) { return uq__our(buf, cap); }

@@ -11,7 +11,7 @@ TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 $(SHARED)/guests/%.wasm: tests/guests/%.c
 	@mkdir -p $(dir $@)
-	$(WASM_CC) -O2 -o $@ $<
+	$(WASM_CC) -O2 -Isdk -o $@ $<
 	wasm-strip $@
 
 $(SHARED)/guests/%.wasm: tests/guests/%.wat
@@ -53,6 +53,11 @@ $(SHARED)/apps/%.wasm: apps/%.c sdk/uqbar.h sdk/sdk_abi.h
 	@mkdir -p $(dir $@)
 	$(WASM_CC) -O2 -Isdk -o $@ $<
 	wasm-strip $@
+# The demo package (make run): its manifest sits beside the apps it names.
+$(SHARED)/apps/%.json: apps/%.json
+	@mkdir -p $(dir $@)
+	cp $< $@
+APPS += $(SHARED)/apps/demo.json
 guests: $(APPS)
 
 # The Rust guest example (Debian's rustc + libstd-rust-dev-wasm32; the rustc

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "kernel/install.h"
 #include "kernel/kernel.h"
 
 #define EXIT_FAILED 123
@@ -17,6 +18,7 @@ static const char *help_text =
     "commands:\n"
     "  m ADDRESS JSON [-t SECONDS]   send a request (ADDRESS: process or node@process), print the answer\n"
     "  start ID FILE.wasm [--public] install and run a process (via the kernel API)\n"
+    "  install MANIFEST.json [--yes] install a package: shows what it asks for, asks you to approve\n"
     "  kill ID                       kill a process (its queued messages are dropped)\n"
     "  ps                            processes with mailbox depth and message counts\n"
     "  debug [ID]                    the kernel's Debug output (process map, or one process)\n"
@@ -153,6 +155,33 @@ static void kernel_cmd(term *t, json_t *cmd)
     free(body);
 }
 
+/* Install a package after the user approves what it asks for. */
+static void cmd_install(term *t, const char *path, bool yes)
+{
+    uqi_pkg *p;
+    uq_errmsg em = {{0}};
+    if (uqi_pkg_load(path, uqi_node_name(t->node), &p, &em)) {
+        printf("error: %s\n", em.text);
+        return;
+    }
+    char *d = uqi_pkg_describe(p);
+    fputs(d, stdout);
+    free(d);
+    bool ok = yes;
+    if (!yes) {
+        printf("Install %s? [y/N] ", path);
+        fflush(stdout);
+        char ans[64];
+        ok = fgets(ans, sizeof ans, stdin) && (ans[0] == 'y' || ans[0] == 'Y');
+        if (!t->tty) printf("\n");
+    }
+    if (!ok) printf("not installed: nothing was changed\n");
+    else if (uqi_pkg_install(t->node, t->port, p, &em)) printf("error: %s\n", em.text);
+    else printf("installed and running\n");
+    fflush(stdout);
+    uqi_pkg_free(p);
+}
+
 static bool handle_line(term *t, char *line)
 {
     line[strcspn(line, "\r\n")] = '\0';
@@ -163,6 +192,11 @@ static bool handle_line(term *t, char *line)
     else if (strcmp(cmd, "help") == 0) fputs(help_text, stdout);
     else if (strcmp(cmd, "m") == 0) cmd_m(t, rest);
     else if (strcmp(cmd, "start") == 0) cmd_start(t, rest);
+    else if (strcmp(cmd, "install") == 0) {
+        char *path = next_word(&rest), *flag = next_word(&rest);
+        if (!path) printf("usage: install MANIFEST.json [--yes]\n");
+        else cmd_install(t, path, flag && strcmp(flag, "--yes") == 0);
+    }
     else if (strcmp(cmd, "ps") == 0 || strcmp(cmd, "top") == 0) {
         char buf[65536];
         uqi_node_list(t->node, buf, sizeof buf);
@@ -184,12 +218,15 @@ static bool handle_line(term *t, char *line)
 int uq_cmd_boot(int argc, char **argv)
 {
     const char *home = NULL, *name = "dev.local";
-    const char *starts[64];
-    int nstarts = 0, workers = 0;
+    const char *starts[64], *installs[16];
+    int nstarts = 0, ninstalls = 0, workers = 0;
+    bool yes = false;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--home") == 0 && i + 1 < argc) home = argv[++i];
         else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) name = argv[++i];
         else if (strcmp(argv[i], "--start") == 0 && i + 1 < argc && nstarts < 64) starts[nstarts++] = argv[++i];
+        else if (strcmp(argv[i], "--install") == 0 && i + 1 < argc && ninstalls < 16) installs[ninstalls++] = argv[++i];
+        else if (strcmp(argv[i], "--yes") == 0) yes = true;
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "-v") == 0) uqi_log_level = UQ_LOG_INFO;
         else {
@@ -236,6 +273,7 @@ int uq_cmd_boot(int argc, char **argv)
         else
             free(b);
     }
+    for (int i = 0; i < ninstalls; i++) cmd_install(&t, installs[i], yes);
     printf("uqbar node %s is up (home %s). Type help for commands; end of input or exit shuts it down.\n", name, home);
     fflush(stdout);
     char line[65536];

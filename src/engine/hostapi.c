@@ -59,6 +59,11 @@ static const uqi_hostfn table[] = {
     {"uqbar", "msg_free", "i:i"},
     {"uqbar", "send", "i:I"},
     {"uqbar", "our", "ii:i"},
+    {"uqbar", "send_caps", "iii:I"},
+    {"uqbar", "caps_list", "ii:i"},
+    {"uqbar", "cap_has", "iiii:i"},
+    {"uqbar", "cap_verify", "iiii:i"},
+    {"uqbar", "cap_drop", "ii:i"},
 };
 #undef W
 

@@ -2,6 +2,7 @@
  * The current message is explicit: receive returns a handle, and reading,
  * answering or inheriting always names a handle. Every guest pointer goes
  * through uqi_guest_ptr; every failure is a negative UQ_ABI_* code. */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,6 +57,10 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
     u32 flags = (m->payload ? UQ_ABI_HAS_PAYLOAD : 0) | (m->metadata ? UQ_ABI_HAS_METADATA : 0) |
                 (m->kind == UQI_MSG_REQUEST && m->has_rsvp ? UQ_ABI_AWAITED : 0) |
                 (strcmp(m->source.node, kp->node ? uqi_node_name(kp->node) : "") != 0 ? UQ_ABI_REMOTE : 0);
+    if (m->caps) {
+        flags |= UQ_ABI_HAS_CAPS;
+        put32(h + 52, (u32)strlen(m->caps));
+    }
     put32(h + 48, flags);
     return slot + 1;
 }
@@ -77,6 +82,7 @@ int32_t Z_uqbarZ_msg_read(abi_ctx *p, u32 handle, u32 field, u32 offset, u32 buf
     case UQ_FIELD_CONTEXT: data = m->context; n = m->context_len; break;
     case UQ_FIELD_PAYLOAD: data = m->payload ? m->payload->data : NULL; n = m->payload ? m->payload->len : 0; break;
     case UQ_FIELD_MIME: data = m->payload ? (uint8_t *)m->payload->mime : NULL; n = m->payload ? strlen(m->payload->mime) : 0; break;
+    case UQ_FIELD_CAPS: data = (uint8_t *)m->caps; n = m->caps ? strlen(m->caps) : 0; break;
     default: return UQ_ABI_EINVAL;
     }
     if (offset >= n) return 0;
@@ -121,22 +127,77 @@ static int64_t map_err(uq_err e)
     }
 }
 
+/* Parse a JSON capability (array) from guest memory; issuers default to
+ * this node. NULL with *err set on failure. */
+static json_t *guest_json(abi_ctx *p, u32 ptr, u32 len, int32_t *err)
+{
+    const char *s = (const char *)uqi_guest_ptr(p, ptr, len);
+    if (!s) {
+        *err = UQ_ABI_EFAULT;
+        return NULL;
+    }
+    json_t *v = json_loadb(s, len, JSON_DECODE_ANY, NULL);
+    if (!v) *err = UQ_ABI_EINVAL;
+    return v;
+}
+
+static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_attach);
+
 /* send(descriptor*) -> message id (> 0) or a negative UQ_ABI_* code. */
 int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
 {
+    return send_common(p, desc, NULL, 0);
+}
+
+/* send_caps(descriptor*, caps_json, len): send, attaching capabilities
+ * [{"issuer": "node@process" | "process", "params": JSON}, ...] that the
+ * sender holds or issues (its own address as issuer: it mints one). */
+int64_t Z_uqbarZ_send_caps(abi_ctx *p, u32 desc, u32 caps, u32 caps_len)
+{
     uqi_kproc *kp = p->user;
     if (!kp) return UQ_ABI_EINVAL;
-    const uint8_t *d = uqi_guest_ptr(p, desc, UQ_ABI_SEND_SIZE);
-    if (!d) return UQ_ABI_EFAULT;
-    u32 kind = get32(d + 0), handle = get32(d + 4), flags = get32(d + 60), expects = get32(d + 56);
-    if (kind != UQI_MSG_REQUEST && kind != UQI_MSG_RESPONSE) return UQ_ABI_EINVAL;
-    uqi_msg *prompt = NULL;
-    if (handle && !(prompt = held(kp, handle))) return UQ_ABI_EBADHANDLE;
-    if (kind == UQI_MSG_RESPONSE && !prompt) return UQ_ABI_EINVAL;
     int32_t err = 0;
-    const uint8_t *body = uqi_guest_ptr(p, get32(d + 16), get32(d + 20));
-    if (!body) return UQ_ABI_EFAULT;
+    json_t *v = guest_json(p, caps, caps_len, &err);
+    if (!v) return err;
+    char self[2 * UQI_NAME_MAX + 2];
+    uqi_addr_format(&kp->addr, self, sizeof self);
+    for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
+        json_t *c = json_array_get(v, i);
+        if (json_is_object(c) && !json_object_get(c, "issuer")) json_object_set_new(c, "issuer", json_string(self));
+    }
+    uqi_capref *refs;
+    uint32_t n;
+    uq_errmsg em;
+    uq_err e = uqi_caprefs_from_json(v, uqi_node_name(kp->node), &refs, &n, &em);
+    json_decref(v);
+    if (e) return UQ_ABI_EINVAL;
+    return send_common(p, desc, refs, n); /* takes refs */
+}
+
+static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_attach)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) {
+        uqi_caprefs_free(attach, n_attach);
+        return UQ_ABI_EINVAL;
+    }
+    const uint8_t *d = uqi_guest_ptr(p, desc, UQ_ABI_SEND_SIZE);
+    int32_t err = 0;
+    uqi_msg *prompt = NULL;
+    u32 kind = d ? get32(d + 0) : 0, handle = d ? get32(d + 4) : 0;
+    const uint8_t *body = d ? uqi_guest_ptr(p, get32(d + 16), get32(d + 20)) : NULL;
+    if (!d || !body) err = UQ_ABI_EFAULT;
+    else if (kind != UQI_MSG_REQUEST && kind != UQI_MSG_RESPONSE) err = UQ_ABI_EINVAL;
+    else if (handle && !(prompt = held(kp, handle))) err = UQ_ABI_EBADHANDLE;
+    else if (kind == UQI_MSG_RESPONSE && !prompt) err = UQ_ABI_EINVAL;
+    if (err) {
+        uqi_caprefs_free(attach, n_attach);
+        return err;
+    }
+    u32 flags = get32(d + 60), expects = get32(d + 56);
     uqi_msg *m = uqi_msg_new((uqi_msg_kind)kind, body, get32(d + 20));
+    m->attach = attach;
+    m->n_attach = n_attach;
     uint8_t *ctx = NULL;
     if (flags & UQ_ABI_HAS_METADATA) {
         m->metadata = (char *)copy_in(p, get32(d + 24), get32(d + 28), &err);
@@ -189,6 +250,7 @@ int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
     uq_errmsg em;
     uq_err e = uqi_kernel_send(kp, m, ctx, ctx ? get32(d + 36) : 0, &id, &em);
     if (!e) return (int64_t)(id & INT64_MAX); /* the kernel owns m and ctx now */
+    if (e == UQ_EPERM) uq_log(UQ_LOG_INFO, "kernel", "refused: %s", em.text);
     err = (int32_t)map_err(e);
 fail:
     free(ctx);
@@ -208,4 +270,96 @@ int32_t Z_uqbarZ_our(abi_ctx *p, u32 buf, u32 cap)
     if (!d) return UQ_ABI_EFAULT;
     memcpy(d, a, n < cap ? n : cap);
     return (int32_t)n;
+}
+
+/* caps_list(buf, cap) -> length of the JSON array of this process's tokens
+ * (copied up to cap). */
+int32_t Z_uqbarZ_caps_list(abi_ctx *p, u32 buf, u32 cap)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) return UQ_ABI_EINVAL;
+    char *s = uqi_node_caps_json(kp->node, kp);
+    size_t n = strlen(s);
+    u32 take = n < cap ? (u32)n : cap;
+    uint8_t *d = uqi_guest_ptr(p, buf, take);
+    if (d) memcpy(d, s, take);
+    free(s);
+    return d ? (int32_t)n : UQ_ABI_EFAULT;
+}
+
+/* A capability object {"issuer"?, "params"} from guest memory (issuer
+ * defaults to the caller). */
+static int32_t guest_capref(abi_ctx *p, u32 ptr, u32 len, uqi_capref *out)
+{
+    uqi_kproc *kp = p->user;
+    int32_t err = 0;
+    json_t *v = guest_json(p, ptr, len, &err);
+    if (!v) return err;
+    if (json_is_object(v) && !json_object_get(v, "issuer")) {
+        char a[2 * UQI_NAME_MAX + 2];
+        uqi_addr_format(&kp->addr, a, sizeof a);
+        json_object_set_new(v, "issuer", json_string(a));
+    }
+    uq_errmsg em;
+    uq_err e = uqi_capref_from_json(v, uqi_node_name(kp->node), out, &em);
+    json_decref(v);
+    return e ? UQ_ABI_EINVAL : 0;
+}
+
+/* cap_has(holder, holder_len, cap, cap_len) -> 1 held, 0 not. A process
+ * may ask only about capabilities it issued. */
+int32_t Z_uqbarZ_cap_has(abi_ctx *p, u32 holder, u32 holder_len, u32 cap, u32 cap_len)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) return UQ_ABI_EINVAL;
+    const char *h = (const char *)uqi_guest_ptr(p, holder, holder_len);
+    if (!h) return UQ_ABI_EFAULT;
+    uqi_addr ha;
+    uq_errmsg em;
+    if (holder_len > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(h, holder_len, uqi_node_name(kp->node), &ha, &em))
+        return UQ_ABI_EINVAL;
+    uqi_capref c;
+    int32_t err = guest_capref(p, cap, cap_len, &c);
+    if (err) return err;
+    int32_t r;
+    if (!uqi_addr_eq(&c.issuer, &kp->addr)) r = UQ_ABI_EPERM;
+    else if (strcmp(ha.node, uqi_node_name(kp->node)) != 0) r = 0; /* remote holders: with networking */
+    else if ((r = uqi_node_has_cap(kp->node, ha.process, &c)) < 0) r = UQ_ABI_ENOPROC;
+    free(c.params);
+    return r;
+}
+
+/* cap_verify(token, len, holder, len) -> 0 if the token is valid for holder. */
+int32_t Z_uqbarZ_cap_verify(abi_ctx *p, u32 token, u32 token_len, u32 holder, u32 holder_len)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) return UQ_ABI_EINVAL;
+    const char *t = (const char *)uqi_guest_ptr(p, token, token_len);
+    const char *h = (const char *)uqi_guest_ptr(p, holder, holder_len);
+    if (!t || !h) return UQ_ABI_EFAULT;
+    uqi_addr ha;
+    uq_errmsg em;
+    if (holder_len > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(h, holder_len, uqi_node_name(kp->node), &ha, &em))
+        return UQ_ABI_EINVAL;
+    switch (uqi_node_cap_verify(kp->node, t, token_len, &ha, &em)) {
+    case UQ_OK: return 0;
+    case UQ_ECRYPTO: return UQ_ABI_EBADSIG;
+    case UQ_EPERM: return UQ_ABI_ENOTHOLDER;
+    case UQ_ENOENT: return UQ_ABI_EREVOKED;
+    default: return UQ_ABI_EINVAL;
+    }
+}
+
+/* cap_drop(cap, len) -> how many were removed: one it issued is revoked from
+ * every holder; any other is dropped from its own set. */
+int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) return UQ_ABI_EINVAL;
+    uqi_capref c;
+    int32_t err = guest_capref(p, cap, cap_len, &c);
+    if (err) return err;
+    uint32_t k = uqi_kproc_cap_drop(kp, &c);
+    free(c.params);
+    return (int32_t)k;
 }

@@ -122,10 +122,17 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
         set(r, "\"InitializeProcessError\"", "InitializeProcess must carry the .wasm bytes in its payload");
         return;
     }
-    json_t *caps = json_object_get(args, "initial_capabilities");
-    if (caps && json_is_array(caps) && json_array_size(caps) > 0) {
-        set(r, "\"InitializeProcessError\"",
-            "initial_capabilities are not supported yet (capabilities arrive with their own issue): send []");
+    /* initial_capabilities: all must be held (or issued) by the source;
+     * otherwise nothing happens and the response names what was refused. */
+    uqi_capref *caps;
+    uint32_t ncaps;
+    uq_errmsg em = {{0}};
+    if (uqi_caprefs_from_json(json_object_get(args, "initial_capabilities"), uqi_node_name(n), &caps, &ncaps, &em) ||
+        uqi_node_check_held(n, from, caps, ncaps, &em)) {
+        char why[700];
+        snprintf(why, sizeof why, "initial_capabilities refused: %s", em.text);
+        set(r, "\"InitializeProcessError\"", why);
+        uqi_caprefs_free(caps, ncaps);
         return;
     }
     uqi_on_exit how;
@@ -134,15 +141,46 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
     char why[300];
     if (!parse_on_exit(n, json_object_get(args, "on_exit"), &how, &reqs, &nreqs, why, sizeof why)) {
         uqi_exit_requests_free(reqs, nreqs);
+        uqi_caprefs_free(caps, ncaps);
         set(r, "\"InitializeProcessError\"", why);
         return;
     }
-    uq_errmsg em = {{0}};
-    uq_err e = uqi_node_init_process(n, id, m->payload->data, m->payload->len, json_is_true(jpub), NULL, &em);
+    bool public = json_is_true(jpub);
+    uq_err e = uqi_node_init_process(n, id, m->payload->data, m->payload->len, public, NULL, &em);
     if (!e) e = uqi_node_set_on_exit(n, id, how, reqs, nreqs, &em);
     else uqi_exit_requests_free(reqs, nreqs);
+    /* The capabilities, checked again atomically; and the source may message
+     * its child (unless the child is public, when anyone may). */
+    bool installed = !e;
+    if (!e) e = uqi_node_grant(n, from, id, caps, ncaps, &em);
+    if (!e && !public && !from->root) e = uqi_node_grant_messaging(n, from->addr.process, id, &em);
+    if (e && installed) uqi_node_kill(n, id, NULL);
+    uqi_caprefs_free(caps, ncaps);
     if (e) set(r, "\"InitializeProcessError\"", em.text);
     else set(r, "\"InitializedProcess\"", NULL);
+}
+
+/* GrantCapabilities {target, capabilities}: only what the granter holds or
+ * issued, all or nothing. DropCapabilities {target, capabilities}. */
+static void cmd_caps(uqi_kproc *from, json_t *args, bool grant, reply *r)
+{
+    uqi_node *n = from->node;
+    const char *ok = grant ? "\"GrantedCapabilities\"" : "\"DroppedCapabilities\"";
+    const char *bad = grant ? "\"GrantCapabilitiesError\"" : "\"DropCapabilitiesError\"";
+    json_t *jt = json_is_object(args) ? json_object_get(args, "target") : NULL;
+    json_t *jc = json_is_object(args) ? json_object_get(args, "capabilities") : NULL;
+    if (!json_is_string(jt) || !json_is_array(jc)) {
+        set(r, bad, "takes {\"target\": \"process id\", \"capabilities\": [{\"issuer\": ..., \"params\": ...}]}");
+        return;
+    }
+    uqi_capref *caps;
+    uint32_t ncaps, dropped = 0;
+    uq_errmsg em = {{0}};
+    uq_err e = uqi_caprefs_from_json(jc, uqi_node_name(n), &caps, &ncaps, &em);
+    if (!e) e = grant ? uqi_node_grant(n, from, json_string_value(jt), caps, ncaps, &em)
+                      : uqi_node_drop_caps(n, json_string_value(jt), caps, ncaps, &dropped, &em);
+    uqi_caprefs_free(caps, ncaps);
+    set(r, e ? bad : ok, e ? em.text : NULL);
 }
 
 static void cmd_run(uqi_kproc *from, json_t *args, reply *r)
@@ -156,7 +194,7 @@ static void cmd_run(uqi_kproc *from, json_t *args, reply *r)
     else set(r, "\"StartedProcess\"", NULL);
 }
 
-static void cmd_kill(uqi_kproc *from, json_t *args, reply *r)
+static void cmd_kill(uqi_kproc *from, const uqi_msg *m, json_t *args, reply *r)
 {
     if (!json_is_string(args)) {
         set(r, "\"KillProcessError\"", "KillProcess takes a process id string");
@@ -168,7 +206,9 @@ static void cmd_kill(uqi_kproc *from, json_t *args, reply *r)
     char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (strcmp(id, from->addr.process) == 0) set(r, body, "a process may not kill itself through the kernel; exit instead");
-    else if (uqi_node_kill(from->node, id, &em)) set(r, body, em.text);
+    /* metadata "no-revoke" keeps what the process issued for its successor */
+    else if (uqi_node_kill_ex(from->node, id, m->metadata && strstr(m->metadata, "no-revoke") != NULL, &em))
+        set(r, body, em.text);
     else set(r, body, NULL);
     free(body);
 }
@@ -195,7 +235,19 @@ static void cmd_debug(uqi_kproc *from, json_t *args, reply *r)
         r->body = body;
         return;
     }
-    set(r, "{\"Debug\":null}", "Debug takes \"ProcessMap\" or {\"Process\":\"id\"}");
+    json_t *hc = json_is_object(args) ? json_object_get(args, "HasCap") : NULL;
+    json_t *on = json_is_object(hc) ? json_object_get(hc, "on") : NULL;
+    uqi_capref c;
+    uq_errmsg em;
+    if (json_is_string(on) && uqi_capref_from_json(json_object_get(hc, "cap"), uqi_node_name(n), &c, &em) == UQ_OK) {
+        int h = uqi_node_has_cap(n, json_string_value(on), &c);
+        free(c.params);
+        set(r, h < 0 ? "{\"Debug\":{\"HasCap\":null}}" : h ? "{\"Debug\":{\"HasCap\":true}}" : "{\"Debug\":{\"HasCap\":false}}",
+            h < 0 ? "no such process" : NULL);
+        return;
+    }
+    set(r, "{\"Debug\":null}",
+        "Debug takes \"ProcessMap\", {\"Process\":\"id\"} or {\"HasCap\":{\"on\":\"id\",\"cap\":{\"issuer\":...,\"params\":...}}}");
 }
 
 void uqi_kcmd_handle(uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
@@ -223,10 +275,10 @@ void uqi_kcmd_handle(uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
         json_t *args = json_object_iter_value(json_object_iter(root));
         if (strcmp(key, "InitializeProcess") == 0) cmd_initialize(from, m, args, &r);
         else if (strcmp(key, "RunProcess") == 0) cmd_run(from, args, &r);
-        else if (strcmp(key, "KillProcess") == 0) cmd_kill(from, args, &r);
+        else if (strcmp(key, "KillProcess") == 0) cmd_kill(from, m, args, &r);
         else if (strcmp(key, "Debug") == 0) cmd_debug(from, args, &r);
-        else if (strcmp(key, "GrantCapabilities") == 0)
-            set(&r, "\"CommandError\"", "GrantCapabilities arrives with the capabilities issue");
+        else if (strcmp(key, "GrantCapabilities") == 0) cmd_caps(from, args, true, &r);
+        else if (strcmp(key, "DropCapabilities") == 0) cmd_caps(from, args, false, &r);
         else {
             snprintf(why, sizeof why, "unknown kernel command \"%.100s\"", key);
             set(&r, "\"CommandError\"", why);

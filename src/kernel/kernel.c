@@ -48,7 +48,17 @@ struct uqi_node {
     bool shutdown_requested;
     pthread_cond_t shutdown_cond;
     uint64_t unexpected_responses, dropped_dangling, dropped_on_kill;
+    /* capabilities */
+    uint8_t pk[32], sk[64];          /* the node's Ed25519 identity */
+    uqi_addr kernel_addr;
+    uint32_t kernel_cap_hash, network_cap_hash;
+    uqi_cap *kernel_issued;          /* issued by node@kernel */
+    uqi_cap *orphans;                /* issued by processes killed with "no-revoke" */
+    bool no_cap_checks;
 };
+
+#define MESSAGING "\"messaging\""
+#define NETWORK "\"network\""
 
 static void on_proc_finish(uqi_proc *p);
 static uqi_proc *new_instance(uqi_kproc *kp);
@@ -92,6 +102,7 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     snprintf(kp->addr.process, sizeof kp->addr.process, "%s", id);
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
     uqi_cond_init_monotonic(&kp->port_cond);
+    kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
     return kp;
 }
 
@@ -111,6 +122,8 @@ static void kproc_free(uqi_kproc *kp)
     for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
     uqi_mailbox_fini(&kp->mbox);
     pthread_cond_destroy(&kp->port_cond);
+    UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
+    free(kp->caps.b);
     free(kp);
 }
 
@@ -233,6 +246,131 @@ static uqi_outstanding *take_outstanding(uqi_node *n, uint64_t id, const uqi_add
     return NULL;
 }
 
+/* ---- capabilities (node lock held) --------------------------------------------- */
+static void issued_push(uqi_cap **head, uqi_cap *c)
+{
+    c->inext = *head;
+    if (*head) (*head)->iprev = &c->inext;
+    c->iprev = head;
+    *head = c;
+}
+
+static void issued_unlink(uqi_cap *c)
+{
+    if (!c->iprev) return;
+    *c->iprev = c->inext;
+    if (c->inext) c->inext->iprev = c->iprev;
+    c->inext = NULL;
+    c->iprev = NULL;
+}
+
+/* Where the record of a cap goes so that its issuer can revoke it. */
+static uqi_cap **issuer_list(uqi_node *n, const uqi_addr *issuer)
+{
+    if (uqi_addr_eq(issuer, &n->kernel_addr)) return &n->kernel_issued;
+    uqi_kproc *kp = strcmp(issuer->node, n->name) == 0 ? find(n, issuer->process) : NULL;
+    return kp && !kp->dead ? &kp->issued : &n->orphans;
+}
+
+/* Does kp hold (or issue) the capability? Root ports hold everything. */
+static bool holds(uqi_node *n, uqi_kproc *kp, const uqi_addr *issuer, const char *params)
+{
+    if (kp->root || uqi_addr_eq(issuer, &kp->addr)) return true;
+    return uqi_capset_find(&kp->caps, issuer, params, uqi_cap_hash(issuer, params)) != NULL;
+}
+
+/* The check on every request: may `from` message `to`? */
+static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
+{
+    return to->public || from->root || from == to || n->no_cap_checks ||
+           uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash) != NULL;
+}
+
+static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
+{
+    uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, uqi_cap_hash(issuer, params));
+    if (c) return c;
+    c = uqi_cap_new(issuer, params, &holder->addr, n->sk);
+    c->holder_kp = holder;
+    uqi_capset_add(&holder->caps, c);
+    issued_push(issuer_list(n, issuer), c);
+    return c;
+}
+
+static void drop_one(uqi_kproc *holder, uqi_cap *c)
+{
+    uqi_capset_remove(&holder->caps, c);
+    issued_unlink(c);
+    free(c);
+}
+
+/* Revoke every cap on the list from its holder. */
+static uint32_t revoke_list(uqi_cap **head)
+{
+    uint32_t k = 0;
+    while (*head) {
+        uqi_cap *c = *head;
+        drop_one(c->holder_kp, c);
+        k++;
+    }
+    return k;
+}
+
+/* A process leaves: it gives up what it holds, and what it issued is
+ * revoked (or kept for a successor of the same name, after "no-revoke"). */
+static void caps_retire(uqi_node *n, uqi_kproc *kp)
+{
+    for (uint32_t i = 0; i < kp->caps.nb; i++)
+        while (kp->caps.b[i]) drop_one(kp, kp->caps.b[i]);
+    if (kp->keep_issued) {
+        while (kp->issued) {
+            uqi_cap *c = kp->issued;
+            issued_unlink(c);
+            issued_push(&n->orphans, c);
+        }
+    } else {
+        uint32_t k = revoke_list(&kp->issued);
+        if (k) uq_log(UQ_LOG_INFO, "kernel", "%s ended: %u capabilities it issued are revoked", kp->addr.process, k);
+    }
+}
+
+/* A new process takes back what a predecessor of its name issued before a
+ * "no-revoke" kill. */
+static void caps_adopt(uqi_node *n, uqi_kproc *kp)
+{
+    for (uqi_cap *c = n->orphans, *nx; c; c = nx) {
+        nx = c->inext;
+        if (uqi_addr_eq(&c->issuer, &kp->addr)) {
+            issued_unlink(c);
+            issued_push(&kp->issued, c);
+        }
+    }
+}
+
+static size_t refused_list(uqi_node *n, uqi_kproc *by, const uqi_capref *caps, uint32_t ncaps, char *buf, size_t cap)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (uint32_t i = 0; i < ncaps; i++) {
+        if (!by || holds(n, by, &caps[i].issuer, caps[i].params)) continue;
+        char d[300];
+        uqi_capref_describe(&caps[i].issuer, caps[i].params, d, sizeof d);
+        if (k < cap) k += (size_t)snprintf(buf + k, cap - k, "%s%s", k ? "; " : "", d);
+    }
+    return k;
+}
+
+/* Attach the capabilities m carries to `to` and list their tokens in m->caps
+ * (checked by the caller). */
+static void attach_caps(uqi_node *n, uqi_kproc *to, uqi_msg *m)
+{
+    json_t *arr = json_array();
+    for (uint32_t i = 0; i < m->n_attach; i++)
+        json_array_append_new(arr, uqi_cap_token(grant_one(n, to, &m->attach[i].issuer, m->attach[i].params)));
+    m->caps = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+}
+
 /* ---- routing ------------------------------------------------------------------ */
 /* A request that expects a response and cannot be delivered comes back at
  * once, as an error carrying the message and its context (node lock held;
@@ -256,15 +394,33 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
     m->source = from->addr;
     if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = n->next_id++;
     if (out_id) *out_id = m->id;
+    if (m->n_attach) {
+        char refused[600];
+        if (refused_list(n, from, m->attach, m->n_attach, refused, sizeof refused)) {
+            err = uqi_errf(em, UQ_EPERM, "%s may not attach capabilities it neither holds nor issued: %s",
+                           from->addr.process, refused);
+            goto out;
+        }
+    }
     if (m->kind == UQI_MSG_REQUEST && strcmp(m->target.node, n->name) == 0 && strcmp(m->target.process, "kernel") == 0) {
         /* The kernel is a process too: its commands run outside the lock
          * (initializing a process may compile it). */
+        if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, MESSAGING)) {
+            err = uqi_errf(em, UQ_EPERM, "%s may not send kernel commands: it does not hold the kernel capability",
+                           from->addr.process);
+            goto out;
+        }
         from->sent++;
         pthread_mutex_unlock(&n->lock);
         uqi_kcmd_handle(from, m, context, context_len);
         return UQ_OK;
     }
     if (strcmp(m->target.node, n->name) != 0) {
+        if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, NETWORK)) {
+            err = uqi_errf(em, UQ_EPERM, "%s may not reach other nodes: it does not hold the network capability",
+                           from->addr.process);
+            goto out;
+        }
         /* Networking arrives with its own issue: today every other node is unreachable. */
         if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
             bounce(n, from, m, context, context_len, UQI_SEND_OFFLINE);
@@ -286,6 +442,20 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             }
             err = uqi_errf(em, UQ_ENOENT, "no process %s on this node", m->target.process);
             goto out;
+        }
+        if (!may_message(n, from, to)) {
+            err = uqi_errf(em, UQ_EPERM,
+                           "%s may not message %s: it holds no messaging capability issued by %s, and %s is not public",
+                           from->addr.process, to->addr.process, to->addr.process, to->addr.process);
+            goto out;
+        }
+        if (m->n_attach) {
+            if (uqi_mailbox_depth(&to->mbox) >= to->mbox.cap) {
+                err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process,
+                               to->mbox.cap);
+                goto out;
+            }
+            attach_caps(n, to, m); /* the push below cannot fail: pushes hold the node lock */
         }
         uint64_t id = m->id;
         bool expects = m->expects_response_s != 0;
@@ -324,6 +494,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         o->ctx = NULL;
         out_free(o);
         from->sent++;
+        if (m->n_attach) attach_caps(n, to, m);
         deliver_forced(to, m); /* a response always has room: its request was counted */
         goto out;
     }
@@ -386,6 +557,7 @@ static void retire(uqi_node *n, uqi_kproc *kp)
 {
     if (kp->dead) return;
     kp->dead = true;
+    caps_retire(n, kp);
     unlink_proc(n, kp);
     while (ext_of(kp)->oldest) {
         uqi_outstanding *o = ext_of(kp)->oldest;
@@ -565,6 +737,7 @@ static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool pub
     kp->proc = new_instance(kp);
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
+    if (n->orphans) caps_adopt(n, kp);
     if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", id);
     pthread_mutex_unlock(&n->lock);
     return UQ_OK;
@@ -610,7 +783,18 @@ uq_err uqi_node_spawn(uqi_node *n, const char *id, const uint8_t *wasm, size_t l
     return UQ_OK;
 }
 
+static uq_err port_new(uqi_node *n, const char *id, bool root, uqi_kproc **out, uq_errmsg *em);
 uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em)
+{
+    return port_new(n, id, true, out, em);
+}
+
+uq_err uqi_node_port_plain(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em)
+{
+    return port_new(n, id, false, out, em);
+}
+
+static uq_err port_new(uqi_node *n, const char *id, bool root, uqi_kproc **out, uq_errmsg *em)
 {
     if (!uqi_process_name_valid(id)) return uqi_errf(em, UQ_EINVAL, "bad port id \"%s\"", id);
     pthread_mutex_lock(&n->lock);
@@ -619,8 +803,10 @@ uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em
         return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
     }
     uqi_kproc *kp = kproc_new(n, id);
+    kp->root = root;
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
+    if (n->orphans) caps_adopt(n, kp);
     pthread_mutex_unlock(&n->lock);
     *out = kp;
     return UQ_OK;
@@ -644,12 +830,18 @@ uqi_msg *uqi_port_receive(uqi_kproc *port, int timeout_ms)
 
 uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em)
 {
+    return uqi_node_kill_ex(n, id, false, em);
+}
+
+uq_err uqi_node_kill_ex(uqi_node *n, const char *id, bool keep_issued, uq_errmsg *em)
+{
     pthread_mutex_lock(&n->lock);
     uqi_kproc *kp = find(n, id);
     if (!kp) {
         pthread_mutex_unlock(&n->lock);
         return uqi_errf(em, UQ_ENOENT, "no process %s", id);
     }
+    kp->keep_issued = keep_issued;
     retire(n, kp);
     bool free_now = !kp->proc || !kp->running;
     if (kp->proc && kp->running) {
@@ -705,6 +897,17 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     n->mailbox_cap = cfg->mailbox_cap ? cfg->mailbox_cap : 1024;
     n->max_dangling = cfg->max_dangling ? cfg->max_dangling : 4096;
     n->restart_base_ms = cfg->restart_base_ms ? cfg->restart_base_ms : 1000;
+    if (cfg->identity_sk) {
+        memcpy(n->sk, cfg->identity_sk, sizeof n->sk);
+        crypto_sign_ed25519_sk_to_pk(n->pk, n->sk);
+    } else {
+        crypto_sign_keypair(n->pk, n->sk);
+    }
+    snprintf(n->kernel_addr.node, sizeof n->kernel_addr.node, "%s", n->name);
+    snprintf(n->kernel_addr.process, sizeof n->kernel_addr.process, "kernel");
+    n->kernel_cap_hash = uqi_cap_hash(&n->kernel_addr, MESSAGING);
+    n->network_cap_hash = uqi_cap_hash(&n->kernel_addr, NETWORK);
+    n->no_cap_checks = cfg->no_cap_checks;
     randombytes_buf(&n->next_id, sizeof n->next_id);
     n->next_id = (n->next_id >> 1) | 1;
     pthread_mutex_init(&n->lock, NULL);
@@ -757,6 +960,13 @@ void uqi_node_stop(uqi_node *n)
             nx = o->hnext;
             out_free(o);
         }
+    UQ_ASSERT(!n->kernel_issued);
+    while (n->orphans) { /* their holders are gone too, so only records without holders remain */
+        uqi_cap *c = n->orphans;
+        issued_unlink(c);
+        free(c);
+    }
+    sodium_memzero(n->sk, sizeof n->sk);
     uqi_engine_fini(&n->eng);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->timer_cond);
@@ -789,10 +999,10 @@ static int proc_json(uqi_kproc *kp, char *buf, size_t cap)
     static const char *on_exit[] = {"None", "Restart", "Requests"};
     return snprintf(buf, cap,
                     "{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,\"sent\":%llu,"
-                    "\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u}",
+                    "\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u,\"capabilities\":%u}",
                     kp->public ? "true" : "false", kp->running ? "true" : "false", kp->proc ? "true" : "false",
                     uqi_mailbox_depth(&kp->mbox), (unsigned long long)kp->received, (unsigned long long)kp->sent,
-                    kp->dangling, on_exit[kp->on_exit], kp->restarts);
+                    kp->dangling, on_exit[kp->on_exit], kp->restarts, kp->caps.n);
 }
 
 char *uqi_node_debug_json(uqi_node *n, const char *only_id)
@@ -829,3 +1039,138 @@ char *uqi_node_debug_json(uqi_node *n, const char *only_id)
 
 const char *uqi_node_name(const uqi_node *n) { return n->name; }
 uqi_engine *uqi_node_engine(uqi_node *n) { return &n->eng; }
+
+/* ---- capabilities: the kernel's interface ---------------------------------- */
+void uqi_node_public_key(const uqi_node *n, uint8_t pk[32]) { memcpy(pk, n->pk, 32); }
+
+uq_err uqi_node_check_held(uqi_node *n, uqi_kproc *by, const uqi_capref *caps, uint32_t ncaps, uq_errmsg *em)
+{
+    char refused[600];
+    pthread_mutex_lock(&n->lock);
+    size_t k = refused_list(n, by, caps, ncaps, refused, sizeof refused);
+    pthread_mutex_unlock(&n->lock);
+    if (k) return uqi_errf(em, UQ_EPERM, "%s does not hold: %s", by->addr.process, refused);
+    return UQ_OK;
+}
+
+uq_err uqi_node_grant(uqi_node *n, uqi_kproc *by, const char *to, const uqi_capref *caps, uint32_t ncaps,
+                      uq_errmsg *em)
+{
+    char refused[600];
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *t = find(n, to);
+    uq_err err = UQ_OK;
+    if (!t || t->dead) err = uqi_errf(em, UQ_ENOENT, "no process %s", to);
+    else if (refused_list(n, by, caps, ncaps, refused, sizeof refused))
+        err = uqi_errf(em, UQ_EPERM, "%s may grant only capabilities it holds or issued; refused: %s", by->addr.process,
+                       refused);
+    else
+        for (uint32_t i = 0; i < ncaps; i++) grant_one(n, t, &caps[i].issuer, caps[i].params);
+    pthread_mutex_unlock(&n->lock);
+    return err;
+}
+
+uq_err uqi_node_grant_messaging(uqi_node *n, const char *holder, const char *target, uq_errmsg *em)
+{
+    uqi_capref c = {.params = (char *)MESSAGING};
+    snprintf(c.issuer.node, sizeof c.issuer.node, "%s", n->name);
+    snprintf(c.issuer.process, sizeof c.issuer.process, "%s", target);
+    return uqi_node_grant(n, NULL, holder, &c, 1, em);
+}
+
+uq_err uqi_node_drop_caps(uqi_node *n, const char *holder, const uqi_capref *caps, uint32_t ncaps,
+                          uint32_t *dropped, uq_errmsg *em)
+{
+    *dropped = 0;
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *h = find(n, holder);
+    if (!h || h->dead) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_ENOENT, "no process %s", holder);
+    }
+    for (uint32_t i = 0; i < ncaps; i++) {
+        uqi_cap *c = uqi_capset_find(&h->caps, &caps[i].issuer, caps[i].params,
+                                     uqi_cap_hash(&caps[i].issuer, caps[i].params));
+        if (c) {
+            drop_one(h, c);
+            (*dropped)++;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    return UQ_OK;
+}
+
+int uqi_node_has_cap(uqi_node *n, const char *holder, const uqi_capref *c)
+{
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *h = find(n, holder);
+    int r = !h || h->dead ? -1 : holds(n, h, &c->issuer, c->params) ? 1 : 0;
+    pthread_mutex_unlock(&n->lock);
+    return r;
+}
+
+char *uqi_node_caps_json(uqi_node *n, uqi_kproc *kp)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&n->lock);
+    for (uint32_t i = 0; i < kp->caps.nb; i++)
+        for (uqi_cap *c = kp->caps.b[i]; c; c = c->hnext) json_array_append_new(arr, uqi_cap_token(c));
+    pthread_mutex_unlock(&n->lock);
+    char *s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return s;
+}
+
+uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi_addr *holder, uq_errmsg *em)
+{
+    uqi_cap *t;
+    uq_err err = uqi_cap_token_check(token, len, n->pk, &t, em);
+    if (err) return err;
+    char h[2 * UQI_NAME_MAX + 2], want[2 * UQI_NAME_MAX + 2];
+    uqi_addr_format(&t->holder, h, sizeof h);
+    uqi_addr_format(holder, want, sizeof want);
+    if (!uqi_addr_eq(&t->holder, holder)) {
+        err = uqi_errf(em, UQ_EPERM, "the token was issued to %s, not to %s", h, want);
+    } else {
+        pthread_mutex_lock(&n->lock);
+        uqi_kproc *kp = strcmp(holder->node, n->name) == 0 ? find(n, holder->process) : NULL;
+        uqi_cap *c = kp && !kp->dead ? uqi_capset_find(&kp->caps, &t->issuer, t->params, t->hash) : NULL;
+        if (!c || c->serial != t->serial)
+            err = uqi_errf(em, UQ_ENOENT, "%s no longer holds that capability: it was dropped or revoked", h);
+        pthread_mutex_unlock(&n->lock);
+    }
+    free(t);
+    return err;
+}
+
+uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
+{
+    uqi_node *n = kp->node;
+    uint32_t k = 0;
+    pthread_mutex_lock(&n->lock);
+    if (uqi_addr_eq(&cr->issuer, &kp->addr)) {
+        /* Its own: revoke from every holder. */
+        for (uqi_cap *c = kp->issued, *nx; c; c = nx) {
+            nx = c->inext;
+            if (strcmp(c->params, cr->params) == 0) {
+                drop_one(c->holder_kp, c);
+                k++;
+            }
+        }
+    } else {
+        uqi_cap *c = uqi_capset_find(&kp->caps, &cr->issuer, cr->params, uqi_cap_hash(&cr->issuer, cr->params));
+        if (c) {
+            drop_one(kp, c);
+            k = 1;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    return k;
+}
+
+void uqi_node_bench_cap_checks(uqi_node *n, bool on)
+{
+    pthread_mutex_lock(&n->lock);
+    n->no_cap_checks = !on;
+    pthread_mutex_unlock(&n->lock);
+}

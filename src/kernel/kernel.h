@@ -6,6 +6,7 @@
 
 #include "engine/module.h"
 #include "engine/proc.h"
+#include "kernel/caps.h"
 #include "kernel/msg.h"
 
 #define UQI_MAX_HELD 64          /* messages a process may hold by handle at once */
@@ -49,6 +50,13 @@ typedef struct uqi_kproc {
     uint64_t backoff_ms;         /* next restart delay */
     uint64_t started_ns;         /* when the current instance started */
     uint64_t restart_at_ns;      /* pending restart, or 0 */
+    /* capabilities (docs/CAPABILITIES.md), node lock held */
+    uqi_capset caps;             /* what it holds */
+    uqi_cap *issued;             /* what it issued, held by anyone (revoked when it goes) */
+    uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check */
+    bool root;                   /* a host port of the node's owner (terminal, installer):
+                                    holds every capability */
+    bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
 } uqi_kproc;
 
 typedef struct uqi_node_config {
@@ -58,6 +66,8 @@ typedef struct uqi_node_config {
     uint32_t max_dangling;       /* outstanding requests per process; 0 = 4096 */
     int workers;                 /* scheduler threads; 0 = CPUs */
     uint32_t restart_base_ms;    /* first Restart back-off; 0 = 1000 (doubles to 600 s) */
+    const uint8_t *identity_sk;  /* the node's Ed25519 secret key (64 bytes); NULL: a fresh one */
+    bool no_cap_checks;          /* benchmarks only: measure the cost of the checks */
 } uqi_node_config;
 
 uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em);
@@ -88,8 +98,41 @@ bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms);
  * with only_id, that process's object alone, or NULL if there is none. */
 char *uqi_node_debug_json(uqi_node *n, const char *only_id);
 
-/* A host port: a process without wasm, for the terminal and tests. */
+/* A host port: a process without wasm, for the terminal and tests. It is
+ * the node owner's agent: it holds every capability (root). */
 uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
+/* A port that holds nothing until granted (tests of refusals). */
+uq_err uqi_node_port_plain(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
+
+/* ---- capabilities (docs/CAPABILITIES.md) ---- */
+/* The node's Ed25519 public key, which verifies every capability it signs. */
+void uqi_node_public_key(const uqi_node *n, uint8_t pk[32]);
+/* Grant caps to process `to`. With `by`, each must be held or issued by `by`
+ * (all or nothing: em names the refused ones); by = NULL is the node itself
+ * (trusted host code: boot, installer). */
+uq_err uqi_node_grant(uqi_node *n, uqi_kproc *by, const char *to, const uqi_capref *caps, uint32_t ncaps,
+                      uq_errmsg *em);
+/* Only the check of uqi_node_grant: UQ_EPERM naming what `by` does not hold. */
+uq_err uqi_node_check_held(uqi_node *n, uqi_kproc *by, const uqi_capref *caps, uint32_t ncaps, uq_errmsg *em);
+/* Trusted: let `holder` message `target` (its messaging capability). */
+uq_err uqi_node_grant_messaging(uqi_node *n, const char *holder, const char *target, uq_errmsg *em);
+/* Remove caps from holder; *dropped counts those it held. */
+uq_err uqi_node_drop_caps(uqi_node *n, const char *holder, const uqi_capref *caps, uint32_t ncaps,
+                          uint32_t *dropped, uq_errmsg *em);
+/* 1 if holder holds c, 0 if not, -1 if there is no such process. */
+int uqi_node_has_cap(uqi_node *n, const char *holder, const uqi_capref *c);
+/* The tokens of what kp holds, as a JSON array (malloc'ed). */
+char *uqi_node_caps_json(uqi_node *n, uqi_kproc *kp);
+/* Check a token: signed by this node (else UQ_ECRYPTO), issued to holder
+ * (else UQ_EPERM), and still held (else UQ_ENOENT: dropped or revoked). */
+uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi_addr *holder, uq_errmsg *em);
+/* A process gives up c: if it issued c, c is revoked from every holder;
+ * otherwise it drops its own. Returns how many were removed. */
+uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *c);
+/* Benchmarks only: turn the capability checks off (false) and on again. */
+void uqi_node_bench_cap_checks(uqi_node *n, bool on);
+/* Kill, keeping (keep_issued) or revoking what the process issued. */
+uq_err uqi_node_kill_ex(uqi_node *n, const char *id, bool keep_issued, uq_errmsg *em);
 /* Send from a process (wasm or port). On success the kernel owns m and
  * context (malloc'ed, may be NULL) and *out_id (if given) is the message id;
  * on failure the caller still owns both. m->source is set by the kernel. */

@@ -116,6 +116,9 @@ void uqi_msg_free(uqi_msg *m)
     free(m->metadata);
     free(m->context);
     uqi_payload_rele(m->payload);
+    for (uint32_t i = 0; i < m->n_attach; i++) free(m->attach[i].params);
+    free(m->attach);
+    free(m->caps);
     free(m);
 }
 

@@ -47,6 +47,13 @@ uqi_payload *uqi_payload_hold(uqi_payload *p);
 void uqi_payload_rele(uqi_payload *p);
 
 /* ---- messages ---------------------------------------------------------- */
+/* A capability named by value (kernel/caps.h): what a process writes when it
+ * attaches, grants, drops or asks about one. params is canonical JSON (owned). */
+typedef struct uqi_capref {
+    uqi_addr issuer;
+    char *params;
+} uqi_capref;
+
 typedef enum uqi_msg_kind {
     UQI_MSG_REQUEST = 1,
     UQI_MSG_RESPONSE = 2,
@@ -76,6 +83,9 @@ typedef struct uqi_msg {
     size_t body_len;
     char *metadata;          /* owned or NULL */
     uqi_payload *payload;    /* held reference or NULL */
+    uqi_capref *attach;      /* capabilities the sender attaches (owned), checked by the kernel */
+    uint32_t n_attach;
+    char *caps;              /* on delivery: JSON array of the tokens granted with it, or NULL */
 } uqi_msg;
 
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len);

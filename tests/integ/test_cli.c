@@ -209,24 +209,23 @@ TEST_T(cli_sqlite_answers_queries, 900)
 /* `uqbar boot`: a node with a terminal; the commands a user types first. */
 TEST(cli_boot_terminal_session)
 {
-    char home[1200], echo[1200], mw[1200], sink[1200];
+    char home[1200], demo[1200], sink[1200];
     snprintf(home, sizeof home, "%s/home", tb_tmpdir());
-    snprintf(echo, sizeof echo, "echo=%s/apps/echo.wasm", tb_shared());
-    snprintf(mw, sizeof mw, "mw=%s/apps/middleware.wasm", tb_shared());
+    snprintf(demo, sizeof demo, "%s/apps/demo.json", tb_shared());
     snprintf(sink, sizeof sink, "%s/apps/sink.wasm", tb_shared());
-    const char *a[] = {uqbar(), "boot", "--home", home, "--name", "t.local", "--start", echo, "--start", mw, NULL};
+    const char *a[] = {uqbar(), "boot", "--home", home, "--name", "t.local", "--install", demo, "--yes", NULL};
     char input[4096];
     snprintf(input, sizeof input,
              "help\n"
              "m echo {\"hello\":\"world\"}\n"
              "m mw {\"via\":\"middleware\"}\n"
-             "start sink %s\n"
-             "m sink {\"x\":1} -t 1\n"
+             "start sink2 %s\n"
+             "m sink2 {\"x\":1} -t 1\n"
              "m nobody {}\n"
              "m BAD@@ {}\n"
              "ps\n"
              "debug\n"
-             "kill sink\n"
+             "kill sink2\n"
              "frob\n",
              sink); /* end of input: graceful shutdown */
     cmd_result r = tb_run(a, input, 120);
@@ -239,12 +238,17 @@ TEST(cli_boot_terminal_session)
     ASSERT_STR_HAS(r.out, "response from t.local@echo: {\"via\":\"middleware\"}");
     ASSERT_STR_HAS(r.out, "response from t.local@kernel: \"InitializedProcess\"");
     ASSERT_STR_HAS(r.out, "response from t.local@kernel: \"StartedProcess\"");
-    ASSERT_STR_HAS(r.out, "error Timeout from t.local@sink");
+    ASSERT_STR_HAS(r.out, "error Timeout from t.local@sink2");
     ASSERT_STR_HAS(r.out, "error NoSuchProcess from t.local@nobody");
     ASSERT_STR_HAS(r.out, "error: bad address");
     ASSERT_STR_HAS(r.out, "mailbox");
     ASSERT_STR_HAS(r.out, "{\"Debug\":{\"ProcessMap\":{");
-    ASSERT_STR_HAS(r.out, "{\"KilledProcess\":\"sink\"}");
+    ASSERT_STR_HAS(r.out, "{\"KilledProcess\":\"sink2\"}");
+    /* "Installing shows the user, in plain words, what the app asks for" */
+    ASSERT_STR_HAS(r.out, "Package demo installs 5 processes");
+    ASSERT_STR_HAS(r.out, "mw (middleware.wasm), restarted when it exits");
+    ASSERT_STR_HAS(r.out, "- send messages to echo");
+    ASSERT_STR_HAS(r.out, "installed and running");
     ASSERT_STR_HAS(r.out, "unknown command 'frob'");
     ASSERT_STR_HAS(r.out, "shutting down");
     tb_result_free(&r);
@@ -252,5 +256,25 @@ TEST(cli_boot_terminal_session)
     r = tb_run(nohome, NULL, 10);
     ASSERT_EQ(r.status, 2);
     ASSERT_STR_HAS(r.err, "--home DIR is required");
+    tb_result_free(&r);
+}
+
+/* "Installing shows the user, in plain words, what the app asks for ... and
+ * installs only after approval ... A refusal leaves nothing behind." */
+TEST(cli_install_refused_leaves_nothing)
+{
+    char home[1200], demo[1200];
+    snprintf(home, sizeof home, "%s/home", tb_tmpdir());
+    snprintf(demo, sizeof demo, "%s/apps/demo.json", tb_shared());
+    const char *a[] = {uqbar(), "boot", "--home", home, "--name", "t.local", "--install", demo, NULL};
+    cmd_result r = tb_run(a, "n\nps\nm echo {}\n", 120);
+    test_log("%s", r.out);
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "fanout (fanout.wasm)");
+    ASSERT_STR_HAS(r.out, "- send messages to counter");
+    ASSERT_STR_HAS(r.out, "Install ");
+    ASSERT_STR_HAS(r.out, "not installed: nothing was changed");
+    ASSERT_STR_LACKS(r.out, "echo   ");
+    ASSERT_STR_HAS(r.out, "error NoSuchProcess from t.local@echo");
     tb_result_free(&r);
 }

@@ -6,70 +6,23 @@
 
 #include "kernel/kernel.h"
 #include "runner.h"
-
-static uqi_node *boot(uint32_t mailbox_cap)
-{
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
-    uqi_node_config c = {.name = "test.node", .cache_dir = cache, .mailbox_cap = mailbox_cap, .workers = 2};
-    uqi_node *n;
-    uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
-    uqi_node_engine(n)->progress = false;
-    return n;
-}
-
-static void spawn_app(uqi_node *n, const char *app, const char *id)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
-    uint8_t *b;
-    size_t len;
-    uq_errmsg em = {{0}};
-    if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
-    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", app, em.text);
-    free(b);
-}
-
-/* Send a request from a port; ctx is given to the kernel. */
-static uint64_t request(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
-                        uqi_payload *payload)
-{
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "test.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = expects;
-    m->payload = payload;
-    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
-    uint64_t id = 0;
-    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
-    if (e) test_fail(__FILE__, __LINE__, "send: %s", em.text);
-    return id;
-}
-
-static char *str(const void *p, size_t n)
-{
-    char *s = uqi_xmalloc(n + 1);
-    memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
+#include "knode.h"
 
 /* "This request will be considered outstanding until the kernel receives a
  * matching response from any process, at which point that response will be
  * delivered to the requester alongside the optional context." */
 TEST(kernel_request_response_carries_context)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "echo", "echo");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "echo", "echo");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
-    uint64_t id = request(port, "echo", "{\"ping\":1}", 5, "my-context-42", NULL);
+    uint64_t id = kn_request(port, "echo", "{\"ping\":1}", 5, "my-context-42", NULL);
     uqi_msg *r = uqi_port_receive(port, 10000);
     ASSERT(r != NULL);
     ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
     ASSERT_EQ(r->id, id);
-    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    char *b = kn_str(r->body, r->body_len), *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(b, "{\"ping\":1}") == 0);
     ASSERT(strcmp(c, "my-context-42") == 0);
     ASSERT(strcmp(r->source.process, "echo") == 0);
@@ -81,10 +34,10 @@ TEST(kernel_request_response_carries_context)
         char ctx[32], body[32];
         snprintf(ctx, sizeof ctx, "ctx-%d", i);
         snprintf(body, sizeof body, "%d", i);
-        request(port, "echo", body, 5, ctx, NULL);
+        kn_request(port, "echo", body, 5, ctx, NULL);
         r = uqi_port_receive(port, 10000);
         ASSERT(r != NULL);
-        c = str(r->context, r->context_len);
+        c = kn_str(r->context, r->context_len);
         ASSERT(strcmp(c, ctx) == 0);
         free(c);
         uqi_msg_free(r);
@@ -92,14 +45,15 @@ TEST(kernel_request_response_carries_context)
     uqi_node_stop(n);
 }
 
-/* "It can issue request(s) that can inherit the context of the incipient
+/* "It can issue kn_request(s) that can inherit the context of the incipient
  * request." and "a message's payload is *not* automatically loaded into the
  * WASM process" / forwarding with inherit passes the payload by reference. */
 TEST(kernel_inherit_through_middleware)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "echo", "echo");
-    spawn_app(n, "middleware", "mw");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "echo", "echo");
+    kn_spawn(n, "middleware", "mw");
+    ASSERT_EQ(uqi_node_grant_messaging(n, "mw", "echo", NULL), UQ_OK); /* as an installer would */
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
     enum { BIG = 1 << 20 };
@@ -107,11 +61,11 @@ TEST(kernel_inherit_through_middleware)
     for (int i = 0; i < BIG; i++) blob[i] = (uint8_t)(i * 7);
     uqi_payload *pl = uqi_payload_new(blob, BIG, "application/octet-stream");
     uqi_payload_hold(pl); /* keep one reference to compare */
-    request(port, "mw", "{\"hello\":\"through\"}", 5, "origin-ctx", pl);
+    kn_request(port, "mw", "{\"hello\":\"through\"}", 5, "origin-ctx", pl);
     uqi_msg *r = uqi_port_receive(port, 10000);
     ASSERT(r != NULL);
     ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
-    char *c = str(r->context, r->context_len);
+    char *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(c, "origin-ctx") == 0); /* the original context, back at the origin */
     ASSERT(strcmp(r->source.process, "echo") == 0); /* answered by the end of the chain */
     ASSERT(r->payload == pl); /* the very same bytes: forwarded by reference, never copied */
@@ -126,13 +80,13 @@ TEST(kernel_inherit_through_middleware)
  * that carries the original message, payload and context." */
 TEST(kernel_timeout_returns_message_payload_and_context)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "sink", "sink");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "sink", "sink");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
     uqi_payload *pl = uqi_payload_new("PAYLOAD", 7, "text/plain");
     uint64_t t0 = uqi_now_ns();
-    uint64_t id = request(port, "sink", "{\"never\":\"answered\"}", 1, "ctx-timeout", pl);
+    uint64_t id = kn_request(port, "sink", "{\"never\":\"answered\"}", 1, "ctx-timeout", pl);
     uqi_msg *r = uqi_port_receive(port, 10000);
     double s = (double)(uqi_now_ns() - t0) / 1e9;
     ASSERT(r != NULL);
@@ -140,7 +94,7 @@ TEST(kernel_timeout_returns_message_payload_and_context)
     ASSERT_EQ(r->error, UQI_SEND_TIMEOUT);
     ASSERT_EQ(r->id, id);
     ASSERT(s >= 0.9);
-    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    char *b = kn_str(r->body, r->body_len), *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(b, "{\"never\":\"answered\"}") == 0);
     ASSERT(strcmp(c, "ctx-timeout") == 0);
     ASSERT(r->payload && r->payload->len == 7 && memcmp(r->payload->data, "PAYLOAD", 7) == 0);
@@ -155,17 +109,17 @@ TEST(kernel_timeout_returns_message_payload_and_context)
  * sender, when the sender expects a response." (issue 3) */
 TEST(kernel_missing_target_fails_at_once)
 {
-    uqi_node *n = boot(0);
+    uqi_node *n = kn_boot(0);
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
     uint64_t t0 = uqi_now_ns();
-    request(port, "nobody-here", "{}", 30, "ctx-missing", NULL);
+    kn_request(port, "nobody-here", "{}", 30, "ctx-missing", NULL);
     uqi_msg *r = uqi_port_receive(port, 5000);
     ASSERT(r != NULL);
     ASSERT((uqi_now_ns() - t0) < 1000000000ull);
     ASSERT_EQ(r->kind, UQI_MSG_ERROR);
     ASSERT_EQ(r->error, UQI_SEND_NO_PROCESS);
-    char *c = str(r->context, r->context_len);
+    char *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(c, "ctx-missing") == 0);
     free(c);
     uqi_msg_free(r);
@@ -177,7 +131,7 @@ TEST(kernel_missing_target_fails_at_once)
     ASSERT_STR_HAS(em.text, "no process nobody-here");
     uqi_msg_free(m);
     /* another node: Offline (until networking, no other node is reachable) */
-    request(port, "far.away@echo", "{}", 5, "ctx-offline", NULL);
+    kn_request(port, "far.away@echo", "{}", 5, "ctx-offline", NULL);
     r = uqi_port_receive(port, 5000);
     ASSERT(r != NULL);
     ASSERT_EQ(r->error, UQI_SEND_OFFLINE);
@@ -189,7 +143,7 @@ TEST(kernel_missing_target_fails_at_once)
  * sender or an error, never a crash and never a silent drop." (issue 3) */
 TEST(kernel_full_mailbox_pushes_back)
 {
-    uqi_node *n = boot(4);
+    uqi_node *n = kn_boot(4);
     uqi_kproc *a, *b;
     ASSERT_EQ(uqi_node_port(n, "a", &a, NULL), UQ_OK);
     ASSERT_EQ(uqi_node_port(n, "b", &b, NULL), UQ_OK);
@@ -221,10 +175,10 @@ TEST(kernel_dangling_requests_are_bounded)
     uqi_node_config cfg = {.name = "test.node", .cache_dir = cache, .max_dangling = 8, .workers = 1};
     uqi_node *n;
     ASSERT_EQ(uqi_node_start(&cfg, &n, NULL), UQ_OK);
-    spawn_app(n, "sink", "sink");
+    kn_spawn(n, "sink", "sink");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
-    for (int i = 0; i < 20; i++) request(port, "sink", "{}", 60, "ctx", NULL);
+    for (int i = 0; i < 20; i++) kn_request(port, "sink", "{}", 60, "ctx", NULL);
     ASSERT_EQ(port->dangling, 8); /* the oldest 12 were dropped (and logged) */
     uqi_node_stop(n);
 }
@@ -232,11 +186,11 @@ TEST(kernel_dangling_requests_are_bounded)
 /* Killing a process: requests waiting on it fail at once. */
 TEST(kernel_kill_fails_waiting_requests)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "sink", "sink");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "sink", "sink");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
-    request(port, "sink", "{\"q\":1}", 60, "ctx-kill", NULL);
+    kn_request(port, "sink", "{\"q\":1}", 60, "ctx-kill", NULL);
     usleep(50000);
     uq_errmsg em = {{0}};
     ASSERT_EQ(uqi_node_kill(n, "sink", &em), UQ_OK);
@@ -253,59 +207,34 @@ TEST(kernel_kill_fails_waiting_requests)
 
 /* ---- the kernel API (../shared/seeds/kernel-api.md) -------------------- */
 
-static uqi_msg *kcall(uqi_kproc *port, const char *json, uqi_payload *payload)
-{
-    request(port, "kernel", json, 5, "kctx", payload);
-    uqi_msg *r = uqi_port_receive(port, 30000);
-    if (!r) test_fail(__FILE__, __LINE__, "no answer to %s", json);
-    return r;
-}
-
-static bool body_is(const uqi_msg *r, const char *want)
-{
-    return r->body_len == strlen(want) && memcmp(r->body, want, r->body_len) == 0;
-}
-
-static uqi_payload *app_payload(const char *app)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
-    uint8_t *b;
-    size_t len;
-    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
-    uqi_payload *p = uqi_payload_new(b, len, "application/wasm");
-    free(b);
-    return p;
-}
-
 /* "The process will not begin execution until the kernel receives a
  * RunProcess command with the same id." and "InitializeProcess must be sent
  * with a lazy_load_blob." */
 TEST(kapi_initialize_then_run)
 {
-    uqi_node *n = boot(0);
+    uqi_node *n = kn_boot(0);
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
-    uqi_msg *r = kcall(port, "{\"InitializeProcess\":{\"id\":\"echo\",\"wasm_bytes_handle\":\"echo.wasm\","
+    uqi_msg *r = kn_kcall(port, "{\"InitializeProcess\":{\"id\":\"echo\",\"wasm_bytes_handle\":\"echo.wasm\","
                              "\"wit_version\":null,\"on_exit\":\"None\",\"initial_capabilities\":[],\"public\":false}}",
-                       app_payload("echo"));
-    ASSERT(body_is(r, "\"InitializedProcess\""));
-    char *c = str(r->context, r->context_len);
+                       kn_app_payload("echo"));
+    ASSERT(kn_body_is(r, "\"InitializedProcess\""));
+    char *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(c, "kctx") == 0); /* the kernel answers like any process, with the context */
     free(c);
     uqi_msg_free(r);
     /* a request to it waits: it is not running yet */
-    request(port, "echo", "\"early\"", 5, "early-ctx", NULL);
+    kn_request(port, "echo", "\"early\"", 5, "early-ctx", NULL);
     ASSERT(uqi_port_receive(port, 200) == NULL);
-    r = kcall(port, "{\"RunProcess\":\"echo\"}", NULL);
-    ASSERT(body_is(r, "\"StartedProcess\""));
+    r = kn_kcall(port, "{\"RunProcess\":\"echo\"}", NULL);
+    ASSERT(kn_body_is(r, "\"StartedProcess\""));
     uqi_msg_free(r);
     r = uqi_port_receive(port, 10000); /* the early request, answered now */
     ASSERT(r != NULL);
-    ASSERT(body_is(r, "\"early\""));
+    ASSERT(kn_body_is(r, "\"early\""));
     uqi_msg_free(r);
-    r = kcall(port, "{\"RunProcess\":\"echo\"}", NULL);
-    ASSERT(body_is(r, "\"RunProcessError\""));
+    r = kn_kcall(port, "{\"RunProcess\":\"echo\"}", NULL);
+    ASSERT(kn_body_is(r, "\"RunProcessError\""));
     ASSERT_STR_HAS(r->metadata, "already running");
     uqi_msg_free(r);
     uqi_node_stop(n);
@@ -316,34 +245,34 @@ TEST(kapi_initialize_then_run)
  * now)." We do better: every refusal says why in the response. */
 TEST(kapi_refusals_say_why)
 {
-    uqi_node *n = boot(0);
+    uqi_node *n = kn_boot(0);
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
-    uqi_msg *r = kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"wasm_bytes_handle\":\"\",\"on_exit\":\"None\","
+    uqi_msg *r = kn_kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"wasm_bytes_handle\":\"\",\"on_exit\":\"None\","
                              "\"initial_capabilities\":[],\"public\":false}}", NULL);
-    ASSERT(body_is(r, "\"InitializeProcessError\""));
+    ASSERT(kn_body_is(r, "\"InitializeProcessError\""));
     ASSERT_STR_HAS(r->metadata, "must carry the .wasm bytes in its payload");
     uqi_msg_free(r);
-    r = kcall(port, "{\"InitializeProcess\":{\"id\":\"Bad Name\",\"public\":false}}", app_payload("echo"));
-    ASSERT(body_is(r, "\"InitializeProcessError\""));
+    r = kn_kcall(port, "{\"InitializeProcess\":{\"id\":\"Bad Name\",\"public\":false}}", kn_app_payload("echo"));
+    ASSERT(kn_body_is(r, "\"InitializeProcessError\""));
     ASSERT_STR_HAS(r->metadata, "bad process id");
     uqi_msg_free(r);
     uqi_payload *junk = uqi_payload_new("not wasm", 8, "application/wasm");
-    r = kcall(port, "{\"InitializeProcess\":{\"id\":\"junk\",\"public\":false}}", junk);
-    ASSERT(body_is(r, "\"InitializeProcessError\""));
+    r = kn_kcall(port, "{\"InitializeProcess\":{\"id\":\"junk\",\"public\":false}}", junk);
+    ASSERT(kn_body_is(r, "\"InitializeProcessError\""));
     ASSERT_STR_HAS(r->metadata, "not a WebAssembly module");
     uqi_msg_free(r);
-    r = kcall(port, "{\"RunProcess\":\"nobody\"}", NULL);
-    ASSERT(body_is(r, "\"RunProcessError\""));
+    r = kn_kcall(port, "{\"RunProcess\":\"nobody\"}", NULL);
+    ASSERT(kn_body_is(r, "\"RunProcessError\""));
     ASSERT_STR_HAS(r->metadata, "no process nobody");
     uqi_msg_free(r);
-    r = kcall(port, "{\"Frobnicate\":1}", NULL);
+    r = kn_kcall(port, "{\"Frobnicate\":1}", NULL);
     ASSERT_STR_HAS(r->metadata, "unknown kernel command");
     uqi_msg_free(r);
-    r = kcall(port, "{not json", NULL);
+    r = kn_kcall(port, "{not json", NULL);
     ASSERT_STR_HAS(r->metadata, "the body is not JSON");
     uqi_msg_free(r);
-    r = kcall(port, "\"Booted\"", NULL);
+    r = kn_kcall(port, "\"Booted\"", NULL);
     ASSERT_STR_HAS(r->metadata, "runtime only");
     uqi_msg_free(r);
     uqi_node_stop(n);
@@ -354,36 +283,36 @@ TEST(kapi_refusals_say_why)
  * receive messages." and Debug(ProcessMap | Process). */
 TEST(kapi_kill_and_debug)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "echo", "echo");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "echo", "echo");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
-    uqi_msg *r = kcall(port, "{\"Debug\":\"ProcessMap\"}", NULL);
-    char *b = str(r->body, r->body_len);
+    uqi_msg *r = kn_kcall(port, "{\"Debug\":\"ProcessMap\"}", NULL);
+    char *b = kn_str(r->body, r->body_len);
     ASSERT_STR_HAS(b, "{\"Debug\":{\"ProcessMap\":{");
     ASSERT_STR_HAS(b, "\"echo\":{\"public\":false,\"running\":true");
     ASSERT_STR_HAS(b, "\"installer\":{");
     free(b);
     uqi_msg_free(r);
-    r = kcall(port, "{\"Debug\":{\"Process\":\"echo\"}}", NULL);
-    b = str(r->body, r->body_len);
+    r = kn_kcall(port, "{\"Debug\":{\"Process\":\"echo\"}}", NULL);
+    b = kn_str(r->body, r->body_len);
     ASSERT_STR_HAS(b, "{\"Debug\":{\"Process\":{\"public\":false,\"running\":true");
     free(b);
     uqi_msg_free(r);
-    r = kcall(port, "{\"Debug\":{\"Process\":\"nobody\"}}", NULL);
-    ASSERT(body_is(r, "{\"Debug\":{\"Process\":null}}"));
+    r = kn_kcall(port, "{\"Debug\":{\"Process\":\"nobody\"}}", NULL);
+    ASSERT(kn_body_is(r, "{\"Debug\":{\"Process\":null}}"));
     uqi_msg_free(r);
-    r = kcall(port, "{\"KillProcess\":\"echo\"}", NULL);
-    ASSERT(body_is(r, "{\"KilledProcess\":\"echo\"}"));
+    r = kn_kcall(port, "{\"KillProcess\":\"echo\"}", NULL);
+    ASSERT(kn_body_is(r, "{\"KilledProcess\":\"echo\"}"));
     ASSERT(r->metadata == NULL);
     uqi_msg_free(r);
-    request(port, "echo", "{}", 5, "after-kill", NULL);
+    kn_request(port, "echo", "{}", 5, "after-kill", NULL);
     r = uqi_port_receive(port, 5000);
     ASSERT(r != NULL);
     ASSERT_EQ(r->kind, UQI_MSG_ERROR);
     ASSERT_EQ(r->error, UQI_SEND_NO_PROCESS);
     uqi_msg_free(r);
-    r = kcall(port, "{\"KillProcess\":\"echo\"}", NULL);
+    r = kn_kcall(port, "{\"KillProcess\":\"echo\"}", NULL);
     ASSERT_STR_HAS(r->metadata, "no process echo");
     uqi_msg_free(r);
     uqi_node_stop(n);
@@ -392,12 +321,12 @@ TEST(kapi_kill_and_debug)
 /* "Shutdown: Send to the kernel in order to gracefully shut down the system." */
 TEST(kapi_shutdown)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "echo", "echo");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "echo", "echo");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
     ASSERT(!uqi_node_wait_shutdown(n, 10));
-    uqi_msg *r = kcall(port, "\"Shutdown\"", NULL);
+    uqi_msg *r = kn_kcall(port, "\"Shutdown\"", NULL);
     uqi_msg_free(r);
     ASSERT(uqi_node_wait_shutdown(n, 1000));
     uqi_node_stop(n);
@@ -407,35 +336,37 @@ TEST(kapi_shutdown)
  * code": a fan-out gathers several responses through contexts. */
 TEST(kernel_fanout_gathers_through_contexts)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "echo", "echo");
-    spawn_app(n, "fanout", "fanout");
-    spawn_app(n, "counter", "counter");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "echo", "echo");
+    kn_spawn(n, "fanout", "fanout");
+    kn_spawn(n, "counter", "counter");
+    ASSERT_EQ(uqi_node_grant_messaging(n, "fanout", "echo", NULL), UQ_OK);
+    ASSERT_EQ(uqi_node_grant_messaging(n, "fanout", "counter", NULL), UQ_OK);
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
-    request(port, "fanout", "{\"fanout\":20,\"to\":\"echo\"}", 10, "outer", NULL);
+    kn_request(port, "fanout", "{\"fanout\":20,\"to\":\"echo\"}", 10, "outer", NULL);
     uqi_msg *r = uqi_port_receive(port, 10000);
     ASSERT(r != NULL);
-    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    char *b = kn_str(r->body, r->body_len), *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(b, "{\"gathered\":20,\"failed\":0,\"index_sum\":190}") == 0);
     ASSERT(strcmp(c, "outer") == 0);
     free(b);
     free(c);
     uqi_msg_free(r);
     /* to a process that does not exist: every part fails at once, and says so */
-    request(port, "fanout", "{\"fanout\":3,\"to\":\"ghost\"}", 10, "outer2", NULL);
+    kn_request(port, "fanout", "{\"fanout\":3,\"to\":\"ghost\"}", 10, "outer2", NULL);
     r = uqi_port_receive(port, 10000);
     ASSERT(r != NULL);
-    b = str(r->body, r->body_len);
+    b = kn_str(r->body, r->body_len);
     ASSERT(strcmp(b, "{\"gathered\":0,\"failed\":3,\"index_sum\":0}") == 0);
     free(b);
     uqi_msg_free(r);
     /* counter: state in memory across messages */
-    for (int i = 1; i <= 10; i++) request(port, "counter", "{\"add\":5}", 0, NULL, NULL);
-    request(port, "counter", "{\"get\":null}", 5, NULL, NULL);
+    for (int i = 1; i <= 10; i++) kn_request(port, "counter", "{\"add\":5}", 0, NULL, NULL);
+    kn_request(port, "counter", "{\"get\":null}", 5, NULL, NULL);
     r = uqi_port_receive(port, 10000);
     ASSERT(r != NULL);
-    b = str(r->body, r->body_len);
+    b = kn_str(r->body, r->body_len);
     ASSERT(strcmp(b, "{\"count\":50,\"requests\":11}") == 0);
     free(b);
     uqi_msg_free(r);
@@ -458,21 +389,21 @@ static void install(uqi_kproc *port, const char *id, const char *app, const char
     char body[2048];
     snprintf(body, sizeof body, "{\"InitializeProcess\":{\"id\":\"%s\",\"wasm_bytes_handle\":\"%s.wasm\",\"on_exit\":%s,"
                                 "\"initial_capabilities\":[],\"public\":false}}", id, app, on_exit);
-    uqi_msg *r = kcall(port, body, app_payload(app));
-    if (!body_is(r, "\"InitializedProcess\"")) test_fail(__FILE__, __LINE__, "install %s: %s", id, r->metadata);
+    uqi_msg *r = kn_kcall(port, body, kn_app_payload(app));
+    if (!kn_body_is(r, "\"InitializedProcess\"")) test_fail(__FILE__, __LINE__, "install %s: %s", id, r->metadata);
     uqi_msg_free(r);
     snprintf(body, sizeof body, "{\"RunProcess\":\"%s\"}", id);
-    r = kcall(port, body, NULL);
-    ASSERT(body_is(r, "\"StartedProcess\""));
+    r = kn_kcall(port, body, NULL);
+    ASSERT(kn_body_is(r, "\"StartedProcess\""));
     uqi_msg_free(r);
 }
 
 static char *ask_body(uqi_kproc *port, const char *to, const char *body)
 {
-    request(port, to, body, 10, NULL, NULL);
+    kn_request(port, to, body, 10, NULL, NULL);
     uqi_msg *r = uqi_port_receive(port, 15000);
     if (!r) test_fail(__FILE__, __LINE__, "no answer from %s", to);
-    char *s = r->kind == UQI_MSG_RESPONSE ? str(r->body, r->body_len) : uqi_xstrdup("ERROR");
+    char *s = r->kind == UQI_MSG_RESPONSE ? kn_str(r->body, r->body_len) : uqi_xstrdup("ERROR");
     uqi_msg_free(r);
     return s;
 }
@@ -489,18 +420,18 @@ TEST(kapi_on_exit_restart)
     ASSERT(strcmp(b, "{\"seen\":1}") == 0);
     free(b);
     for (int round = 1; round <= 3; round++) {
-        request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL); /* traps */
+        kn_request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL); /* traps */
         b = ask_body(port, "crashy", "{\"after\":1}");       /* waits for the restart */
         ASSERT(strcmp(b, "{\"seen\":1}") == 0);              /* a fresh instance */
         free(b);
     }
-    uqi_msg *r = kcall(port, "{\"Debug\":{\"Process\":\"crashy\"}}", NULL);
-    b = str(r->body, r->body_len);
+    uqi_msg *r = kn_kcall(port, "{\"Debug\":{\"Process\":\"crashy\"}}", NULL);
+    b = kn_str(r->body, r->body_len);
     ASSERT_STR_HAS(b, "\"on_exit\":\"Restart\",\"restarts\":3");
     free(b);
     uqi_msg_free(r);
     /* a kill is final, Restart or not */
-    r = kcall(port, "{\"KillProcess\":\"crashy\"}", NULL);
+    r = kn_kcall(port, "{\"KillProcess\":\"crashy\"}", NULL);
     uqi_msg_free(r);
     ASSERT(!uqi_node_has(n, "crashy")); /* gone from the table at once */
     usleep(300000);                     /* and no restart brings it back */
@@ -514,12 +445,12 @@ TEST(kapi_on_exit_requests)
     uqi_node *n = boot_fast_restart();
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "installer", &port, NULL), UQ_OK);
-    spawn_app(n, "counter", "counter");
+    kn_spawn(n, "counter", "counter");
     install(port, "crashy", "crashy",
             "{\"Requests\":[[\"test.node@counter\",{\"inherit\":false,\"expects_response\":null,"
             "\"body\":[123,34,97,100,100,34,58,55,125],\"metadata\":null,\"capabilities\":[]},null],"
             "[\"counter\",{\"body\":\"{\\\"add\\\":1}\"},null]]}");
-    request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL);
+    kn_request(port, "crashy", "{\"crash\":1}", 0, NULL, NULL);
     /* it leaves the table only after its exit requests are queued (same lock) */
     for (int i = 0; i < 1000 && uqi_node_has(n, "crashy"); i++) usleep(10000);
     ASSERT(!uqi_node_has(n, "crashy"));
@@ -527,9 +458,9 @@ TEST(kapi_on_exit_requests)
     ASSERT(strcmp(b, "{\"count\":8,\"requests\":3}") == 0); /* 7 + 1, and our get */
     free(b);
     /* a malformed on_exit is refused with a reason */
-    uqi_msg *r = kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"on_exit\":{\"Requests\":[[1,2,3]]},\"public\":false}}",
-                       app_payload("crashy"));
-    ASSERT(body_is(r, "\"InitializeProcessError\""));
+    uqi_msg *r = kn_kcall(port, "{\"InitializeProcess\":{\"id\":\"x\",\"on_exit\":{\"Requests\":[[1,2,3]]},\"public\":false}}",
+                       kn_app_payload("crashy"));
+    ASSERT(kn_body_is(r, "\"InitializeProcessError\""));
     ASSERT_STR_HAS(r->metadata, "on_exit request 0 must be");
     uqi_msg_free(r);
     uqi_node_stop(n);
@@ -539,17 +470,17 @@ TEST(kapi_on_exit_requests)
  * speaks the same ABI as the C ones. */
 TEST(kernel_rust_process_answers)
 {
-    uqi_node *n = boot(0);
-    spawn_app(n, "rust_echo", "recho");
+    uqi_node *n = kn_boot(0);
+    kn_spawn(n, "rust_echo", "recho");
     uqi_kproc *port;
     ASSERT_EQ(uqi_node_port(n, "tester", &port, NULL), UQ_OK);
     uqi_payload *pl = uqi_payload_new("rusty bytes", 11, "text/plain");
     uqi_payload_hold(pl);
-    request(port, "recho", "{\"lang\":\"rust\"}", 10, "rust-ctx", pl);
+    kn_request(port, "recho", "{\"lang\":\"rust\"}", 10, "rust-ctx", pl);
     uqi_msg *r = uqi_port_receive(port, 20000);
     ASSERT(r != NULL);
     ASSERT_EQ(r->kind, UQI_MSG_RESPONSE);
-    char *b = str(r->body, r->body_len), *c = str(r->context, r->context_len);
+    char *b = kn_str(r->body, r->body_len), *c = kn_str(r->context, r->context_len);
     ASSERT(strcmp(b, "{\"lang\":\"rust\"}") == 0);
     ASSERT(strcmp(c, "rust-ctx") == 0);
     ASSERT(r->payload == pl); /* inherited by reference */

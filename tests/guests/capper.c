@@ -1,0 +1,123 @@
+/* capper: a process that does what its requests say, for the capability
+ * tests (tests/integ/test_caps.c): a would-be attacker, a victim, an issuer.
+ * A request's body is lines: a command, then its arguments:
+ *   send TARGET               request TARGET (no response expected)  -> {"rc":N}
+ *   attach TARGET CAPS        the same, attaching capabilities CAPS  -> {"rc":N}
+ *   kernel COMMAND            a kernel command with this request's payload, wait for
+ *                             the kernel's answer -> {"rc":N,"body":...,"meta":...}
+ *   list                      this process's tokens                  -> [...]
+ *   verify HOLDER TOKEN       uq_cap_verify                          -> {"rc":N}
+ *   has HOLDER CAP            uq_cap_has                             -> {"rc":N}
+ *   drop CAP                  uq_cap_drop                            -> {"rc":N}
+ *   last                      the tokens that came with the last gift -> [...] or null
+ * Anything else is a gift: its capabilities (if any) are remembered. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "uqbar.h"
+
+static char *last_caps;
+
+static char *line(char **s)
+{
+    char *l = *s;
+    if (!l) return NULL;
+    char *nl = strchr(l, '\n');
+    if (nl) {
+        *nl = '\0';
+        *s = nl + 1;
+    } else {
+        *s = NULL;
+    }
+    return l;
+}
+
+static void reply_rc(const uq_msg *m, long long rc)
+{
+    char b[64];
+    snprintf(b, sizeof b, "{\"rc\":%lld}", rc);
+    uq_respond(m, b, NULL);
+}
+
+/* Send a kernel command and wait for its answer (other messages are dropped). */
+static void kernel_call(const uq_msg *m, const char *cmd)
+{
+    uq_opts o = {0};
+    o.expects_response_s = 30;
+    char *payload = m->payload_len ? uq_payload(m) : NULL;
+    if (payload) {
+        o.payload = payload;
+        o.payload_len = m->payload_len;
+        o.mime = "application/wasm";
+    }
+    int64_t id = uq_request("kernel", cmd, &o);
+    free(payload);
+    if (id < 0) {
+        reply_rc(m, id);
+        return;
+    }
+    uq_msg r;
+    for (;;) {
+        if (uq_receive(&r) < 0) continue;
+        if (r.id == (uint64_t)id && r.kind != UQ_KIND_REQUEST) break;
+        uq_msg_free(&r);
+    }
+    char *body = uq_body(&r), *meta = r.metadata_len ? uq_metadata(&r) : NULL;
+    size_t n = strlen(body) + (meta ? strlen(meta) : 4) + 64;
+    char *out = malloc(n);
+    snprintf(out, n, "{\"rc\":%lld,\"body\":%s,\"meta\":%s}", (long long)id, r.kind == UQ_KIND_ERROR ? "\"error\"" : body,
+             meta ? meta : "null");
+    uq_respond(m, out, NULL);
+    free(out);
+    free(body);
+    free(meta);
+    uq_msg_free(&r);
+}
+
+int main(void)
+{
+    uq_msg m;
+    for (;;) {
+        if (uq_receive(&m) < 0) continue;
+        if (m.kind != UQ_KIND_REQUEST) {
+            uq_msg_free(&m);
+            continue;
+        }
+        char *body = uq_body(&m), *rest = body;
+        char *cmd = line(&rest);
+        bool awaited = (m.flags & UQ_ABI_AWAITED) != 0;
+        if (strcmp(cmd, "send") == 0) {
+            reply_rc(&m, uq_request(line(&rest), "{\"hello\":1}", NULL));
+        } else if (strcmp(cmd, "attach") == 0) {
+            char *target = line(&rest);
+            uq_opts o = {0};
+            o.caps = rest;
+            reply_rc(&m, uq_request(target, "gift", &o));
+        } else if (strcmp(cmd, "kernel") == 0) {
+            kernel_call(&m, rest);
+        } else if (strcmp(cmd, "list") == 0) {
+            char *l = uq_caps_list();
+            uq_respond(&m, l ? l : "null", NULL);
+            free(l);
+        } else if (strcmp(cmd, "verify") == 0) {
+            char *holder = line(&rest);
+            reply_rc(&m, uq_cap_verify(rest, holder));
+        } else if (strcmp(cmd, "has") == 0) {
+            char *holder = line(&rest);
+            reply_rc(&m, uq_cap_has(holder, rest));
+        } else if (strcmp(cmd, "drop") == 0) {
+            reply_rc(&m, uq_cap_drop(rest));
+        } else if (strcmp(cmd, "last") == 0) {
+            uq_respond(&m, last_caps ? last_caps : "null", NULL);
+        } else {
+            if (m.caps_len) {
+                free(last_caps);
+                last_caps = uq_msg_caps(&m);
+            }
+            if (awaited) uq_respond(&m, "\"thanks\"", NULL);
+        }
+        free(body);
+        uq_msg_free(&m);
+    }
+}

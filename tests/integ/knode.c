@@ -1,0 +1,90 @@
+/* Helpers for tests of a node with real wasm processes (knode.h). */
+#include <stdio.h>
+
+#include "knode.h"
+
+uqi_node *kn_boot(uint32_t mailbox_cap)
+{
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    uqi_node_config c = {.name = "test.node", .cache_dir = cache, .mailbox_cap = mailbox_cap, .workers = 2};
+    uqi_node *n;
+    uq_errmsg em = {{0}};
+    if (uqi_node_start(&c, &n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    uqi_node_engine(n)->progress = false;
+    return n;
+}
+
+void kn_spawn(uqi_node *n, const char *app, const char *id)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
+    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", app, em.text);
+    free(b);
+}
+
+/* Send a request from a port; ctx is given to the kernel. */
+uint64_t kn_request(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
+                        uqi_payload *payload)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_addr_parse(target, "test.node", &m->target, &em), UQ_OK);
+    m->expects_response_s = expects;
+    m->payload = payload;
+    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
+    uint64_t id = 0;
+    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
+    if (e) test_fail(__FILE__, __LINE__, "send: %s", em.text);
+    return id;
+}
+
+char *kn_str(const void *p, size_t n)
+{
+    char *s = uqi_xmalloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+uqi_msg *kn_kcall(uqi_kproc *port, const char *json, uqi_payload *payload)
+{
+    kn_request(port, "kernel", json, 5, "kctx", payload);
+    uqi_msg *r = uqi_port_receive(port, 30000);
+    if (!r) test_fail(__FILE__, __LINE__, "no answer to %s", json);
+    return r;
+}
+
+bool kn_body_is(const uqi_msg *r, const char *want)
+{
+    return r->body_len == strlen(want) && memcmp(r->body, want, r->body_len) == 0;
+}
+
+uqi_payload *kn_app_payload(const char *app)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
+    uint8_t *b;
+    size_t len;
+    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
+    uqi_payload *p = uqi_payload_new(b, len, "application/wasm");
+    free(b);
+    return p;
+}
+
+
+void kn_spawn_guest(uqi_node *n, const char *guest, const char *id)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/guests/%s.wasm", tb_shared(), guest);
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
+    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", guest, em.text);
+    free(b);
+}
