@@ -41,10 +41,18 @@ $(SHARED)/fuzz/fuzz_wasm_parse: tests/fuzz/fuzz_wasm_parse.c src/engine/wasm_par
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ $^
 
-fuzz: $(SHARED)/fuzz/fuzz_wasm_parse $(GUESTS)
-	@mkdir -p $(SHARED)/fuzz/corpus
+$(SHARED)/fuzz/fuzz_cap_token: tests/fuzz/fuzz_cap_token.c src/kernel/caps.c src/kernel/msg.c src/util/err.c src/util/util.c
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ $^ -lsodium -ljansson
+
+fuzz: $(SHARED)/fuzz/fuzz_wasm_parse $(SHARED)/fuzz/fuzz_cap_token $(GUESTS)
+	@mkdir -p $(SHARED)/fuzz/corpus $(SHARED)/fuzz/corpus-caps
 	cp $(GUESTS) $(SHARED)/fuzz/corpus/
+	printf '%s' '{"issuer":"a.b@c","holder":"a.b@d","params":"\"messaging\"","serial":"0000000000000001","sig":"00"}' \
+	    > $(SHARED)/fuzz/corpus-caps/token
+	printf '%s' '[{"issuer":"c","params":{"k":[1,2]}}]' > $(SHARED)/fuzz/corpus-caps/refs
 	$(SHARED)/fuzz/fuzz_wasm_parse -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(SHARED)/fuzz/corpus
+	$(SHARED)/fuzz/fuzz_cap_token -max_total_time=$(FUZZ_SECONDS) -max_len=8192 $(SHARED)/fuzz/corpus-caps
 
 # Apps shipped with the node, written against sdk/uqbar.h.
 APP_SRC  := $(wildcard apps/*.c)
