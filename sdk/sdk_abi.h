@@ -17,6 +17,14 @@
  * 56 expects_response_s 60 flags */
 #define UQ_ABI_SEND_SIZE 64
 
+/* Spawn descriptor read by spawn():
+ *  0 id_ptr  4 id_len (0: a fresh UUID)  8 wasm_ptr  12 wasm_len
+ * 16 caps_ptr 20 caps_len (JSON array of capabilities for the child, each
+ *    held or issued by the parent)  24 flags (UQ_SPAWN_*)  28 reserved */
+#define UQ_ABI_SPAWN_SIZE 32
+#define UQ_SPAWN_PUBLIC 1u      /* anyone may message the child */
+#define UQ_SPAWN_RESTART 2u     /* on_exit Restart */
+
 /* message kinds */
 #define UQ_KIND_REQUEST 1
 #define UQ_KIND_RESPONSE 2
@@ -60,5 +68,7 @@
 #define UQ_ABI_EBADSIG (-10)    /* cap_verify: the token's signature does not match */
 #define UQ_ABI_ENOTHOLDER (-11) /* cap_verify: the token was issued to someone else */
 #define UQ_ABI_EREVOKED (-12)   /* cap_verify: no longer held (dropped or revoked) */
+#define UQ_ABI_EEXIST (-13)     /* spawn: a process of that id exists */
+#define UQ_ABI_EBADMODULE (-14) /* spawn: the bytes are not a module this node can run */
 
 #endif

@@ -25,6 +25,7 @@ int32_t uq__caps_list(char *buf, uint32_t cap) UQ_IMPORT("caps_list");
 int32_t uq__cap_has(const char *holder, uint32_t hl, const char *cap, uint32_t cl) UQ_IMPORT("cap_has");
 int32_t uq__cap_verify(const char *token, uint32_t tl, const char *holder, uint32_t hl) UQ_IMPORT("cap_verify");
 int32_t uq__cap_drop(const char *cap, uint32_t cl) UQ_IMPORT("cap_drop");
+int32_t uq__spawn(const void *desc, char *out_id, uint32_t out_cap) UQ_IMPORT("spawn");
 
 typedef struct uq_msg {
     uint32_t handle, kind;
@@ -157,6 +158,21 @@ static inline int32_t uq_cap_verify(const char *token, const char *holder)
 /* Give up a capability {"issuer"?, "params"}: one this process issued
  * (issuer omitted or ours) is revoked from every holder; returns how many. */
 static inline int32_t uq_cap_drop(const char *cap_json) { return uq__cap_drop(cap_json, (uint32_t)strlen(cap_json)); }
+
+/* Spawn a child from wasm bytes: id NULL or "" for a fresh UUID; caps a JSON
+ * array of capabilities to give it (each held or issued by us), or NULL;
+ * flags UQ_SPAWN_PUBLIC, UQ_SPAWN_RESTART. The child runs at once and we may
+ * message it. Returns the length of its id (written to out_id, NUL-terminated
+ * when it fits) or a UQ_ABI_* code (EPERM: a capability we lack). */
+static inline int32_t uq_spawn(const char *id, const void *wasm, uint32_t wasm_len, const char *caps, uint32_t flags,
+                               char *out_id, uint32_t out_cap)
+{
+    uint32_t d[8] = {(uint32_t)(uintptr_t)id, id ? (uint32_t)strlen(id) : 0, (uint32_t)(uintptr_t)wasm, wasm_len,
+                     (uint32_t)(uintptr_t)caps, caps ? (uint32_t)strlen(caps) : 0, flags, 0};
+    int32_t n = uq__spawn(d, out_id, out_cap);
+    if (n >= 0 && (uint32_t)n < out_cap) out_id[n] = '\0';
+    return n;
+}
 
 /* This process's own address into buf; returns its length. */
 static inline int32_t uq_our(char *buf, uint32_t cap) { return uq__our(buf, cap); }

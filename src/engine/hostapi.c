@@ -64,6 +64,7 @@ static const uqi_hostfn table[] = {
     {"uqbar", "cap_has", "iiii:i"},
     {"uqbar", "cap_verify", "iiii:i"},
     {"uqbar", "cap_drop", "ii:i"},
+    {"uqbar", "spawn", "iii:i"},
 };
 #undef W
 

@@ -363,3 +363,53 @@ int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
     free(c.params);
     return (int32_t)k;
 }
+
+/* spawn(descriptor, out_id, out_cap) -> length of the child's id (written to
+ * out_id, up to out_cap bytes) or a negative code. The child starts at once;
+ * its capabilities must be held or issued by the parent (EPERM names none:
+ * nothing is started); the parent may message it. Compiling a module the
+ * node has not seen runs in this call (cached afterwards). */
+int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
+{
+    uqi_kproc *kp = p->user;
+    if (!kp) return UQ_ABI_EINVAL;
+    const uint8_t *d = uqi_guest_ptr(p, desc, UQ_ABI_SPAWN_SIZE);
+    if (!d) return UQ_ABI_EFAULT;
+    u32 id_len = get32(d + 4), wasm_len = get32(d + 12), caps_len = get32(d + 20), flags = get32(d + 24);
+    const char *idp = id_len ? (const char *)uqi_guest_ptr(p, get32(d + 0), id_len) : "";
+    const uint8_t *wasm = uqi_guest_ptr(p, get32(d + 8), wasm_len);
+    if (!idp || !wasm) return UQ_ABI_EFAULT;
+    if (id_len > UQI_NAME_MAX || wasm_len == 0) return UQ_ABI_EINVAL;
+    char id[UQI_NAME_MAX + 1];
+    memcpy(id, idp, id_len);
+    id[id_len] = '\0';
+    uqi_capref *caps = NULL;
+    uint32_t ncaps = 0;
+    uq_errmsg em;
+    if (caps_len) {
+        int32_t err = 0;
+        json_t *v = guest_json(p, get32(d + 16), caps_len, &err);
+        if (!v) return err;
+        uq_err e = uqi_caprefs_from_json(v, uqi_node_name(kp->node), &caps, &ncaps, &em);
+        json_decref(v);
+        if (e) return UQ_ABI_EINVAL;
+    }
+    char got[UQI_NAME_MAX + 1];
+    uq_err e = uqi_node_spawn_child(kp->node, kp, id, wasm, wasm_len, (flags & UQ_SPAWN_PUBLIC) != 0,
+                                    (flags & UQ_SPAWN_RESTART) != 0, caps, ncaps, got, &em);
+    uqi_caprefs_free(caps, ncaps);
+    if (e) {
+        uq_log(UQ_LOG_INFO, "kernel", "%s could not spawn %s: %s", kp->addr.process, id[0] ? id : "a child", em.text);
+        switch (e) {
+        case UQ_EPERM: return UQ_ABI_EPERM;
+        case UQ_EEXIST: return UQ_ABI_EEXIST;
+        case UQ_ELIMIT: return UQ_ABI_EFULL;
+        case UQ_EINVAL: return UQ_ABI_EINVAL;
+        default: return UQ_ABI_EBADMODULE;
+        }
+    }
+    u32 n = (u32)strlen(got);
+    uint8_t *o = uqi_guest_ptr(p, out_id, n < out_cap ? n : out_cap);
+    if (o) memcpy(o, got, n < out_cap ? n : out_cap);
+    return (int32_t)n;
+}

@@ -40,7 +40,7 @@ struct uqi_node {
     pthread_mutex_t lock;
     uqi_kproc *ptab[PTAB];
     uqi_outstanding *otab[OTAB];
-    uint32_t mailbox_cap, max_dangling, restart_base_ms;
+    uint32_t mailbox_cap, max_dangling, restart_base_ms, max_processes, nprocs;
     uint64_t next_id;
     pthread_t timer;
     pthread_cond_t timer_cond;
@@ -85,6 +85,7 @@ static uqi_kproc *find(uqi_node *n, const char *id)
 
 static void unlink_proc(uqi_node *n, uqi_kproc *kp)
 {
+    n->nprocs--;
     uqi_kproc **pp = &n->ptab[hash_str(kp->addr.process) % PTAB];
     while (*pp && *pp != kp) pp = &(*pp)->next;
     if (*pp) *pp = kp->next;
@@ -730,6 +731,11 @@ static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool pub
         pthread_mutex_unlock(&n->lock);
         return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
     }
+    if (n->nprocs >= n->max_processes) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_ELIMIT, "the node runs %u processes, its limit", n->max_processes);
+    }
+    n->nprocs++;
     uqi_kproc *kp = kproc_new(n, id);
     kp->public = public;
     kp->mod = mod;
@@ -802,6 +808,7 @@ static uq_err port_new(uqi_node *n, const char *id, bool root, uqi_kproc **out, 
         pthread_mutex_unlock(&n->lock);
         return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
     }
+    n->nprocs++;
     uqi_kproc *kp = kproc_new(n, id);
     kp->root = root;
     kp->next = n->ptab[hash_str(id) % PTAB];
@@ -897,6 +904,7 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     n->mailbox_cap = cfg->mailbox_cap ? cfg->mailbox_cap : 1024;
     n->max_dangling = cfg->max_dangling ? cfg->max_dangling : 4096;
     n->restart_base_ms = cfg->restart_base_ms ? cfg->restart_base_ms : 1000;
+    n->max_processes = cfg->max_processes ? cfg->max_processes : 65536;
     if (cfg->identity_sk) {
         memcpy(n->sk, cfg->identity_sk, sizeof n->sk);
         crypto_sign_ed25519_sk_to_pk(n->pk, n->sk);
@@ -1173,4 +1181,24 @@ void uqi_node_bench_cap_checks(uqi_node *n, bool on)
     pthread_mutex_lock(&n->lock);
     n->no_cap_checks = !on;
     pthread_mutex_unlock(&n->lock);
+}
+
+uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, const uint8_t *wasm, size_t len,
+                            bool public, bool restart, const uqi_capref *caps, uint32_t ncaps,
+                            char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
+{
+    uq_err err = uqi_node_check_held(n, parent, caps, ncaps, em);
+    if (err) return err;
+    char got[UQI_NAME_MAX + 1];
+    if ((err = uqi_node_init_process(n, id, wasm, len, public, got, em))) return err;
+    if (restart) err = uqi_node_set_on_exit(n, got, UQI_ON_EXIT_RESTART, NULL, 0, em);
+    if (!err) err = uqi_node_grant(n, parent, got, caps, ncaps, em);
+    if (!err && !public) err = uqi_node_grant_messaging(n, parent->addr.process, got, em);
+    if (!err) err = uqi_node_run_process(n, got, em);
+    if (err) {
+        uqi_node_kill(n, got, NULL);
+        return err;
+    }
+    snprintf(out_id, UQI_NAME_MAX + 1, "%s", got);
+    return UQ_OK;
 }

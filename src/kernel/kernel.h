@@ -66,6 +66,7 @@ typedef struct uqi_node_config {
     uint32_t max_dangling;       /* outstanding requests per process; 0 = 4096 */
     int workers;                 /* scheduler threads; 0 = CPUs */
     uint32_t restart_base_ms;    /* first Restart back-off; 0 = 1000 (doubles to 600 s) */
+    uint32_t max_processes;      /* 0 = 65536: a bound on the process table */
     const uint8_t *identity_sk;  /* the node's Ed25519 secret key (64 bytes); NULL: a fresh one */
     bool no_cap_checks;          /* benchmarks only: measure the cost of the checks */
 } uqi_node_config;
@@ -129,6 +130,12 @@ uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi
 /* A process gives up c: if it issued c, c is revoked from every holder;
  * otherwise it drops its own. Returns how many were removed. */
 uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *c);
+/* A process spawns a child (the guest call spawn): initial caps must be
+ * held or issued by parent (else UQ_EPERM, nothing started); the parent gets
+ * the child's messaging capability; the child runs at once. */
+uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, const uint8_t *wasm, size_t len,
+                            bool public, bool restart, const uqi_capref *caps, uint32_t ncaps,
+                            char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
 /* Benchmarks only: turn the capability checks off (false) and on again. */
 void uqi_node_bench_cap_checks(uqi_node *n, bool on);
 /* Kill, keeping (keep_issued) or revoking what the process issued. */

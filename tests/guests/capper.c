@@ -10,6 +10,7 @@
  *   has HOLDER CAP            uq_cap_has                             -> {"rc":N}
  *   drop CAP                  uq_cap_drop                            -> {"rc":N}
  *   last                      the tokens that came with the last gift -> [...] or null
+ *   spawn ID CAPS             spawn a child from this request's payload -> {"rc":N,"id":"..."}
  * Anything else is a gift: its capabilities (if any) are remembered. */
 #include <stdbool.h>
 #include <stdio.h>
@@ -108,6 +109,13 @@ int main(void)
             reply_rc(&m, uq_cap_has(holder, rest));
         } else if (strcmp(cmd, "drop") == 0) {
             reply_rc(&m, uq_cap_drop(rest));
+        } else if (strcmp(cmd, "spawn") == 0) {
+            char *id = line(&rest), *wasm = uq_payload(&m), out[80] = "";
+            int32_t rc = uq_spawn(id, wasm, m.payload_len, rest && *rest ? rest : NULL, 0, out, sizeof out);
+            char b[160];
+            snprintf(b, sizeof b, "{\"rc\":%d,\"id\":\"%s\"}", rc, rc > 0 ? out : "");
+            uq_respond(&m, b, NULL);
+            free(wasm);
         } else if (strcmp(cmd, "last") == 0) {
             uq_respond(&m, last_caps ? last_caps : "null", NULL);
         } else {

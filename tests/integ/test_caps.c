@@ -439,3 +439,45 @@ TEST(caps_debug_hascap)
     uqi_msg_free(r);
     uqi_node_stop(n);
 }
+
+/* "They may finish at once or run forever, spawn other processes" -- and a
+ * child gets only what its parent holds: spawn(), the guest call. */
+TEST(caps_guest_spawn_gives_only_what_it_holds)
+{
+    uqi_kproc *port;
+    uqi_node *n = cappers(&port, (const char *[]){"parent", "alice", NULL});
+    char path[1100];
+    snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
+    uint8_t *b;
+    size_t len;
+    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
+    uqi_payload *wasm = uqi_payload_new(b, len, "application/wasm");
+    free(b);
+    /* escalation through the child: refused, nothing started */
+    char *r = ask(port, "parent", "spawn\nkid\n[{\"issuer\":\"alice\",\"params\":\"messaging\"}]", uqi_payload_hold(wasm));
+    ASSERT_EQ(rc_of(r), UQ_ABI_EPERM);
+    free(r);
+    ASSERT(!uqi_node_has(n, "kid"));
+    /* with what it holds: the child runs, holds it, and the parent may message it */
+    ASSERT_EQ(uqi_node_grant_messaging(n, "parent", "alice", NULL), UQ_OK);
+    r = ask(port, "parent", "spawn\nkid\n[{\"issuer\":\"alice\",\"params\":\"messaging\"}]", uqi_payload_hold(wasm));
+    ASSERT_STR_HAS(r, "\"id\":\"kid\"");
+    free(r);
+    ASSERT_EQ(has(n, "kid", "alice", "\"messaging\""), 1);
+    ASSERT(ask_rc(port, "parent", "send\nkid") > 0);
+    ASSERT(ask_rc(port, "kid", "send\nalice") > 0);
+    /* the same id again, and an anonymous child (a UUID) */
+    r = ask(port, "parent", "spawn\nkid\n", uqi_payload_hold(wasm));
+    ASSERT_EQ(rc_of(r), UQ_ABI_EEXIST);
+    free(r);
+    r = ask(port, "parent", "spawn\n\n", uqi_payload_hold(wasm));
+    ASSERT_EQ(rc_of(r), 36);
+    free(r);
+    /* not a module */
+    uqi_payload *junk = uqi_payload_new("not wasm", 8, NULL);
+    r = ask(port, "parent", "spawn\njunk\n", junk);
+    ASSERT_EQ(rc_of(r), UQ_ABI_EBADMODULE);
+    free(r);
+    uqi_payload_rele(wasm);
+    uqi_node_stop(n);
+}
