@@ -166,6 +166,7 @@ static void cmd_install(term *t, const char *path, bool yes)
     }
     char *d = uqi_pkg_describe(p);
     fputs(d, stdout);
+    fflush(stdout); /* before any compile progress on stderr */
     free(d);
     bool ok = yes;
     if (!yes) {
