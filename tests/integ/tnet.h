@@ -67,7 +67,8 @@ static inline void tn_inbox_free(tn_inbox *b)
 }
 
 /* Move one side's pending output into the other (whole). Returns the input
- * error, with em filled. tamper_at >= 0 flips that byte of what moves. */
+ * error, with em filled. tamper_at >= 0 flips that byte of what moves
+ * (counted over the whole call). */
 static inline uq_err tn_move(uqn_link *from, uqn_link *to, long tamper_at, size_t *moved, uq_errmsg *em)
 {
     const uint8_t *p;
@@ -76,8 +77,8 @@ static inline uq_err tn_move(uqn_link *from, uqn_link *to, long tamper_at, size_
     while ((n = uqn_link_output(from, &p)) > 0) {
         uint8_t *copy = malloc(n);
         memcpy(copy, p, n);
-        if (tamper_at >= 0 && (size_t)tamper_at < n) copy[tamper_at] ^= 0x01;
-        tamper_at = -1;
+        if (tamper_at >= 0 && (size_t)tamper_at >= *moved && (size_t)tamper_at < *moved + n)
+            copy[(size_t)tamper_at - *moved] ^= 0x01;
         uqn_link_output_done(from, n);
         uq_err e = uqn_link_input(to, copy, n, em);
         free(copy);
