@@ -198,7 +198,8 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                 pt->id = id;
                 pt->total = val;
                 pt->got = (uint32_t)len;
-                pt->buf = uqi_xmalloc(val);
+                pt->cap = (uint32_t)len;
+                pt->buf = uqi_xmalloc(len);
                 memcpy(pt->buf, data, len);
             } else {
                 if (!pt) return BAD("net: chunk for message %u, which was not started", id);
@@ -206,6 +207,17 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                     return BAD("net: chunk of message %u at offset %u, expected %u", id, val, pt->got);
                 if (len > pt->total - pt->got)
                     return BAD("net: chunk of message %u overruns its %u bytes", id, pt->total);
+                if (pt->got + len > pt->cap) { /* at most twice what arrived: a
+                                                  * peer cannot reserve memory by
+                                                  * announcing large messages */
+                    uint64_t cap = (uint64_t)pt->cap * 2;
+                    if (cap < pt->got + len) cap = pt->got + len;
+                    if (cap > pt->total) cap = pt->total;
+                    uint8_t *nb = realloc(pt->buf, (size_t)cap);
+                    UQ_VERIFY(nb != NULL);
+                    pt->buf = nb;
+                    pt->cap = (uint32_t)cap;
+                }
                 memcpy(pt->buf + pt->got, data, len);
                 pt->got += (uint32_t)len;
                 if (pt->got == pt->total) {

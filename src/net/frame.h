@@ -58,6 +58,7 @@ typedef uq_err (*uqn_deliver_fn)(void *arg, uint8_t *msg, size_t len);
 
 typedef struct uqn_fdec_part {
     uint32_t id, total, got;
+    uint32_t cap;            /* grows with what arrived, not with what was announced */
     uint8_t *buf;
 } uqn_fdec_part;
 

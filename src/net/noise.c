@@ -85,7 +85,7 @@ uq_err uqn_cipher_encrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
                           const uint8_t *pt, size_t len, uint8_t *out)
 {
     if (!cs->has_key) {
-        if (out != pt) memmove(out, pt, len);
+        if (len && out != pt) memmove(out, pt, len);
         return UQ_OK;
     }
     if (cs->n == UINT64_MAX) return UQ_ELIMIT;
@@ -101,7 +101,7 @@ uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
                           const uint8_t *ct, size_t len, uint8_t *out)
 {
     if (!cs->has_key) {
-        if (out != ct) memmove(out, ct, len);
+        if (len && out != ct) memmove(out, ct, len);
         return UQ_OK;
     }
     if (len < UQN_NOISE_TAG) return UQ_ECORRUPT;
