@@ -28,7 +28,7 @@ CFLAGS  := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread -Wl,--dynamic-list=src/engine/exports.list $(LDSAN)
 LDLIBS  := -lsodium -ljansson -ldl -lrt
 
-LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c)
+LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c src/net/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(BUILD)/src/cli/main.o $(BUILD)/src/cli/boot.o
 

@@ -76,3 +76,16 @@ $(SHARED)/apps/rust_echo.wasm: apps/rust/echo.rs
 	$(RUSTC_WASM) --target wasm32-wasi -O -o $@ $<
 	wasm-strip $@
 guests: $(SHARED)/apps/rust_echo.wasm
+
+# Fuzzing the network decoders (frames, records, hellos): run by `make fuzz`.
+NET_FUZZ_SRC := src/net/frame.c src/net/noise.c src/net/record.c src/net/identity.c src/net/link.c \
+                src/net/dir.c src/kernel/msg.c src/util/err.c src/util/util.c
+$(SHARED)/fuzz/fuzz_net_frame: tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) $(wildcard src/net/*.h)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium
+
+.PHONY: fuzz-net
+fuzz-net: $(SHARED)/fuzz/fuzz_net_frame
+	@mkdir -p $(SHARED)/fuzz/corpus-net
+	$(SHARED)/fuzz/fuzz_net_frame -max_total_time=$(FUZZ_SECONDS) -max_len=140000 $(SHARED)/fuzz/corpus-net
+fuzz: fuzz-net

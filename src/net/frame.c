@@ -1,0 +1,285 @@
+/* Link framing: the record encoder (batching and chunking) and the
+ * incremental, bounds-checked frame decoder. Format: docs/PROTOCOL.md. */
+#include "net/frame.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MSG_HDR 3u     /* kind, u16 len */
+#define CHUNK_HDR 11u  /* kind, u32 id, u32 total|offset, u16 len */
+#define MIN_CHUNK 256u /* do not open a chunk in less room than this */
+
+static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static uint32_t get16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* ---- encoder ------------------------------------------------------------ */
+
+void uqn_fenc_init(uqn_fenc *e) { memset(e, 0, sizeof *e); }
+
+void uqn_fenc_fini(uqn_fenc *e)
+{
+    for (uqn_fenc_msg *m = e->head, *nx; m; m = nx) {
+        nx = m->next;
+        free(m->data);
+        free(m);
+    }
+    memset(e, 0, sizeof *e);
+}
+
+uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
+{
+    if (len > UINT32_MAX)
+        return uqi_errf(em, UQ_ELIMIT, "net: a message of %zu bytes is too large for a link", len);
+    uqn_fenc_msg *m = uqi_xcalloc(1, sizeof *m);
+    m->data = uqi_xmalloc(len ? len : 1);
+    if (len) memcpy(m->data, msg, len);
+    m->len = len;
+    if (e->tail) e->tail->next = m;
+    else e->head = m;
+    e->tail = m;
+    e->queued_bytes += len;
+    return UQ_OK;
+}
+
+bool uqn_fenc_pending(const uqn_fenc *e) { return e->head != NULL; }
+
+static void pop(uqn_fenc *e)
+{
+    uqn_fenc_msg *m = e->head;
+    e->head = m->next;
+    if (!e->head) e->tail = NULL;
+    free(m->data);
+    free(m);
+}
+
+size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
+{
+    size_t n = 0;
+    while (e->head) {
+        uqn_fenc_msg *m = e->head;
+        size_t room = UQN_FRAME_PLAIN_MAX - n;
+        if (m->off == 0 && MSG_HDR + m->len <= room) { /* whole: batch it */
+            out[n] = UQN_REC_MSG;
+            put16(out + n + 1, (uint32_t)m->len);
+            memcpy(out + n + MSG_HDR, m->data, m->len);
+            n += MSG_HDR + m->len;
+            e->queued_bytes -= m->len;
+            pop(e);
+            continue;
+        }
+        if (m->off == 0 && MSG_HDR + m->len <= UQN_FRAME_PLAIN_MAX) break; /* whole, next frame */
+        if (room < CHUNK_HDR + MIN_CHUNK) break;
+        size_t take = m->len - m->off;
+        if (take > room - CHUNK_HDR) take = room - CHUNK_HDR;
+        if (m->off == 0) {
+            m->id = e->next_id++;
+            out[n] = UQN_REC_FIRST;
+            put32(out + n + 5, (uint32_t)m->len);
+        } else {
+            out[n] = UQN_REC_MORE;
+            put32(out + n + 5, (uint32_t)m->off);
+        }
+        put32(out + n + 1, m->id);
+        put16(out + n + 9, (uint32_t)take);
+        memcpy(out + n + CHUNK_HDR, m->data + m->off, take);
+        n += CHUNK_HDR + take;
+        m->off += take;
+        e->queued_bytes -= take;
+        if (m->off < m->len) break; /* the frame is full */
+        pop(e);
+    }
+    return n;
+}
+
+uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *out_len,
+                           uq_errmsg *em)
+{
+    *out_len = 0;
+    if (!e->head) return UQ_OK;
+    if (cs && cs->has_key && cs->n == UINT64_MAX)
+        return uqi_errf(em, UQ_ELIMIT, "net: the link's send nonce is exhausted; reconnect");
+    size_t n = uqn_fenc_next_plain(e, out + 2);
+    size_t clen = n + (cs && cs->has_key ? UQN_NOISE_TAG : 0);
+    if (cs) {
+        uq_err err = uqn_cipher_encrypt(cs, NULL, 0, out + 2, n, out + 2);
+        if (err) return uqi_errf(em, err, "net: frame encryption failed: %s", uq_strerror(err));
+    }
+    put16(out, (uint32_t)clen);
+    *out_len = 2 + clen;
+    return UQ_OK;
+}
+
+/* ---- decoder ------------------------------------------------------------ */
+
+void uqn_fdec_init(uqn_fdec *d, size_t max_msg, uqn_deliver_fn deliver, void *arg)
+{
+    memset(d, 0, sizeof *d);
+    d->max_msg = max_msg ? max_msg : UQN_MSG_MAX_DEFAULT;
+    if (d->max_msg > UINT32_MAX) d->max_msg = UINT32_MAX;
+    d->deliver = deliver;
+    d->arg = arg;
+    d->frame = uqi_xmalloc(UQN_FRAME_MAX);
+}
+
+void uqn_fdec_fini(uqn_fdec *d)
+{
+    for (unsigned i = 0; i < d->nparts; i++) free(d->parts[i].buf);
+    free(d->frame);
+    memset(d, 0, sizeof *d);
+}
+
+static uq_err deliver(uqn_fdec *d, uint8_t *msg, size_t len, uq_errmsg *em)
+{
+    d->msgs++;
+    if (!d->deliver) {
+        free(msg);
+        return UQ_OK;
+    }
+    uq_err e = d->deliver(d->arg, msg, len);
+    if (e) return uqi_errf(em, e, "net: the receiver refused a message: %s", uq_strerror(e));
+    return UQ_OK;
+}
+
+static uqn_fdec_part *find_part(uqn_fdec *d, uint32_t id)
+{
+    for (unsigned i = 0; i < d->nparts; i++)
+        if (d->parts[i].id == id) return &d->parts[i];
+    return NULL;
+}
+
+#define BAD(...) uqi_errf(em, UQ_ECORRUPT, __VA_ARGS__)
+
+uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
+{
+    size_t i = 0;
+    uq_err e;
+    while (i < n) {
+        uint8_t kind = p[i];
+        if (kind == UQN_REC_MSG) {
+            if (n - i < MSG_HDR) return BAD("net: frame ends inside a record header at byte %zu", i);
+            size_t len = get16(p + i + 1);
+            if (n - i - MSG_HDR < len)
+                return BAD("net: a %zu-byte record overruns its frame at byte %zu", len, i);
+            if (len > d->max_msg)
+                return uqi_errf(em, UQ_ELIMIT, "net: a %zu-byte message exceeds the %zu-byte limit",
+                                len, d->max_msg);
+            uint8_t *m = uqi_xmalloc(len ? len : 1);
+            memcpy(m, p + i + MSG_HDR, len);
+            if ((e = deliver(d, m, len, em))) return e;
+            i += MSG_HDR + len;
+        } else if (kind == UQN_REC_FIRST || kind == UQN_REC_MORE) {
+            if (n - i < CHUNK_HDR) return BAD("net: frame ends inside a chunk header at byte %zu", i);
+            uint32_t id = get32(p + i + 1), val = get32(p + i + 5);
+            size_t len = get16(p + i + 9);
+            const uint8_t *data = p + i + CHUNK_HDR;
+            if (n - i - CHUNK_HDR < len)
+                return BAD("net: a %zu-byte chunk overruns its frame at byte %zu", len, i);
+            if (len == 0) return BAD("net: empty chunk for message %u", id);
+            uqn_fdec_part *pt = find_part(d, id);
+            if (kind == UQN_REC_FIRST) {
+                if (pt) return BAD("net: message %u started twice", id);
+                if (val <= len) return BAD("net: chunked message %u of %u bytes has a first chunk of %zu",
+                                           id, val, len);
+                if (val > d->max_msg)
+                    return uqi_errf(em, UQ_ELIMIT, "net: a %u-byte message exceeds the %zu-byte limit",
+                                    val, d->max_msg);
+                if (d->nparts == UQN_PARTIAL_MAX)
+                    return uqi_errf(em, UQ_ELIMIT, "net: more than %u chunked messages in progress",
+                                    UQN_PARTIAL_MAX);
+                pt = &d->parts[d->nparts++];
+                pt->id = id;
+                pt->total = val;
+                pt->got = (uint32_t)len;
+                pt->cap = (uint32_t)len;
+                pt->buf = uqi_xmalloc(len);
+                memcpy(pt->buf, data, len);
+            } else {
+                if (!pt) return BAD("net: chunk for message %u, which was not started", id);
+                if (val != pt->got)
+                    return BAD("net: chunk of message %u at offset %u, expected %u", id, val, pt->got);
+                if (len > pt->total - pt->got)
+                    return BAD("net: chunk of message %u overruns its %u bytes", id, pt->total);
+                if (pt->got + len > pt->cap) { /* at most twice what arrived: a
+                                                  * peer cannot reserve memory by
+                                                  * announcing large messages */
+                    uint64_t cap = (uint64_t)pt->cap * 2;
+                    if (cap < pt->got + len) cap = pt->got + len;
+                    if (cap > pt->total) cap = pt->total;
+                    uint8_t *nb = realloc(pt->buf, (size_t)cap);
+                    UQ_VERIFY(nb != NULL);
+                    pt->buf = nb;
+                    pt->cap = (uint32_t)cap;
+                }
+                memcpy(pt->buf + pt->got, data, len);
+                pt->got += (uint32_t)len;
+                if (pt->got == pt->total) {
+                    uint8_t *m = pt->buf;
+                    size_t mlen = pt->total;
+                    *pt = d->parts[--d->nparts]; /* unordered removal */
+                    if ((e = deliver(d, m, mlen, em))) return e;
+                }
+            }
+            i += CHUNK_HDR + len;
+        } else {
+            return BAD("net: unknown record kind 0x%02x at byte %zu of a frame", kind, i);
+        }
+    }
+    return UQ_OK;
+}
+
+uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n, uq_errmsg *em)
+{
+    if (d->err) return uqi_errf(em, d->err, "net: the link already failed (%s)", uq_strerror(d->err));
+    bool crypt = cs && cs->has_key;
+    size_t i = 0;
+    uq_err e = UQ_OK;
+    while (i < n) {
+        if (d->hdr_got < 2) {
+            d->hdr[d->hdr_got++] = data[i++];
+            if (d->hdr_got < 2) continue;
+            d->frame_len = get16(d->hdr);
+            d->frame_got = 0;
+            if (crypt && d->frame_len < UQN_NOISE_TAG) {
+                e = BAD("net: a %zu-byte frame is shorter than its tag", d->frame_len);
+                goto fail;
+            }
+        }
+        size_t take = d->frame_len - d->frame_got;
+        if (take > n - i) take = n - i;
+        memcpy(d->frame + d->frame_got, data + i, take);
+        d->frame_got += take;
+        i += take;
+        if (d->frame_got < d->frame_len) break;
+        /* a whole frame */
+        d->hdr_got = 0;
+        size_t plen = d->frame_len;
+        if (crypt) {
+            e = uqn_cipher_decrypt(cs, NULL, 0, d->frame, d->frame_len, d->frame);
+            if (e == UQ_ECRYPTO) {
+                e = uqi_errf(em, e, "net: frame %llu failed authentication (wrong key, altered, "
+                             "replayed or reordered)", (unsigned long long)d->frames + 1);
+                goto fail;
+            }
+            if (e) {
+                e = uqi_errf(em, e, "net: frame %llu: %s", (unsigned long long)d->frames + 1,
+                             uq_strerror(e));
+                goto fail;
+            }
+            plen -= UQN_NOISE_TAG;
+        }
+        d->frames++;
+        if ((e = uqn_fdec_plain(d, d->frame, plen, em))) goto fail;
+    }
+    return UQ_OK;
+fail:
+    d->err = e;
+    return e;
+}

@@ -1,0 +1,247 @@
+/* A link without I/O: the XX handshake with signed identity payloads, then
+ * frames both ways (docs/PROTOCOL.md, "Handshake" and "Framing"). */
+#include "net/link.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernel/msg.h"
+
+#define SIG_CONTEXT "uqbar-link/1 static key" /* domain separation for the hello signature */
+
+struct uqn_link {
+    uqn_link_cfg cfg;
+    char expect[UQN_NAME_MAX + 1];
+    uqn_hs hs;
+    bool established;
+    uq_err err;              /* sticky */
+    uqn_peer peer;
+    uqn_cipher tx, rx;
+    uqn_fenc enc;
+    uqn_fdec dec;
+    uint8_t hin[UQN_FRAME_WIRE_MAX]; /* a handshake message being read */
+    size_t hin_got;
+    uint8_t out[2 * UQN_FRAME_WIRE_MAX];
+    size_t out_len, out_off;
+};
+
+/* ---- hello -------------------------------------------------------------- */
+
+static size_t signed_msg(const uint8_t x_pk[32], const char *name, uint8_t *out)
+{
+    size_t n = sizeof SIG_CONTEXT - 1, nl = strlen(name);
+    memcpy(out, SIG_CONTEXT, n);
+    memcpy(out + n, x_pk, 32);
+    memcpy(out + n + 32, name, nl);
+    return n + 32 + nl;
+}
+
+size_t uqn_hello_encode(const uqn_identity *id, uint8_t *out)
+{
+    uint8_t m[sizeof SIG_CONTEXT + 32 + UQN_NAME_MAX];
+    size_t nl = strlen(id->name), ml = signed_msg(id->x_pk, id->name, m);
+    out[0] = UQN_HELLO_VERSION;
+    out[1] = (uint8_t)nl;
+    memcpy(out + 2, id->name, nl);
+    memcpy(out + 2 + nl, id->pk, 32);
+    uqn_identity_sign(id, m, ml, out + 2 + nl + 32);
+    return 2 + nl + 32 + 64;
+}
+
+uq_err uqn_hello_decode(const uint8_t *p, size_t n, const uint8_t remote_static[32],
+                        uqn_peer *out, uq_errmsg *em)
+{
+    memset(out, 0, sizeof *out);
+    if (n < 2) return uqi_errf(em, UQ_ECORRUPT, "net: the peer's hello is %zu bytes", n);
+    if (p[0] != UQN_HELLO_VERSION)
+        return uqi_errf(em, UQ_ECORRUPT, "net: the peer speaks link version %u, we speak %u",
+                        p[0], UQN_HELLO_VERSION);
+    size_t nl = p[1];
+    if (nl == 0 || nl > UQN_NAME_MAX || n != 2 + nl + 32 + 64)
+        return uqi_errf(em, UQ_ECORRUPT, "net: the peer's hello is malformed (%zu bytes)", n);
+    memcpy(out->name, p + 2, nl);
+    out->name[nl] = '\0';
+    if (strlen(out->name) != nl || !uqi_node_name_valid(out->name))
+        return uqi_errf(em, UQ_ECORRUPT, "net: the peer's hello carries an invalid node name");
+    memcpy(out->pk, p + 2 + nl, 32);
+    uint8_t m[sizeof SIG_CONTEXT + 32 + UQN_NAME_MAX];
+    size_t ml = signed_msg(remote_static, out->name, m);
+    if (uqn_sig_verify(out->pk, m, ml, p + 2 + nl + 32) != UQ_OK)
+        return uqi_errf(em, UQ_ECRYPTO, "net: the peer claiming to be %s did not sign its Noise key "
+                        "with that node's identity key", out->name);
+    return UQ_OK;
+}
+
+/* ---- link --------------------------------------------------------------- */
+
+static uq_err fail(uqn_link *l, uq_err e)
+{
+    if (!l->err) l->err = e;
+    return e;
+}
+
+static void out_append(uqn_link *l, const uint8_t *msg, size_t len)
+{
+    UQ_VERIFY(l->out_len + 2 + len <= sizeof l->out);
+    l->out[l->out_len] = (uint8_t)(len >> 8);
+    l->out[l->out_len + 1] = (uint8_t)len;
+    memcpy(l->out + l->out_len + 2, msg, len);
+    l->out_len += 2 + len;
+}
+
+static uq_err hs_write(uqn_link *l, const uint8_t *payload, size_t plen, uq_errmsg *em)
+{
+    uint8_t msg[32 + 48 + UQN_HELLO_MAX + UQN_NOISE_TAG];
+    size_t n;
+    uq_err e = uqn_hs_write(&l->hs, payload, plen, msg, sizeof msg, &n, em);
+    if (e) return fail(l, e);
+    out_append(l, msg, n);
+    return UQ_OK;
+}
+
+uq_err uqn_link_new(const uqn_link_cfg *cfg, uqn_link **out, uq_errmsg *em)
+{
+    *out = NULL;
+    if (!cfg->id || !cfg->lookup || (cfg->initiator && !cfg->expect_name))
+        return uqi_errf(em, UQ_EINVAL, "net: a link needs an identity, a lookup, and (to dial) a name");
+    if (cfg->expect_name && !uqi_node_name_valid(cfg->expect_name))
+        return uqi_errf(em, UQ_EINVAL, "net: \"%s\" is not a node name", cfg->expect_name);
+    uqn_link *l = uqi_xcalloc(1, sizeof *l);
+    l->cfg = *cfg;
+    if (cfg->expect_name) snprintf(l->expect, sizeof l->expect, "%s", cfg->expect_name);
+    l->cfg.expect_name = cfg->expect_name ? l->expect : NULL;
+    uqn_fenc_init(&l->enc);
+    uqn_fdec_init(&l->dec, cfg->max_msg, cfg->deliver, cfg->deliver_arg);
+    uq_err e = uqn_hs_init(&l->hs, cfg->hash, cfg->initiator, (const uint8_t *)UQN_PROLOGUE,
+                           strlen(UQN_PROLOGUE), cfg->id->x_sk, em);
+    if (!e && cfg->initiator) e = hs_write(l, NULL, 0, em); /* -> e */
+    if (e) {
+        uqn_link_free(l);
+        return e;
+    }
+    *out = l;
+    return UQ_OK;
+}
+
+void uqn_link_free(uqn_link *l)
+{
+    if (!l) return;
+    uqn_fenc_fini(&l->enc);
+    uqn_fdec_fini(&l->dec);
+    sodium_memzero(l, sizeof *l);
+    free(l);
+}
+
+/* The peer proved it holds the static key; now check who it claims to be
+ * against the name we dialed and the directory's key for that name. */
+static uq_err check_peer(uqn_link *l, const uint8_t *payload, size_t plen, uq_errmsg *em)
+{
+    uq_err e = uqn_hello_decode(payload, plen, uqn_hs_remote_static(&l->hs), &l->peer, em);
+    if (e) return e;
+    if (l->cfg.expect_name && strcmp(l->peer.name, l->cfg.expect_name) != 0)
+        return uqi_errf(em, UQ_ECRYPTO, "net: dialed %s but the peer is %s", l->cfg.expect_name,
+                        l->peer.name);
+    if (strcmp(l->peer.name, l->cfg.id->name) == 0)
+        return uqi_errf(em, UQ_ECRYPTO, "net: the peer claims our own name %s", l->peer.name);
+    uint8_t want[32];
+    uq_errmsg lem = {{0}};
+    e = l->cfg.lookup(l->cfg.lookup_arg, l->peer.name, want, &lem);
+    if (e == UQ_ENOENT)
+        return uqi_errf(em, UQ_ENOENT, "net: %s is not in the directory", l->peer.name);
+    if (e) return uqi_errf(em, e, "net: looking up %s: %s", l->peer.name, lem.text);
+    if (sodium_memcmp(want, l->peer.pk, 32) != 0) {
+        char got[65], exp[65];
+        uqn_hex(l->peer.pk, 32, got);
+        uqn_hex(want, 32, exp);
+        return uqi_errf(em, UQ_ECRYPTO, "net: the peer claiming to be %s has key %.16s..., the "
+                        "directory says %.16s...", l->peer.name, got, exp);
+    }
+    return UQ_OK;
+}
+
+static uq_err finish(uqn_link *l, uq_errmsg *em)
+{
+    uq_err e = uqn_hs_split(&l->hs, &l->tx, &l->rx, em);
+    if (e) return e;
+    l->established = true;
+    return UQ_OK;
+}
+
+/* One complete handshake message from the peer. */
+static uq_err hs_message(uqn_link *l, const uint8_t *msg, size_t len, uq_errmsg *em)
+{
+    uint8_t payload[UQN_HELLO_MAX], hello[UQN_HELLO_MAX]; /* a longer payload is refused */
+    size_t plen;
+    int step = l->hs.step;
+    uq_err e = uqn_hs_read(&l->hs, msg, len, payload, sizeof payload, &plen, em);
+    if (e) return e;
+    if (step == 0) { /* responder got -> e; answers <- e, ee, s, es + hello */
+        if (plen != 0) return uqi_errf(em, UQ_ECORRUPT, "net: the first handshake message carries a payload");
+        return hs_write(l, hello, uqn_hello_encode(l->cfg.id, hello), em);
+    }
+    if ((e = check_peer(l, payload, plen, em))) return e;
+    if (step == 1) { /* initiator: -> s, se + hello, then done */
+        if ((e = hs_write(l, hello, uqn_hello_encode(l->cfg.id, hello), em))) return e;
+    }
+    return finish(l, em);
+}
+
+uq_err uqn_link_input(uqn_link *l, const uint8_t *data, size_t n, uq_errmsg *em)
+{
+    if (l->err) return uqi_errf(em, l->err, "net: the link already failed (%s)", uq_strerror(l->err));
+    size_t i = 0;
+    uq_err e;
+    while (i < n && !l->established) {
+        if (uqn_hs_next(&l->hs) != UQN_HS_READ)
+            return fail(l, uqi_errf(em, UQ_ECORRUPT, "net: the peer sent out of turn in the handshake"));
+        if (l->hin_got < 2) { /* the length prefix */
+            l->hin[l->hin_got++] = data[i++];
+            if (l->hin_got < 2) continue;
+        }
+        size_t want = 2 + ((size_t)l->hin[0] << 8 | l->hin[1]);
+        size_t take = want - l->hin_got;
+        if (take > n - i) take = n - i;
+        memcpy(l->hin + l->hin_got, data + i, take);
+        l->hin_got += take;
+        i += take;
+        if (l->hin_got < want) break;
+        l->hin_got = 0;
+        if ((e = hs_message(l, l->hin + 2, want - 2, em))) return fail(l, e);
+    }
+    if (i < n && l->established) {
+        if ((e = uqn_fdec_feed(&l->dec, &l->rx, data + i, n - i, em))) return fail(l, e);
+    }
+    return UQ_OK;
+}
+
+uq_err uqn_link_send(uqn_link *l, const void *msg, size_t len, uq_errmsg *em)
+{
+    if (l->err) return uqi_errf(em, UQ_ECLOSED, "net: the link failed (%s)", uq_strerror(l->err));
+    return uqn_fenc_push(&l->enc, msg, len, em);
+}
+
+size_t uqn_link_output(uqn_link *l, const uint8_t **p)
+{
+    if (l->out_off == l->out_len) {
+        l->out_off = l->out_len = 0;
+        if (l->established && !l->err && uqn_fenc_pending(&l->enc)) {
+            uq_errmsg em;
+            uq_err e = uqn_fenc_next_frame(&l->enc, &l->tx, l->out, &l->out_len, &em);
+            if (e) fail(l, e);
+        }
+    }
+    *p = l->out + l->out_off;
+    return l->out_len - l->out_off;
+}
+
+void uqn_link_output_done(uqn_link *l, size_t n)
+{
+    UQ_VERIFY(n <= l->out_len - l->out_off);
+    l->out_off += n;
+}
+
+bool uqn_link_established(const uqn_link *l) { return l->established; }
+const uqn_peer *uqn_link_peer(const uqn_link *l) { return l->established ? &l->peer : NULL; }
+size_t uqn_link_queued(const uqn_link *l) { return l->enc.queued_bytes; }
+uq_err uqn_link_error(const uqn_link *l) { return l->err; }

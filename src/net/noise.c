@@ -1,0 +1,340 @@
+/* Noise XX (25519, ChaChaPoly, BLAKE2b or SHA-256) on libsodium: hashing
+ * and HKDF, the CipherState, the SymmetricState and the XX HandshakeState.
+ * Checked byte for byte against the Cacophony vectors (tests/vectors). */
+#include "net/noise.h"
+
+#include <sodium.h>
+#include <string.h>
+
+/* ---- hash functions: HASH, HMAC, HKDF -------------------------------- */
+
+typedef union {
+    crypto_generichash_blake2b_state b2;
+    crypto_hash_sha256_state sha;
+} hash_ctx;
+
+static size_t hashlen(uqn_hash h) { return h == UQN_HASH_BLAKE2B ? 64 : 32; }
+static size_t blocklen(uqn_hash h) { return h == UQN_HASH_BLAKE2B ? 128 : 64; }
+
+static void h_init(uqn_hash h, hash_ctx *c)
+{
+    if (h == UQN_HASH_BLAKE2B) crypto_generichash_blake2b_init(&c->b2, NULL, 0, 64);
+    else crypto_hash_sha256_init(&c->sha);
+}
+
+static void h_update(uqn_hash h, hash_ctx *c, const uint8_t *p, size_t n)
+{
+    if (h == UQN_HASH_BLAKE2B) crypto_generichash_blake2b_update(&c->b2, p, n);
+    else crypto_hash_sha256_update(&c->sha, p, n);
+}
+
+static void h_final(uqn_hash h, hash_ctx *c, uint8_t *out)
+{
+    if (h == UQN_HASH_BLAKE2B) crypto_generichash_blake2b_final(&c->b2, out, 64);
+    else crypto_hash_sha256_final(&c->sha, out);
+    sodium_memzero(c, sizeof *c);
+}
+
+/* HMAC (RFC 2104) over the concatenation of two inputs; keys are at most
+ * HASHLEN bytes here, so never longer than a block. */
+static void hmac2(uqn_hash h, const uint8_t *key, size_t klen, const uint8_t *a, size_t alen,
+                  const uint8_t *b, size_t blen, uint8_t *out)
+{
+    uint8_t pad[128], inner[UQN_NOISE_HASHMAX];
+    size_t bl = blocklen(h);
+    hash_ctx c;
+    UQ_ASSERT(klen <= bl);
+    memset(pad, 0, sizeof pad);
+    memcpy(pad, key, klen);
+    for (size_t i = 0; i < bl; i++) pad[i] ^= 0x36;
+    h_init(h, &c);
+    h_update(h, &c, pad, bl);
+    h_update(h, &c, a, alen);
+    if (blen) h_update(h, &c, b, blen);
+    h_final(h, &c, inner);
+    for (size_t i = 0; i < bl; i++) pad[i] ^= 0x36 ^ 0x5c;
+    h_init(h, &c);
+    h_update(h, &c, pad, bl);
+    h_update(h, &c, inner, hashlen(h));
+    h_final(h, &c, out);
+    sodium_memzero(pad, sizeof pad);
+    sodium_memzero(inner, sizeof inner);
+}
+
+/* HKDF(chaining_key, ikm) with two outputs, as Noise defines it. */
+static void hkdf2(uqn_hash h, const uint8_t *ck, const uint8_t *ikm, size_t ilen,
+                  uint8_t *out1, uint8_t *out2)
+{
+    uint8_t tk[UQN_NOISE_HASHMAX], one = 1, two = 2;
+    size_t hl = hashlen(h);
+    hmac2(h, ck, hl, ikm, ilen, NULL, 0, tk);
+    hmac2(h, tk, hl, &one, 1, NULL, 0, out1);
+    hmac2(h, tk, hl, out1, hl, &two, 1, out2);
+    sodium_memzero(tk, sizeof tk);
+}
+
+/* ---- CipherState ------------------------------------------------------ */
+
+static void nonce_bytes(uint64_t n, uint8_t out[12])
+{
+    memset(out, 0, 4);
+    for (int i = 0; i < 8; i++) out[4 + i] = (uint8_t)(n >> (8 * i));
+}
+
+uq_err uqn_cipher_encrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
+                          const uint8_t *pt, size_t len, uint8_t *out)
+{
+    if (!cs->has_key) {
+        if (len && out != pt) memmove(out, pt, len);
+        return UQ_OK;
+    }
+    if (cs->n == UINT64_MAX) return UQ_ELIMIT;
+    uint8_t nonce[12];
+    unsigned long long clen;
+    nonce_bytes(cs->n, nonce);
+    crypto_aead_chacha20poly1305_ietf_encrypt(out, &clen, pt, len, ad, adlen, NULL, nonce, cs->k);
+    cs->n++;
+    return UQ_OK;
+}
+
+uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
+                          const uint8_t *ct, size_t len, uint8_t *out)
+{
+    if (!cs->has_key) {
+        if (len && out != ct) memmove(out, ct, len);
+        return UQ_OK;
+    }
+    if (len < UQN_NOISE_TAG) return UQ_ECORRUPT;
+    if (cs->n == UINT64_MAX) return UQ_ELIMIT;
+    uint8_t nonce[12];
+    unsigned long long plen;
+    nonce_bytes(cs->n, nonce);
+    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &plen, NULL, ct, len, ad, adlen, nonce, cs->k) != 0)
+        return UQ_ECRYPTO;
+    cs->n++;
+    return UQ_OK;
+}
+
+void uqn_cipher_rekey(uqn_cipher *cs)
+{
+    uint8_t zeros[32] = {0}, out[48], nonce[12];
+    unsigned long long clen;
+    nonce_bytes(UINT64_MAX, nonce);
+    crypto_aead_chacha20poly1305_ietf_encrypt(out, &clen, zeros, 32, NULL, 0, NULL, nonce, cs->k);
+    memcpy(cs->k, out, 32);
+    sodium_memzero(out, sizeof out);
+}
+
+void uqn_cipher_wipe(uqn_cipher *cs) { sodium_memzero(cs, sizeof *cs); }
+
+/* ---- SymmetricState --------------------------------------------------- */
+
+static void mix_hash(uqn_hs *hs, const uint8_t *p, size_t n)
+{
+    hash_ctx c;
+    h_init(hs->hash, &c);
+    h_update(hs->hash, &c, hs->h, hashlen(hs->hash));
+    h_update(hs->hash, &c, p, n);
+    h_final(hs->hash, &c, hs->h);
+}
+
+static void mix_key(uqn_hs *hs, const uint8_t *ikm, size_t n)
+{
+    uint8_t tk[UQN_NOISE_HASHMAX];
+    hkdf2(hs->hash, hs->ck, ikm, n, hs->ck, tk);
+    memcpy(hs->cs.k, tk, 32); /* truncated to 32 bytes when HASHLEN is 64 */
+    hs->cs.n = 0;
+    hs->cs.has_key = true;
+    sodium_memzero(tk, sizeof tk);
+}
+
+static uq_err encrypt_and_hash(uqn_hs *hs, const uint8_t *pt, size_t n, uint8_t *out, size_t *olen)
+{
+    uq_err e = uqn_cipher_encrypt(&hs->cs, hs->h, hashlen(hs->hash), pt, n, out);
+    if (e) return e;
+    *olen = n + (hs->cs.has_key ? UQN_NOISE_TAG : 0);
+    mix_hash(hs, out, *olen);
+    return UQ_OK;
+}
+
+static uq_err decrypt_and_hash(uqn_hs *hs, const uint8_t *ct, size_t n, uint8_t *out, size_t *olen)
+{
+    uq_err e = uqn_cipher_decrypt(&hs->cs, hs->h, hashlen(hs->hash), ct, n, out);
+    if (e) return e;
+    *olen = n - (hs->cs.has_key ? UQN_NOISE_TAG : 0);
+    mix_hash(hs, ct, n);
+    return UQ_OK;
+}
+
+/* ---- HandshakeState (XX) ---------------------------------------------- */
+
+void uqn_x25519_public(const uint8_t sk[32], uint8_t pk[32]) { crypto_scalarmult_base(pk, sk); }
+
+static uq_err dh_mix(uqn_hs *hs, const uint8_t *sk, const uint8_t *pk, uq_errmsg *em)
+{
+    uint8_t shared[32];
+    if (crypto_scalarmult(shared, sk, pk) != 0)
+        return uqi_errf(em, UQ_ECRYPTO, "noise: the peer sent a low-order X25519 key");
+    mix_key(hs, shared, 32);
+    sodium_memzero(shared, sizeof shared);
+    return UQ_OK;
+}
+
+uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue,
+                   size_t plen, const uint8_t s_sk[32], uq_errmsg *em)
+{
+    memset(hs, 0, sizeof *hs);
+    if (hash != UQN_HASH_BLAKE2B && hash != UQN_HASH_SHA256)
+        return uqi_errf(em, UQ_EINVAL, "noise: unknown hash function %d", (int)hash);
+    if (sodium_init() < 0) return uqi_errf(em, UQ_ECRYPTO, "noise: libsodium failed to initialize");
+    hs->hash = hash;
+    hs->initiator = initiator;
+    const char *name = hash == UQN_HASH_BLAKE2B ? "Noise_XX_25519_ChaChaPoly_BLAKE2b"
+                                                : "Noise_XX_25519_ChaChaPoly_SHA256";
+    size_t nlen = strlen(name);
+    UQ_VERIFY(nlen <= hashlen(hash)); /* both names fit: h = name zero-padded */
+    memcpy(hs->h, name, nlen);
+    memcpy(hs->ck, hs->h, hashlen(hash));
+    mix_hash(hs, prologue ? prologue : (const uint8_t *)"", plen);
+    memcpy(hs->s_sk, s_sk, 32);
+    uqn_x25519_public(s_sk, hs->s_pk);
+    return UQ_OK;
+}
+
+void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32])
+{
+    memcpy(hs->e_sk, e_sk, 32);
+    uqn_x25519_public(e_sk, hs->e_pk);
+    hs->e_fixed = true;
+}
+
+uqn_hs_action uqn_hs_next(const uqn_hs *hs)
+{
+    if (hs->failed) return UQN_HS_FAILED;
+    if (hs->step == 3) return UQN_HS_SPLIT;
+    if (hs->step > 3) return UQN_HS_DONE;
+    /* messages 0 and 2 go initiator -> responder, message 1 the other way */
+    bool initiator_turn = hs->step != 1;
+    return initiator_turn == hs->initiator ? UQN_HS_WRITE : UQN_HS_READ;
+}
+
+static uq_err fail(uqn_hs *hs, uq_err e)
+{
+    hs->failed = true;
+    return e;
+}
+
+uq_err uqn_hs_write(uqn_hs *hs, const uint8_t *payload, size_t plen, uint8_t *out,
+                    size_t cap, size_t *out_len, uq_errmsg *em)
+{
+    *out_len = 0;
+    if (uqn_hs_next(hs) != UQN_HS_WRITE)
+        return uqi_errf(em, UQ_EINVAL, "noise: not our turn to write a handshake message");
+    /* fixed part: e (32), s encrypted (48), payload tag (16 once keyed) */
+    size_t need = (hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 : 48) + plen +
+                  (hs->step == 0 ? 0 : UQN_NOISE_TAG);
+    if (need > cap || need > UQN_NOISE_MAX_MSG)
+        return fail(hs, uqi_errf(em, UQ_EINVAL, "noise: handshake message of %zu bytes does not fit", need));
+    size_t off = 0, n;
+    uq_err e = UQ_OK;
+    if (hs->step == 0 || hs->step == 1) { /* e */
+        if (!hs->e_fixed) {
+            randombytes_buf(hs->e_sk, 32);
+            uqn_x25519_public(hs->e_sk, hs->e_pk);
+        }
+        memcpy(out, hs->e_pk, 32);
+        mix_hash(hs, hs->e_pk, 32);
+        off = 32;
+    }
+    if (hs->step == 1) { /* ee, s, es (responder) */
+        if ((e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e);
+        if ((e = encrypt_and_hash(hs, hs->s_pk, 32, out + off, &n))) goto crypto;
+        off += n;
+        if ((e = dh_mix(hs, hs->s_sk, hs->re, em))) return fail(hs, e);
+    } else if (hs->step == 2) { /* s, se (initiator) */
+        if ((e = encrypt_and_hash(hs, hs->s_pk, 32, out, &n))) goto crypto;
+        off = n;
+        if ((e = dh_mix(hs, hs->s_sk, hs->re, em))) return fail(hs, e);
+    }
+    if ((e = encrypt_and_hash(hs, payload, plen, out + off, &n))) goto crypto;
+    off += n;
+    *out_len = off;
+    hs->step++;
+    return UQ_OK;
+crypto:
+    return fail(hs, uqi_errf(em, e, "noise: encryption failed (%s)", uq_strerror(e)));
+}
+
+uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+                   size_t cap, size_t *plen, uq_errmsg *em)
+{
+    *plen = 0;
+    if (uqn_hs_next(hs) != UQN_HS_READ)
+        return uqi_errf(em, UQ_EINVAL, "noise: not our turn to read a handshake message");
+    size_t fixed = hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 + 16 : 48 + 16;
+    if (len < fixed || len > UQN_NOISE_MAX_MSG)
+        return fail(hs, uqi_errf(em, UQ_ECORRUPT, "noise: handshake message %d is %zu bytes, "
+                                 "expected at least %zu", hs->step + 1, len, fixed));
+    size_t off = 0, n;
+    uq_err e;
+    if (hs->step == 0 || hs->step == 1) { /* e */
+        memcpy(hs->re, msg, 32);
+        mix_hash(hs, hs->re, 32);
+        off = 32;
+    }
+    if (hs->step == 1) { /* ee, s, es (initiator reads the responder) */
+        if ((e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e);
+        if ((e = decrypt_and_hash(hs, msg + off, 48, hs->rs, &n))) goto auth;
+        hs->has_rs = true;
+        off += 48;
+        if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) return fail(hs, e);
+    } else if (hs->step == 2) { /* s, se (responder reads the initiator) */
+        if ((e = decrypt_and_hash(hs, msg, 48, hs->rs, &n))) goto auth;
+        hs->has_rs = true;
+        off = 48;
+        if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) return fail(hs, e);
+    }
+    size_t rest = len - off, out_n = rest - (hs->cs.has_key ? UQN_NOISE_TAG : 0);
+    if (out_n > cap)
+        return fail(hs, uqi_errf(em, UQ_ELIMIT, "noise: handshake payload of %zu bytes exceeds %zu", out_n, cap));
+    if ((e = decrypt_and_hash(hs, msg + off, rest, payload, &n))) goto auth;
+    *plen = n;
+    hs->step++;
+    return UQ_OK;
+auth:
+    return fail(hs, uqi_errf(em, e, "noise: handshake message %d failed authentication "
+                             "(wrong key or altered in transit)", hs->step + 1));
+}
+
+const uint8_t *uqn_hs_remote_static(const uqn_hs *hs) { return hs->has_rs ? hs->rs : NULL; }
+
+const uint8_t *uqn_hs_hash(const uqn_hs *hs, size_t *len)
+{
+    *len = hashlen(hs->hash);
+    return hs->h;
+}
+
+uq_err uqn_hs_split(uqn_hs *hs, uqn_cipher *send, uqn_cipher *recv, uq_errmsg *em)
+{
+    if (uqn_hs_next(hs) != UQN_HS_SPLIT)
+        return uqi_errf(em, UQ_EINVAL, "noise: the handshake is not finished");
+    uint8_t k1[UQN_NOISE_HASHMAX], k2[UQN_NOISE_HASHMAX];
+    hkdf2(hs->hash, hs->ck, (const uint8_t *)"", 0, k1, k2);
+    uqn_cipher *c1 = hs->initiator ? send : recv, *c2 = hs->initiator ? recv : send;
+    memset(c1, 0, sizeof *c1);
+    memset(c2, 0, sizeof *c2);
+    memcpy(c1->k, k1, 32);
+    memcpy(c2->k, k2, 32);
+    c1->has_key = c2->has_key = true;
+    sodium_memzero(k1, sizeof k1);
+    sodium_memzero(k2, sizeof k2);
+    /* keep h (channel binding) and rs; drop every secret */
+    sodium_memzero(&hs->cs, sizeof hs->cs);
+    sodium_memzero(hs->ck, sizeof hs->ck);
+    sodium_memzero(hs->s_sk, sizeof hs->s_sk);
+    sodium_memzero(hs->e_sk, sizeof hs->e_sk);
+    hs->step = 4;
+    return UQ_OK;
+}
+
+void uqn_hs_wipe(uqn_hs *hs) { sodium_memzero(hs, sizeof *hs); }

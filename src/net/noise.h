@@ -1,0 +1,103 @@
+/* The Noise protocol framework, pattern XX only: Noise_XX_25519_ChaChaPoly
+ * with BLAKE2b (what uqbar links use) or SHA-256 (kept so that both published
+ * vector sets can be checked). CipherState, SymmetricState, HandshakeState
+ * and Split as in revision 34 of the Noise specification, built on
+ * libsodium's X25519, ChaCha20-Poly1305 (IETF), BLAKE2b and SHA-256.
+ * No I/O here: messages go in and out of caller buffers. */
+#ifndef UQ_NET_NOISE_H
+#define UQ_NET_NOISE_H
+
+#include "util/util.h"
+
+#define UQN_NOISE_MAX_MSG 65535u  /* largest Noise message (spec section 3) */
+#define UQN_NOISE_TAG 16u         /* ChaChaPoly authentication tag */
+#define UQN_NOISE_DHLEN 32u       /* X25519 keys */
+#define UQN_NOISE_HASHMAX 64u     /* largest HASHLEN (BLAKE2b) */
+
+typedef enum uqn_hash {
+    UQN_HASH_BLAKE2B = 0, /* HASHLEN 64, BLOCKLEN 128: uqbar's links */
+    UQN_HASH_SHA256 = 1   /* HASHLEN 32, BLOCKLEN 64 */
+} uqn_hash;
+
+/* A CipherState: key k and 64-bit nonce n. The nonce goes on the wire as
+ * 4 zero bytes then n little-endian (ChaChaPoly in Noise). */
+typedef struct uqn_cipher {
+    uint8_t k[32];
+    uint64_t n;
+    bool has_key;
+} uqn_cipher;
+
+/* Encrypt len bytes of pt with associated data ad into out (len + 16
+ * bytes; out may equal pt), then advance the nonce. Without a key, copies.
+ * UQ_ELIMIT when the nonce is exhausted (n reached 2^64-1): the link must
+ * be closed, never reused. */
+uq_err uqn_cipher_encrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
+                          const uint8_t *pt, size_t len, uint8_t *out);
+/* Decrypt len bytes of ct (len >= 16) into out (len - 16 bytes). UQ_ECRYPTO
+ * if authentication fails (the nonce then does not advance), UQ_ECORRUPT if
+ * len < 16, UQ_ELIMIT when the nonce is exhausted. */
+uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
+                          const uint8_t *ct, size_t len, uint8_t *out);
+/* Rekey(): k = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zeros). */
+void uqn_cipher_rekey(uqn_cipher *cs);
+void uqn_cipher_wipe(uqn_cipher *cs);
+
+/* What the handshake expects next from this side. */
+typedef enum uqn_hs_action {
+    UQN_HS_WRITE = 0, /* call uqn_hs_write */
+    UQN_HS_READ,      /* call uqn_hs_read */
+    UQN_HS_SPLIT,     /* finished: call uqn_hs_split */
+    UQN_HS_DONE,      /* split done: only h and the remote static remain */
+    UQN_HS_FAILED     /* a step failed: discard the state */
+} uqn_hs_action;
+
+/* A HandshakeState for XX (-> e; <- e, ee, s, es; -> s, se). Storage is the
+ * caller's; wipe it with uqn_hs_wipe. */
+typedef struct uqn_hs {
+    uqn_hash hash;
+    bool initiator;
+    int step;            /* 0..3: messages processed */
+    bool failed;
+    uqn_cipher cs;       /* the SymmetricState's CipherState */
+    uint8_t ck[UQN_NOISE_HASHMAX], h[UQN_NOISE_HASHMAX];
+    uint8_t s_sk[32], s_pk[32];   /* our static key */
+    uint8_t e_sk[32], e_pk[32];   /* our ephemeral key */
+    bool e_fixed;                 /* ephemeral given by uqn_hs_set_ephemeral */
+    uint8_t rs[32], re[32];       /* remote static and ephemeral */
+    bool has_rs;
+} uqn_hs;
+
+/* Initialize for one side. The protocol name is Noise_XX_25519_ChaChaPoly_
+ * <BLAKE2b|SHA256>; prologue (may be NULL when plen is 0) is mixed into h;
+ * s_sk is our X25519 static secret. UQ_EINVAL on a bad hash choice. */
+uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue,
+                   size_t plen, const uint8_t s_sk[32], uq_errmsg *em);
+/* For test vectors only: use e_sk as the ephemeral secret instead of a
+ * fresh random one. Call before the first message. */
+void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32]);
+uqn_hs_action uqn_hs_next(const uqn_hs *hs);
+/* Write the next handshake message carrying payload (plen bytes) into out
+ * (cap bytes); *out_len is its length (at most 65,535). UQ_EINVAL when it is
+ * not our turn or the message would be too long; UQ_ECRYPTO if a DH result
+ * is all zeros (a low-order remote key). A failure fails the handshake. */
+uq_err uqn_hs_write(uqn_hs *hs, const uint8_t *payload, size_t plen, uint8_t *out,
+                    size_t cap, size_t *out_len, uq_errmsg *em);
+/* Read the next handshake message; its decrypted payload goes to payload
+ * (cap bytes, *plen its length). UQ_ECORRUPT if the message is too short or
+ * too long, UQ_ECRYPTO if it fails authentication or a DH result is zero.
+ * A failure fails the handshake. */
+uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+                   size_t cap, size_t *plen, uq_errmsg *em);
+/* The remote static public key, once received (NULL before). */
+const uint8_t *uqn_hs_remote_static(const uqn_hs *hs);
+/* The handshake hash h (HASHLEN bytes in *len): a channel binding. */
+const uint8_t *uqn_hs_hash(const uqn_hs *hs, size_t *len);
+/* After the last message: the two transport CipherStates (ours to send,
+ * ours to receive), and the handshake state is wiped except h. */
+uq_err uqn_hs_split(uqn_hs *hs, uqn_cipher *send, uqn_cipher *recv, uq_errmsg *em);
+void uqn_hs_wipe(uqn_hs *hs);
+
+/* X25519 public key for a secret (clamped as X25519 does). */
+void uqn_x25519_public(const uint8_t sk[32], uint8_t pk[32]);
+
+#endif

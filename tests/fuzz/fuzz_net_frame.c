@@ -1,0 +1,61 @@
+/* libFuzzer target for what a peer controls on a link: the frame decoder
+ * (any bytes, split anywhere, clear or encrypted), directory records and the
+ * handshake identity payload. Every input must give UQ_OK or an error with a
+ * message, never a crash, a leak or an out-of-bounds access. Run with
+ * `make fuzz` (FUZZ_SECONDS each). */
+#include <string.h>
+
+#include "net/frame.h"
+#include "net/link.h"
+#include "net/record.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(uq_err e, const uq_errmsg *em)
+{
+    if (e != UQ_OK && em->text[0] == '\0') __builtin_trap(); /* every refusal explains itself */
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2) return 0;
+    uint8_t mode = data[0], split = data[1];
+    data += 2;
+    size -= 2;
+    uq_errmsg em;
+    em.text[0] = '\0';
+    if (mode < 0xc0) { /* the frame decoder on a clear stream, fed in pieces */
+        uqn_fdec d;
+        uqn_fdec_init(&d, mode & 1 ? 1u << 20 : 300, NULL, NULL);
+        size_t step = split ? split : size ? size : 1, i = 0;
+        uq_err e = UQ_OK;
+        while (i < size && !e) {
+            size_t k = size - i < step ? size - i : step;
+            e = uqn_fdec_feed(&d, NULL, data + i, k, &em);
+            i += k;
+        }
+        check(e, &em);
+        uqn_fdec_fini(&d);
+    } else if (mode < 0xe0) { /* encrypted frames: authentication must refuse */
+        uqn_cipher cs = {{0}, 0, true};
+        memset(cs.k, 7, sizeof cs.k);
+        uqn_fdec d;
+        uqn_fdec_init(&d, 0, NULL, NULL);
+        check(uqn_fdec_feed(&d, &cs, data, size, &em), &em);
+        uqn_fdec_fini(&d);
+    } else if (mode < 0xf0) { /* a directory record, binary or as a line */
+        uqn_record r;
+        check(uqn_record_decode(data, size, &r, &em), &em);
+        char line[UQN_RECORD_LINE_MAX + 1];
+        size_t n = size < UQN_RECORD_LINE_MAX ? size : UQN_RECORD_LINE_MAX;
+        memcpy(line, data, n);
+        line[n] = '\0';
+        em.text[0] = '\0';
+        check(uqn_record_from_line(line, &r, &em), &em);
+    } else { /* a handshake hello */
+        uint8_t rs[32] = {1};
+        uqn_peer p;
+        check(uqn_hello_decode(data, size, rs, &p, &em), &em);
+    }
+    return 0;
+}

@@ -1,0 +1,247 @@
+/* Link framing: batching and chunking round trips through random splits,
+ * with and without encryption; malformed frames are refused, never crash. */
+#include "integ/tnet.h"
+#include "net/frame.h"
+
+typedef struct stream {
+    uint8_t *p;
+    size_t n, cap;
+    unsigned frames;
+} stream;
+
+static void stream_put(stream *s, const uint8_t *p, size_t n)
+{
+    if (s->n + n > s->cap) {
+        s->cap = (s->n + n) * 2;
+        s->p = realloc(s->p, s->cap);
+    }
+    memcpy(s->p + s->n, p, n);
+    s->n += n;
+}
+
+/* Encode every queued message into a byte stream. */
+static void encode_all(uqn_fenc *e, uqn_cipher *cs, stream *s)
+{
+    static uint8_t frame[UQN_FRAME_WIRE_MAX];
+    size_t n;
+    uq_errmsg em;
+    for (;;) {
+        ASSERT_EQ(uqn_fenc_next_frame(e, cs, frame, &n, &em), UQ_OK);
+        if (!n) break;
+        ASSERT(n <= UQN_FRAME_WIRE_MAX);
+        ASSERT_EQ(((size_t)frame[0] << 8 | frame[1]) + 2, n);
+        stream_put(s, frame, n);
+        s->frames++;
+    }
+}
+
+/* Feed a stream in random pieces (1 byte to 100 KB). */
+static uq_err feed_random(uqn_fdec *d, uqn_cipher *cs, const stream *s, uq_errmsg *em)
+{
+    size_t i = 0;
+    while (i < s->n) {
+        size_t k = 1 + randombytes_uniform(randombytes_uniform(4) == 0 ? 7 : 100000);
+        if (k > s->n - i) k = s->n - i;
+        uq_err e = uqn_fdec_feed(d, cs, s->p + i, k, em);
+        if (e) return e;
+        i += k;
+    }
+    return UQ_OK;
+}
+
+static void round_trip(bool encrypted)
+{
+    enum { N = 120 };
+    uint8_t *msgs[N];
+    size_t lens[N], total = 0;
+    uqn_fenc enc;
+    uqn_fenc_init(&enc);
+    uq_errmsg em = {{0}};
+    for (int i = 0; i < N; i++) {
+        /* mostly small, some around the frame size, a few large */
+        uint32_t r = randombytes_uniform(10);
+        lens[i] = r < 6 ? randombytes_uniform(300) : r < 8 ? 65000 + randombytes_uniform(1200)
+                                                             : randombytes_uniform(400000);
+        if (i == 0) lens[i] = 0;
+        if (i == 1) lens[i] = UQN_FRAME_PLAIN_MAX - 3; /* exactly one full frame */
+        if (i == 2) lens[i] = UQN_FRAME_PLAIN_MAX - 2; /* one byte too many: chunked */
+        msgs[i] = malloc(lens[i] + 1);
+        randombytes_buf(msgs[i], lens[i]);
+        ASSERT_EQ(uqn_fenc_push(&enc, msgs[i], lens[i], &em), UQ_OK);
+        total += lens[i];
+    }
+    ASSERT_EQ(enc.queued_bytes, total);
+    uqn_cipher tx = {{0}, 0, false}, rx = {{0}, 0, false};
+    if (encrypted) {
+        randombytes_buf(tx.k, 32);
+        memcpy(rx.k, tx.k, 32);
+        tx.has_key = rx.has_key = true;
+    }
+    stream s = {0};
+    encode_all(&enc, encrypted ? &tx : NULL, &s);
+    ASSERT(!uqn_fenc_pending(&enc));
+    ASSERT_EQ(enc.queued_bytes, 0);
+    /* the stream is about as dense as the framing allows */
+    size_t min_frames = total / UQN_FRAME_PLAIN_MAX + 1;
+    ASSERT(s.frames >= min_frames && s.frames <= min_frames + N / 2);
+    for (int rep = 0; rep < 3; rep++) {
+        tn_inbox in = {0};
+        uqn_fdec dec;
+        uqn_fdec_init(&dec, 0, tn_deliver, &in);
+        uqn_cipher r = rx;
+        ASSERT_EQ(feed_random(&dec, encrypted ? &r : NULL, &s, &em), UQ_OK);
+        ASSERT_EQ(in.n, N);
+        for (int i = 0; i < N; i++) {
+            ASSERT_EQ(in.lens[i], lens[i]);
+            ASSERT(memcmp(in.msgs[i], msgs[i], lens[i]) == 0);
+        }
+        ASSERT_EQ(dec.frames, s.frames);
+        ASSERT_EQ(dec.hdr_got, 0);
+        ASSERT_EQ(dec.nparts, 0);
+        uqn_fdec_fini(&dec);
+        tn_inbox_free(&in);
+    }
+    test_log("%d messages, %zu bytes, %u frames (%s)", N, total, s.frames, encrypted ? "encrypted" : "clear");
+    for (int i = 0; i < N; i++) free(msgs[i]);
+    free(s.p);
+    uqn_fenc_fini(&enc);
+}
+
+TEST(net_frame_round_trip_random_splits) { round_trip(false); }
+TEST(net_frame_round_trip_encrypted) { round_trip(true); }
+
+TEST(net_frame_small_messages_are_batched)
+{
+    uqn_fenc enc;
+    uqn_fenc_init(&enc);
+    uq_errmsg em;
+    for (int i = 0; i < 1000; i++) ASSERT_EQ(uqn_fenc_push(&enc, "0123456789", 10, &em), UQ_OK);
+    stream s = {0};
+    encode_all(&enc, NULL, &s);
+    ASSERT_EQ(s.frames, 1); /* 1000 * 13 bytes fit one frame */
+    ASSERT_EQ(s.n, 2 + 13000);
+    tn_inbox in = {0};
+    uqn_fdec dec;
+    uqn_fdec_init(&dec, 0, tn_deliver, &in);
+    ASSERT_EQ(uqn_fdec_feed(&dec, NULL, s.p, s.n, &em), UQ_OK);
+    ASSERT_EQ(dec.msgs, 1000);
+    uqn_fdec_fini(&dec);
+    tn_inbox_free(&in);
+    free(s.p);
+}
+
+/* Decode one hand-made frame plaintext; returns the error. */
+static uq_err decode1(const uint8_t *p, size_t n, size_t max_msg, uq_errmsg *em)
+{
+    uqn_fdec dec;
+    tn_inbox in = {0};
+    uqn_fdec_init(&dec, max_msg, tn_deliver, &in);
+    uint8_t *w = malloc(n + 2);
+    w[0] = (uint8_t)(n >> 8);
+    w[1] = (uint8_t)n;
+    memcpy(w + 2, p, n);
+    uq_err e = uqn_fdec_feed(&dec, NULL, w, n + 2, em);
+    if (e) { /* sticky */
+        uq_errmsg em2;
+        ASSERT_EQ(uqn_fdec_feed(&dec, NULL, w, n + 2, &em2), e);
+    }
+    free(w);
+    uqn_fdec_fini(&dec);
+    tn_inbox_free(&in);
+    return e;
+}
+
+TEST(net_frame_malformed_refused)
+{
+    uq_errmsg em = {{0}};
+    const uint8_t ok[] = {1, 0, 2, 'h', 'i', 1, 0, 0};
+    ASSERT_EQ(decode1(ok, sizeof ok, 0, &em), UQ_OK);
+    ASSERT_EQ(decode1(ok, 0, 0, &em), UQ_OK); /* an empty frame: keepalive */
+    const uint8_t unknown[] = {9};
+    ASSERT_EQ(decode1(unknown, 1, 0, &em), UQ_ECORRUPT);
+    ASSERT_STR_HAS(em.text, "unknown record kind 0x09");
+    const uint8_t short_hdr[] = {1, 0};
+    ASSERT_EQ(decode1(short_hdr, 2, 0, &em), UQ_ECORRUPT);
+    const uint8_t overrun[] = {1, 0, 5, 'a'};
+    ASSERT_EQ(decode1(overrun, 4, 0, &em), UQ_ECORRUPT);
+    ASSERT_STR_HAS(em.text, "overruns");
+    const uint8_t more_unknown[] = {3, 0, 0, 0, 7, 0, 0, 0, 0, 0, 1, 'x'};
+    ASSERT_EQ(decode1(more_unknown, sizeof more_unknown, 0, &em), UQ_ECORRUPT);
+    ASSERT_STR_HAS(em.text, "not started");
+    const uint8_t first_twice[] = {2, 0, 0, 0, 7, 0, 0, 0, 9, 0, 1, 'x', 2, 0, 0, 0, 7, 0, 0, 0, 9, 0, 1, 'x'};
+    ASSERT_EQ(decode1(first_twice, sizeof first_twice, 0, &em), UQ_ECORRUPT);
+    ASSERT_STR_HAS(em.text, "started twice");
+    const uint8_t bad_off[] = {2, 0, 0, 0, 7, 0, 0, 0, 9, 0, 1, 'x', 3, 0, 0, 0, 7, 0, 0, 0, 2, 0, 1, 'y'};
+    ASSERT_EQ(decode1(bad_off, sizeof bad_off, 0, &em), UQ_ECORRUPT);
+    ASSERT_STR_HAS(em.text, "expected 1");
+    const uint8_t overlong[] = {2, 0, 0, 0, 7, 0, 0, 0, 2, 0, 1, 'x', 3, 0, 0, 0, 7, 0, 0, 0, 1, 0, 2, 'y', 'z'};
+    ASSERT_EQ(decode1(overlong, sizeof overlong, 0, &em), UQ_ECORRUPT);
+    const uint8_t whole_as_first[] = {2, 0, 0, 0, 7, 0, 0, 0, 1, 0, 1, 'x'};
+    ASSERT_EQ(decode1(whole_as_first, sizeof whole_as_first, 0, &em), UQ_ECORRUPT);
+    const uint8_t empty_chunk[] = {2, 0, 0, 0, 7, 0, 0, 0, 5, 0, 0};
+    ASSERT_EQ(decode1(empty_chunk, sizeof empty_chunk, 0, &em), UQ_ECORRUPT);
+    const uint8_t huge[] = {2, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0, 1, 'x'};
+    ASSERT_EQ(decode1(huge, sizeof huge, 0, &em), UQ_ELIMIT);
+    ASSERT_STR_HAS(em.text, "exceeds");
+    const uint8_t small_limit[] = {1, 0, 5, 'a', 'b', 'c', 'd', 'e'};
+    ASSERT_EQ(decode1(small_limit, sizeof small_limit, 4, &em), UQ_ELIMIT);
+    /* too many chunked messages open at once */
+    uint8_t many[(UQN_PARTIAL_MAX + 1) * 12];
+    for (unsigned i = 0; i <= UQN_PARTIAL_MAX; i++) {
+        uint8_t r[12] = {2, 0, 0, 0, (uint8_t)i, 0, 0, 0, 9, 0, 1, 'x'};
+        memcpy(many + 12 * i, r, 12);
+    }
+    ASSERT_EQ(decode1(many, sizeof many, 0, &em), UQ_ELIMIT);
+    ASSERT_EQ(decode1(many, sizeof many - 12, 0, &em), UQ_OK);
+}
+
+TEST(net_frame_tampered_or_replayed_refused)
+{
+    uqn_cipher tx = {{0}, 0, true}, rx;
+    randombytes_buf(tx.k, 32);
+    rx = tx;
+    uqn_fenc enc;
+    uqn_fenc_init(&enc);
+    uq_errmsg em = {{0}};
+    uint8_t big[100000];
+    randombytes_buf(big, sizeof big);
+    ASSERT_EQ(uqn_fenc_push(&enc, big, sizeof big, &em), UQ_OK);
+    stream s = {0};
+    encode_all(&enc, &tx, &s);
+    ASSERT_EQ(s.frames, 2);
+    size_t f1 = 2 + ((size_t)s.p[0] << 8 | s.p[1]);
+    /* each byte of the first frame's ciphertext, flipped, is refused */
+    for (size_t i = 2; i < f1; i += 997) {
+        uqn_fdec dec;
+        tn_inbox in = {0};
+        uqn_fdec_init(&dec, 0, tn_deliver, &in);
+        uqn_cipher r = rx;
+        s.p[i] ^= 4;
+        ASSERT_EQ(uqn_fdec_feed(&dec, &r, s.p, s.n, &em), UQ_ECRYPTO);
+        ASSERT_STR_HAS(em.text, "frame 1 failed authentication");
+        s.p[i] ^= 4;
+        ASSERT_EQ(in.n, 0);
+        uqn_fdec_fini(&dec);
+    }
+    /* the frames swapped, or the first replayed */
+    uqn_fdec dec;
+    tn_inbox in = {0};
+    uqn_fdec_init(&dec, 0, tn_deliver, &in);
+    uqn_cipher r = rx;
+    ASSERT_EQ(uqn_fdec_feed(&dec, &r, s.p + f1, s.n - f1, &em), UQ_ECRYPTO);
+    uqn_fdec_fini(&dec);
+    uqn_fdec_init(&dec, 0, tn_deliver, &in);
+    r = rx;
+    ASSERT_EQ(uqn_fdec_feed(&dec, &r, s.p, f1, &em), UQ_OK);
+    ASSERT_EQ(uqn_fdec_feed(&dec, &r, s.p, f1, &em), UQ_ECRYPTO);
+    uqn_fdec_fini(&dec);
+    /* a frame shorter than a tag */
+    uqn_fdec_init(&dec, 0, tn_deliver, &in);
+    r = rx;
+    const uint8_t tiny[] = {0, 3, 1, 2, 3};
+    ASSERT_EQ(uqn_fdec_feed(&dec, &r, tiny, sizeof tiny, &em), UQ_ECORRUPT);
+    uqn_fdec_fini(&dec);
+    tn_inbox_free(&in);
+    free(s.p);
+    uqn_fenc_fini(&enc);
+}
