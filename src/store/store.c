@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define MAGIC "uqbar-node-store"
@@ -20,12 +22,27 @@ static const char *const db_names[UQS_DB_N] = {"procs", "state", "handles", "fil
 
 const char *uqs_path(const uqs_store *s) { return s->path; }
 
+/* LMDB reports a short write as EIO; the usual reasons are a full disk or
+ * the file size limit, which are worth telling apart from a failing disk. */
+static int explain_eio(uqs_store *s)
+{
+    struct statvfs vfs;
+    if (statvfs(s->path, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20)) return ENOSPC;
+    struct rlimit lim;
+    struct stat st;
+    if (getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && stat(s->data_path, &st) == 0 &&
+        (uint64_t)st.st_size + 65536 >= (uint64_t)lim.rlim_cur)
+        return EFBIG;
+    return EIO;
+}
+
 uq_err uqi_store_mdb_err(uqs_store *s, int rc, const char *what, uq_errmsg *em)
 {
+    if (rc == EIO) rc = explain_eio(s);
     switch (rc) {
     case MDB_MAP_FULL:
-        return uqi_errf(em, UQ_ELIMIT, "store %s is full: %s needs more than its map size of %zu MiB", s->data_path,
-                        what, s->map_size >> 20);
+        return uqi_errf(em, UQ_ELIMIT, "store %s is full: %s needs more than its map size of %zu KiB", s->data_path,
+                        what, s->map_size >> 10);
     case ENOSPC:
     case EDQUOT:
         return uqi_errf(em, UQ_ELIMIT, "store %s: %s failed: no space left on device", s->data_path, what);
