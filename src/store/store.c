@@ -316,7 +316,7 @@ uq_err uqs_each(uqs_store *s, uqs_db db, const void *prefix, size_t plen, uqs_ea
     MDB_val k = {plen, (void *)prefix}, v;
     rc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST);
     while (rc == 0) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) break;
         if (fn(arg, k.mv_data, k.mv_size, v.mv_data, v.mv_size)) break;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
