@@ -41,6 +41,9 @@ uq_err uqi_store_mdb_err(uqs_store *s, int rc, const char *what, uq_errmsg *em)
     if (rc == EIO) rc = explain_eio(s);
     switch (rc) {
     case MDB_MAP_FULL:
+        if (s->map_size % (1u << 20) == 0)
+            return uqi_errf(em, UQ_ELIMIT, "store %s is full: %s needs more than its map size of %zu MiB",
+                            s->data_path, what, s->map_size >> 20);
         return uqi_errf(em, UQ_ELIMIT, "store %s is full: %s needs more than its map size of %zu KiB", s->data_path,
                         what, s->map_size >> 10);
     case ENOSPC:
