@@ -26,9 +26,9 @@ endif
 CFLAGS  := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 # Guest code (dlopen'ed) resolves host imports and wasm_rt_* against us.
 LDFLAGS := -pthread -Wl,--dynamic-list=src/engine/exports.list $(LDSAN)
-LDLIBS  := -lsodium -ljansson -ldl -lrt
+LDLIBS  := -lsodium -ljansson -llmdb -ldl -lrt
 
-LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c src/net/*.c)
+LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c src/store/*.c src/net/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(BUILD)/src/cli/main.o $(BUILD)/src/cli/boot.o
 

@@ -29,7 +29,7 @@ $(BENCH_OUT)/bench_kernel: bench/bench_kernel.c $(BUILD)/libuqbar.a src/engine/e
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_kernel.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
 
-bench-build: all guests $(BENCH_OUT)/bench_engine $(BENCH_OUT)/bench_kernel $(BENCH_APPS) $(BENCH_GUEST_WASM) \
+bench-build: all guests $(BENCH_OUT)/bench_engine $(BENCH_OUT)/bench_kernel $(BENCH_OUT)/bench_store $(BENCH_APPS) $(BENCH_GUEST_WASM) \
              $(BENCH_KERNELS:%=$(BENCH_OUT)/%.native) $(BENCH_KERNELS:%=$(BENCH_OUT)/%.wasm)
 
 # One kernel at a time, both flavours (NAME.native and NAME.wasm).
@@ -50,3 +50,8 @@ $(BENCH_OUT)/guests/%.wasm: bench/guests/%.c
 $(BENCH_OUT)/bench_engine: bench/bench_engine.c $(BUILD)/libuqbar.a src/engine/exports.list $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_engine.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
+
+# The node store (src/store/): durable state writes, group commit, files.
+$(BENCH_OUT)/bench_store: bench/bench_store.c $(BUILD)/libuqbar.a $(wildcard src/*/*.h include/uqbar/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_store.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)

@@ -11,6 +11,7 @@
 #    NODE_WASI_TIME=1: instantiate + run, compile excluded); medians, ratios
 #    and geometric means. Outputs must be byte-identical across runtimes.
 # 2. Engine: $BUILD/bench/bench_engine (see bench/bench_engine.c).
+#    Kernel: $BUILD/bench/bench_kernel; store: $BUILD/bench/bench_store.
 # 3. Summary of the targets on stderr.
 #
 # Env: BUILD (build), KERNELS (all of bench/kernels), BENCH_REPS (3), NODE (node).
@@ -178,6 +179,14 @@ if command -v erl >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=erlang-base sh scripts/d
 else
     say "Erlang/OTP (erlang-base) is not available: no side-by-side figures"
 fi
+
+# ---- store -----------------------------------------------------------------
+say "store benchmarks ($B/bench_store, scratch in $B/store-scratch)"
+"$B/bench_store" "$B/store-scratch" > "$OUT/store.txt"
+st=$?
+[ $st -eq 0 ] || fail "bench_store: exit status $st"
+cat "$OUT/store.txt"
+cat "$OUT/store.txt" >> "$RESULTS"
 
 # ---- targets ---------------------------------------------------------------
 get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
