@@ -102,18 +102,25 @@ int main(int argc, char **argv)
         snprintf(id, sizeof id, "relay-%d", k);
         spawn(bapps, "relay", id);
     }
-    const char *only = getenv("UQBAR_BENCH_ONLY"); /* e.g. "spawn": run one phase (profiling) */
+    const char *only = getenv("UQBAR_BENCH_ONLY"); /* messages (rt, oneway, chain), spawn or idle: one phase (profiling) */
+    /* "messages" is the three parts "rt", "oneway" and "chain" */
 #define PHASE(name) (!only || strcmp(only, name) == 0)
-    if (PHASE("messages")) {
+#define MSG_PHASE(name) (PHASE("messages") || PHASE(name))
+    char *r;
+    if (MSG_PHASE("rt")) {
     fprintf(stderr, "bench_kernel: round trips\n");
-    char *r = ask("{\"rt\":200000}");
+    r = ask("{\"rt\":200000}");
     printf("kernel_roundtrip_median_ns %.0f ns\n", field(r, "median_ns"));
     printf("kernel_roundtrip_p99_ns %.0f ns\n", field(r, "p99_ns"));
     free(r);
+    }
+    if (MSG_PHASE("oneway")) {
     fprintf(stderr, "bench_kernel: one-way messages\n");
     r = ask("{\"oneway\":3000000}");
     printf("kernel_oneway_msgs_per_s %.0f msg/s\n", field(r, "msgs_per_s"));
     free(r);
+    }
+    if (MSG_PHASE("chain")) {
     fprintf(stderr, "bench_kernel: chain of 5 middleware, 1 KiB and 1 MiB payloads\n");
     /* forwarding cost = chain round trip - direct round trip with the same
      * payload: the sender's one copy out of its memory is not forwarding */
