@@ -35,7 +35,7 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
         if (!kp->held[i]) { slot = i; break; }
     if (slot < 0) return UQ_ABI_ETOOMANY;
     uqi_msg *m;
-    while (!(m = uqi_mailbox_pop(&kp->mbox))) {
+    while (!(m = uqi_mailbox_take(&kp->mbox, true))) { /* marked waiting: the next sender wakes us */
         uqi_task_check_kill();
         uqi_task_block();
         uqi_task_check_kill();

@@ -148,10 +148,13 @@ static uqi_msg *copy_for_error(const uqi_msg *m)
     return c;
 }
 
-static void wake(uqi_kproc *kp)
+/* After a put: wake kp if it waits (node lock held). A wasm process marks
+ * its mailbox before it blocks in receive, so a sender wakes it only then;
+ * a host port waits on its condition variable. */
+static void wake(uqi_kproc *kp, bool waits)
 {
     if (kp->proc) {
-        if (kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
+        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
     } else {
         pthread_cond_broadcast(&kp->port_cond);
     }
@@ -162,16 +165,10 @@ static void wake(uqi_kproc *kp)
  * outstanding, which are bounded per process. */
 static void deliver_forced(uqi_kproc *kp, uqi_msg *m)
 {
-    pthread_mutex_lock(&kp->mbox.lock);
-    m->next = NULL;
-    if (kp->mbox.tail) kp->mbox.tail->next = m;
-    else kp->mbox.head = m;
-    kp->mbox.tail = m;
-    kp->mbox.depth++;
-    kp->mbox.delivered++;
-    pthread_mutex_unlock(&kp->mbox.lock);
+    bool waits;
+    uqi_mailbox_put(&kp->mbox, m, true, &waits);
     kp->received++;
-    wake(kp);
+    wake(kp, waits);
 }
 
 /* Turn an outstanding record into an error message for its requester. */
@@ -290,7 +287,8 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         uint64_t id = m->id;
         bool expects = m->expects_response_s != 0;
         if (expects) record_outstanding(n, from, to, m, context, context_len);
-        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+        bool waits;
+        if (uqi_mailbox_put(&to->mbox, m, false, &waits) != UQ_OK) {
             if (expects) {
                 uqi_outstanding *o = take_outstanding(n, id, &from->addr);
                 o->ctx = NULL; /* the caller keeps its context on failure */
@@ -301,7 +299,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         }
         to->received++;
         from->sent++;
-        wake(to);
+        wake(to, waits);
         if (!expects) free(context);
         goto out;
     }
@@ -426,7 +424,8 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
         m->target = r->target;
         if (r->metadata) m->metadata = uqi_xstrdup(r->metadata);
         m->payload = uqi_payload_hold(r->payload);
-        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+        bool waits;
+        if (uqi_mailbox_put(&to->mbox, m, false, &waits) != UQ_OK) {
             uq_log(UQ_LOG_WARN, "kernel", "%s exited: the mailbox of %s is full, its on_exit request is not delivered",
                    kp->addr.process, to->addr.process);
             uqi_msg_free(m);
@@ -434,7 +433,7 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
         }
         to->received++;
         kp->sent++;
-        wake(to);
+        wake(to, waits);
     }
 }
 
