@@ -118,6 +118,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench_kernel: one-way messages\n");
     r = ask("{\"oneway\":3000000}");
     printf("kernel_oneway_msgs_per_s %.0f msg/s\n", field(r, "msgs_per_s"));
+    fprintf(stderr, "bench_kernel: one-way: %s\n", r);
     free(r);
     }
     if (MSG_PHASE("chain")) {

@@ -49,6 +49,11 @@ typedef struct uqi_kproc {
     uint64_t backoff_ms;         /* next restart delay */
     uint64_t started_ns;         /* when the current instance started */
     uint64_t restart_at_ns;      /* pending restart, or 0 */
+    /* the last target text a wasm process sent to, parsed (abi.c: most
+     * processes talk to few targets; this skips the parse and its checks) */
+    uint32_t last_target_len;    /* 0: none */
+    char last_target[2 * UQI_NAME_MAX + 2];
+    uqi_addr last_target_addr;
 } uqi_kproc;
 
 typedef struct uqi_node_config {
