@@ -161,16 +161,18 @@ int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
         const char *target = (const char *)uqi_guest_ptr(p, get32(d + 8), tlen);
         if (!target) { err = UQ_ABI_EFAULT; goto fail; }
         uq_errmsg em;
-        if (tlen && tlen == kp->last_target_len && memcmp(target, kp->last_target, tlen) == 0) {
-            m->target = kp->last_target_addr;
+        uqi_last_target *lt = kp->last_target;
+        if (lt && tlen && tlen == lt->len && memcmp(target, lt->text, tlen) == 0) {
+            m->target = lt->addr;
         } else {
             if (tlen > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(target, tlen, uqi_node_name(kp->node), &m->target, &em)) {
                 err = UQ_ABI_EINVAL;
                 goto fail;
             }
-            memcpy(kp->last_target, target, tlen);
-            kp->last_target_len = tlen;
-            kp->last_target_addr = m->target;
+            if (!lt) lt = kp->last_target = uqi_xmalloc(sizeof *lt);
+            memcpy(lt->text, target, tlen);
+            lt->len = tlen;
+            lt->addr = m->target;
         }
         m->expects_response_s = expects;
         if (expects && get32(d + 36)) {

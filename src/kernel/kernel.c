@@ -111,6 +111,7 @@ static void kproc_free(uqi_kproc *kp)
     for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
     uqi_mailbox_fini(&kp->mbox);
     pthread_cond_destroy(&kp->port_cond);
+    free(kp->last_target);
     free(kp);
 }
 

@@ -49,12 +49,16 @@ typedef struct uqi_kproc {
     uint64_t backoff_ms;         /* next restart delay */
     uint64_t started_ns;         /* when the current instance started */
     uint64_t restart_at_ns;      /* pending restart, or 0 */
-    /* the last target text a wasm process sent to, parsed (abi.c: most
-     * processes talk to few targets; this skips the parse and its checks) */
-    uint32_t last_target_len;    /* 0: none */
-    char last_target[2 * UQI_NAME_MAX + 2];
-    uqi_addr last_target_addr;
+    struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
 } uqi_kproc;
+
+/* The last target text a process sent a request to, parsed: most processes
+ * talk to few targets, and this skips the parse and its checks. */
+typedef struct uqi_last_target {
+    uint32_t len;
+    char text[2 * UQI_NAME_MAX + 2];
+    uqi_addr addr;
+} uqi_last_target;
 
 typedef struct uqi_node_config {
     const char *name;            /* node name */

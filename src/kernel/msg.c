@@ -2,6 +2,7 @@
 #include "kernel/msg.h"
 
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -148,7 +149,14 @@ uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
     } else {
         m = uqi_xmalloc(small ? MSG_SMALL_SIZE : sizeof *m + body_len);
     }
-    memset(m, 0, sizeof *m);
+    /* Everything but the three addresses is zeroed; they get an empty
+     * string each: the sender fills source and target, rsvp is read only
+     * when has_rsvp (writing 384 bytes twice was most of this function). */
+    memset(m, 0, offsetof(uqi_msg, source));
+    memset(&m->has_rsvp, 0, sizeof *m - offsetof(uqi_msg, has_rsvp));
+    m->source.node[0] = m->source.process[0] = '\0';
+    m->target.node[0] = m->target.process[0] = '\0';
+    m->rsvp.node[0] = m->rsvp.process[0] = '\0';
     m->kind = kind;
     m->small = small;
     m->body = (uint8_t *)(m + 1);

@@ -67,7 +67,7 @@ typedef struct uqi_msg {
     uint64_t id;
     uqi_addr source, target;
     uqi_addr rsvp;           /* where a response goes; valid when has_rsvp */
-    bool has_rsvp;
+    bool has_rsvp;           /* uqi_msg_new zeroes from here on, and before source */
     uint32_t expects_response_s; /* 0: no response expected */
     uint32_t error;          /* uqi_send_error, for UQI_MSG_ERROR */
     uint8_t *context;        /* attached by the kernel on delivery; never leaves the node */
