@@ -117,7 +117,7 @@ void uqi_payload_rele(uqi_payload *p)
 
 typedef struct msg_cache {
     uqi_msg *head; /* linked through ->next */
-    uint32_t n;
+    int n;         /* signed: MSG_CACHE_MAX may be 0 */
 } msg_cache;
 
 static _Thread_local msg_cache tcache;
