@@ -7,6 +7,7 @@
 #include "sched/fiber.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -27,9 +28,13 @@ static int pool_n, pool_dirty;
 
 static size_t page_size(void)
 {
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-    return ps;
+    static _Atomic size_t ps; /* workers make stacks concurrently */
+    size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+    if (!v) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&ps, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 static uint8_t *stack_alloc(size_t map_size)
