@@ -2,10 +2,10 @@
  * request whose body names the benchmark:
  *   {"rt":N}          N request/response round trips to echo: median, p99 ns
  *   {"oneway":N}      N one-way requests to counter, then one awaited: msgs/s
- *   {"chain":N,"kib":K}  N round trips through relay-5..relay-1 to echo with a
- *                     K KiB payload forwarded by reference: median ns
- *   {"direct":N,"kib":K} the same straight to echo (to subtract: the sender's
- *                     one copy of the payload out of its memory is not forwarding)
+ *   {"chain":N,"kib":K}  N round trips through relay-5..relay-1 to echo with
+ *                     the K KiB payload of this request, forwarded by
+ *                     reference (inherit) at every hop: median ns
+ *   {"direct":N,"kib":K} the same straight to echo (to subtract)
  * and answers with the figures as JSON. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,15 +45,15 @@ static int roundtrip(const char *target, const char *body, const uq_opts *o)
 static void run_rt(const uq_msg *req, int n, const char *target, uint32_t kib)
 {
     uint64_t *t = malloc(sizeof *t * (size_t)n);
-    char *payload = kib ? calloc(kib, 1024) : NULL;
     uq_opts o = {0};
     o.expects_response_s = 30;
-    if (payload) {
-        o.payload = payload;
-        o.payload_len = kib * 1024;
-        o.mime = "application/octet-stream";
-    }
     int bad = 0;
+    if (kib) {
+        /* forward the request's own payload: no copy out of our memory */
+        bad |= req->payload_len != kib * 1024;
+        o.inherit = req;
+        o.inherit_payload = 1;
+    }
     for (int i = 0; i < n / 10 + 1; i++) bad |= roundtrip(target, "{\"ping\":1}", &o); /* warm-up */
     for (int i = 0; i < n; i++) {
         uint64_t t0 = now_ns();
@@ -66,7 +66,6 @@ static void run_rt(const uq_msg *req, int n, const char *target, uint32_t kib)
              (unsigned long long)t[(size_t)n * 99 / 100], bad ? "false" : "true");
     uq_respond(req, out, NULL);
     free(t);
-    free(payload);
 }
 
 static void run_oneway(const uq_msg *req, int n)

@@ -62,6 +62,10 @@ static void proc_entry(uqi_task *t)
 static void proc_done(uqi_task *t)
 {
     uqi_proc *p = (uqi_proc *)t;
+    if (t->no_stack) {
+        p->status = UQI_PROC_FAILED;
+        snprintf(p->why, sizeof p->why, "no memory for a fiber stack");
+    }
     if (p->on_finish) p->on_finish(p);
     if (p->free_on_finish) {
         uqi_proc_free(p);

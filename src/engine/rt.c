@@ -112,35 +112,96 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...)
 }
 
 /* ---- memories ---------------------------------------------------------------- */
+/* Freed reservations are pooled ready for the next instance: their first
+ * `rw` bytes are readable, writable and all zero, the rest PROT_NONE. A
+ * memory is cleaned when it is freed (on the worker that ran it): up to
+ * SCAN_MAX bytes, each 4 KiB page is checked and only pages the guest left
+ * non-zero are cleared, with no system call; beyond that, madvise
+ * (MADV_DONTNEED) drops the pages and keeps the access. An instance whose
+ * initial size equals a pooled entry's `rw` then starts with no mprotect,
+ * madvise or page fault on pages the last one touched; before, every spawn
+ * paid mprotect + madvise + mprotect, each a TLB shootdown across the
+ * node's threads. Pages never touched read as the shared zero page, so a
+ * pooled entry keeps at most SCAN_MAX bytes resident (64 entries: 8 MiB). */
 #define MEM_POOL_MAX 64
+#define SCAN_MAX ((uint64_t)128 << 10)
+#define OS_PAGE 4096
+
+typedef struct pooled_mem {
+    uint8_t *lo;
+    uint64_t rw; /* [lo, lo + rw) is PROT_READ|WRITE and zero */
+} pooled_mem;
+
 static pthread_mutex_t mem_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *mem_pool[MEM_POOL_MAX];
+static pooled_mem mem_pool[MEM_POOL_MAX];
 static int mem_pool_n;
 
-static uint8_t *reserve(void)
+/* A reservation whose first `want` bytes are writable and zero, the rest
+ * inaccessible; NULL if none can be had. */
+static uint8_t *reserve(uint64_t want)
 {
+    pooled_mem e = {NULL, 0};
     pthread_mutex_lock(&mem_pool_lock);
-    uint8_t *p = mem_pool_n ? mem_pool[--mem_pool_n] : NULL;
+    if (mem_pool_n) {
+        int k = mem_pool_n - 1; /* the most recent (warm) entry, unless another fits exactly */
+        for (int i = mem_pool_n - 1; i >= 0; i--)
+            if (mem_pool[i].rw == want) { k = i; break; }
+        e = mem_pool[k];
+        mem_pool[k] = mem_pool[--mem_pool_n];
+    }
     pthread_mutex_unlock(&mem_pool_lock);
-    if (p) return p;
-    p = mmap(NULL, UQI_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (!e.lo) {
+        e.lo = mmap(NULL, UQI_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (e.lo == MAP_FAILED) return NULL;
+    }
+    if (e.rw > want) { /* shrink: drop the pages and the access past want */
+        madvise(e.lo + want, e.rw - want, MADV_DONTNEED);
+        if (mprotect(e.lo + want, e.rw - want, PROT_NONE) != 0) goto fail;
+    } else if (e.rw < want && mprotect(e.lo + e.rw, want - e.rw, PROT_READ | PROT_WRITE) != 0) {
+        goto fail;
+    }
+    return e.lo;
+fail:
+    munmap(e.lo, UQI_MEM_RESERVE);
+    return NULL;
 }
 
-static void unreserve(uint8_t *p, uint64_t used)
+/* memcmp against a zero page runs at vector speed (a 64 KiB memory in about
+ * 0.3 us); a scalar loop took 2.3 us. Untouched pages read the kernel's
+ * zero page, which stays in the cache. */
+static const uint8_t zero_page[OS_PAGE];
+
+static bool page_is_zero(const uint8_t *p)
 {
-    if (used) {
-        /* Drop the pages and the access; the reservation stays for reuse. */
-        madvise(p, used, MADV_DONTNEED);
-        mprotect(p, used, PROT_NONE);
+    return memcmp(p, zero_page, OS_PAGE) == 0;
+}
+
+/* Back to the pool with [lo, lo + used) zeroed (accessible), or unmapped
+ * when the pool is full. */
+static void unreserve(uint8_t *lo, uint64_t used)
+{
+    pthread_mutex_lock(&mem_pool_lock);
+    bool room = mem_pool_n < MEM_POOL_MAX;
+    pthread_mutex_unlock(&mem_pool_lock);
+    if (!room) {
+        munmap(lo, UQI_MEM_RESERVE);
+        return;
+    }
+    if (used <= SCAN_MAX) {
+        for (uint64_t off = 0; off < used; off += OS_PAGE)
+            if (!page_is_zero(lo + off)) memset(lo + off, 0, OS_PAGE);
+    } else {
+        madvise(lo, used, MADV_DONTNEED);
     }
     pthread_mutex_lock(&mem_pool_lock);
     if (mem_pool_n < MEM_POOL_MAX) {
-        mem_pool[mem_pool_n++] = p;
-        p = NULL;
+        mem_pool[mem_pool_n].lo = lo;
+        mem_pool[mem_pool_n].rw = used;
+        mem_pool_n++;
+        lo = NULL;
     }
     pthread_mutex_unlock(&mem_pool_lock);
-    if (p) munmap(p, UQI_MEM_RESERVE);
+    if (lo) munmap(lo, UQI_MEM_RESERVE);
 }
 
 static uint64_t cap_pages(uqi_proc *p, uint32_t max_pages)
@@ -159,15 +220,10 @@ void wasm_rt_allocate_memory(wasm_rt_memory_t *mem, uint32_t initial, uint32_t m
                  initial, (unsigned long long)cap_pages(p, max));
         uqi_task_unwind(&p->task, UQI_UNWIND_RESOURCE);
     }
-    uint8_t *lo = reserve();
-    if (!lo) {
-        snprintf(p->why, sizeof p->why, "cannot reserve address space for linear memory");
-        uqi_task_unwind(&p->task, UQI_UNWIND_RESOURCE);
-    }
     uint64_t bytes = (uint64_t)initial * PAGE;
-    if (bytes && mprotect(lo, bytes, PROT_READ | PROT_WRITE) != 0) {
-        unreserve(lo, 0);
-        snprintf(p->why, sizeof p->why, "cannot commit %u pages of linear memory", initial);
+    uint8_t *lo = reserve(bytes);
+    if (!lo) {
+        snprintf(p->why, sizeof p->why, "cannot reserve address space for %u pages of linear memory", initial);
         uqi_task_unwind(&p->task, UQI_UNWIND_RESOURCE);
     }
     mem->data = lo;

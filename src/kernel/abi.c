@@ -36,7 +36,7 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
         if (!kp->held[i]) { slot = i; break; }
     if (slot < 0) return UQ_ABI_ETOOMANY;
     uqi_msg *m;
-    while (!(m = uqi_mailbox_pop(&kp->mbox))) {
+    while (!(m = uqi_mailbox_take(&kp->mbox, true))) { /* marked waiting: the next sender wakes us */
         uqi_task_check_kill();
         uqi_task_block();
         uqi_task_check_kill();
@@ -222,9 +222,18 @@ static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_
         const char *target = (const char *)uqi_guest_ptr(p, get32(d + 8), tlen);
         if (!target) { err = UQ_ABI_EFAULT; goto fail; }
         uq_errmsg em;
-        if (tlen > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(target, tlen, uqi_node_name(kp->node), &m->target, &em)) {
-            err = UQ_ABI_EINVAL;
-            goto fail;
+        uqi_last_target *lt = kp->last_target;
+        if (lt && tlen && tlen == lt->len && memcmp(target, lt->text, tlen) == 0) {
+            m->target = lt->addr;
+        } else {
+            if (tlen > 2 * UQI_NAME_MAX + 1 || uqi_addr_parse_n(target, tlen, uqi_node_name(kp->node), &m->target, &em)) {
+                err = UQ_ABI_EINVAL;
+                goto fail;
+            }
+            if (!lt) lt = kp->last_target = uqi_xmalloc(sizeof *lt);
+            memcpy(lt->text, target, tlen);
+            lt->len = tlen;
+            lt->addr = m->target;
         }
         m->expects_response_s = expects;
         if (expects && get32(d + 36)) {

@@ -125,6 +125,7 @@ static void kproc_free(uqi_kproc *kp)
     pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
     free(kp->caps.b);
+    free(kp->last_target);
     free(kp);
 }
 
@@ -162,10 +163,13 @@ static uqi_msg *copy_for_error(const uqi_msg *m)
     return c;
 }
 
-static void wake(uqi_kproc *kp)
+/* After a put: wake kp if it waits (node lock held). A wasm process marks
+ * its mailbox before it blocks in receive, so a sender wakes it only then;
+ * a host port waits on its condition variable. */
+static void wake(uqi_kproc *kp, bool waits)
 {
     if (kp->proc) {
-        if (kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
+        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
     } else {
         pthread_cond_broadcast(&kp->port_cond);
     }
@@ -176,16 +180,10 @@ static void wake(uqi_kproc *kp)
  * outstanding, which are bounded per process. */
 static void deliver_forced(uqi_kproc *kp, uqi_msg *m)
 {
-    pthread_mutex_lock(&kp->mbox.lock);
-    m->next = NULL;
-    if (kp->mbox.tail) kp->mbox.tail->next = m;
-    else kp->mbox.head = m;
-    kp->mbox.tail = m;
-    kp->mbox.depth++;
-    kp->mbox.delivered++;
-    pthread_mutex_unlock(&kp->mbox.lock);
+    bool waits;
+    uqi_mailbox_put(&kp->mbox, m, true, &waits);
     kp->received++;
-    wake(kp);
+    wake(kp, waits);
 }
 
 /* Turn an outstanding record into an error message for its requester. */
@@ -461,7 +459,8 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         uint64_t id = m->id;
         bool expects = m->expects_response_s != 0;
         if (expects) record_outstanding(n, from, to, m, context, context_len);
-        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+        bool waits;
+        if (uqi_mailbox_put(&to->mbox, m, false, &waits) != UQ_OK) {
             if (expects) {
                 uqi_outstanding *o = take_outstanding(n, id, &from->addr);
                 o->ctx = NULL; /* the caller keeps its context on failure */
@@ -472,7 +471,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         }
         to->received++;
         from->sent++;
-        wake(to);
+        wake(to, waits);
         if (!expects) free(context);
         goto out;
     }
@@ -599,7 +598,8 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
         m->target = r->target;
         if (r->metadata) m->metadata = uqi_xstrdup(r->metadata);
         m->payload = uqi_payload_hold(r->payload);
-        if (uqi_mailbox_push(&to->mbox, m) != UQ_OK) {
+        bool waits;
+        if (uqi_mailbox_put(&to->mbox, m, false, &waits) != UQ_OK) {
             uq_log(UQ_LOG_WARN, "kernel", "%s exited: the mailbox of %s is full, its on_exit request is not delivered",
                    kp->addr.process, to->addr.process);
             uqi_msg_free(m);
@@ -607,7 +607,7 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
         }
         to->received++;
         kp->sent++;
-        wake(to);
+        wake(to, waits);
     }
 }
 
@@ -616,11 +616,10 @@ static void on_proc_finish(uqi_proc *p)
     uqi_kproc *kp = p->user;
     uqi_node *n = kp->node;
     char what[300];
-    uqi_proc_outcome(p, what, sizeof what);
-    if (p->status == UQI_PROC_KILLED)
-        uq_log(UQ_LOG_INFO, "kernel", "process %s %s", kp->addr.process, what);
-    else if (p->status != UQI_PROC_EXITED || p->exit_code != 0)
-        uq_log(UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
+    if (p->status == UQI_PROC_KILLED || p->status != UQI_PROC_EXITED || p->exit_code != 0) {
+        uqi_proc_outcome(p, what, sizeof what);
+        uq_log(p->status == UQI_PROC_KILLED ? UQ_LOG_INFO : UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
+    }
     pthread_mutex_lock(&n->lock);
     kp->proc = NULL;
     kp->running = false;
@@ -918,7 +917,15 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     n->no_cap_checks = cfg->no_cap_checks;
     randombytes_buf(&n->next_id, sizeof n->next_id);
     n->next_id = (n->next_id >> 1) | 1;
-    pthread_mutex_init(&n->lock, NULL);
+    /* Adaptive: a thread that finds the node lock taken spins briefly before
+     * it sleeps. The lock is held for microseconds at most, and a futex sleep
+     * and wake-up cost 5-13 us on a VM (spawning from a host thread while a
+     * worker ends processes: the worker slept on this lock once per process). */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&n->lock, &ma);
+    pthread_mutexattr_destroy(&ma);
     uqi_cond_init_monotonic(&n->timer_cond);
     uqi_cond_init_monotonic(&n->shutdown_cond);
     uqi_sched_config sc = {.workers = cfg->workers, .slice_ns = 0};

@@ -57,7 +57,16 @@ typedef struct uqi_kproc {
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
+    struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
 } uqi_kproc;
+
+/* The last target text a process sent a request to, parsed: most processes
+ * talk to few targets, and this skips the parse and its checks. */
+typedef struct uqi_last_target {
+    uint32_t len;
+    char text[2 * UQI_NAME_MAX + 2];
+    uqi_addr addr;
+} uqi_last_target;
 
 typedef struct uqi_node_config {
     const char *name;            /* node name */

@@ -2,6 +2,7 @@
 #include "kernel/msg.h"
 
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,12 +99,66 @@ void uqi_payload_rele(uqi_payload *p)
     if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) free(p);
 }
 
+/* ---- messages ------------------------------------------------------------ */
+/* Freed small messages wait in a per-thread free list for the next
+ * uqi_msg_new on that thread: a one-way message then costs no malloc/free
+ * (glibc's tcache keeps only 7 blocks of a size, and a burst of a few
+ * thousand queued messages went through _int_free and consolidation). A
+ * message freed on another thread than the one that made it lands in the
+ * freeing thread's list; beyond MSG_CACHE_MAX blocks a thread frees for
+ * real, so the list is bounded. Off under AddressSanitizer, which should
+ * see every use after free. */
+#define MSG_SMALL_SIZE (sizeof(uqi_msg) + UQI_MSG_SMALL_BODY)
+#if defined(__SANITIZE_ADDRESS__)
+#define MSG_CACHE_MAX 0
+#else
+#define MSG_CACHE_MAX 4096
+#endif
+
+typedef struct msg_cache {
+    uqi_msg *head; /* linked through ->next */
+    int n;         /* signed: MSG_CACHE_MAX may be 0 */
+} msg_cache;
+
+static _Thread_local msg_cache tcache;
+static pthread_key_t cache_key; /* only for its destructor: frees a thread's list at exit */
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_drain(void *arg)
+{
+    msg_cache *c = arg;
+    for (uqi_msg *m = c->head, *n; m; m = n) {
+        n = m->next;
+        free(m);
+    }
+    c->head = NULL;
+    c->n = 0;
+}
+
+static void cache_key_make(void) { UQ_VERIFY(pthread_key_create(&cache_key, cache_drain) == 0); }
+
 /* One allocation: the body lives right after the message. */
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
 {
-    uqi_msg *m = uqi_xmalloc(sizeof *m + body_len);
-    memset(m, 0, sizeof *m);
+    uqi_msg *m;
+    bool small = body_len <= UQI_MSG_SMALL_BODY;
+    if (small && tcache.head) {
+        m = tcache.head;
+        tcache.head = m->next;
+        tcache.n--;
+    } else {
+        m = uqi_xmalloc(small ? MSG_SMALL_SIZE : sizeof *m + body_len);
+    }
+    /* Everything but the three addresses is zeroed; they get an empty
+     * string each: the sender fills source and target, rsvp is read only
+     * when has_rsvp (writing 384 bytes twice was most of this function). */
+    memset(m, 0, offsetof(uqi_msg, source));
+    memset(&m->has_rsvp, 0, sizeof *m - offsetof(uqi_msg, has_rsvp));
+    m->source.node[0] = m->source.process[0] = '\0';
+    m->target.node[0] = m->target.process[0] = '\0';
+    m->rsvp.node[0] = m->rsvp.process[0] = '\0';
     m->kind = kind;
+    m->small = small;
     m->body = (uint8_t *)(m + 1);
     if (body_len) memcpy(m->body, body, body_len);
     m->body_len = body_len;
@@ -119,9 +174,20 @@ void uqi_msg_free(uqi_msg *m)
     for (uint32_t i = 0; i < m->n_attach; i++) free(m->attach[i].params);
     free(m->attach);
     free(m->caps);
+    if (m->small && tcache.n < MSG_CACHE_MAX) {
+        if (UQ_UNLIKELY(!tcache.head && !tcache.n)) {
+            pthread_once(&cache_once, cache_key_make);
+            pthread_setspecific(cache_key, &tcache);
+        }
+        m->next = tcache.head;
+        tcache.head = m;
+        tcache.n++;
+        return;
+    }
     free(m);
 }
 
+/* ---- mailboxes ------------------------------------------------------------ */
 void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap)
 {
     memset(mb, 0, sizeof *mb);
@@ -129,21 +195,29 @@ void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap)
     mb->cap = cap ? cap : 1;
 }
 
-void uqi_mailbox_fini(uqi_mailbox *mb)
+static void free_list(uqi_msg *m)
 {
-    for (uqi_msg *m = mb->head, *n; m; m = n) {
+    for (uqi_msg *n; m; m = n) {
         n = m->next;
         uqi_msg_free(m);
     }
-    mb->head = mb->tail = NULL;
-    mb->depth = 0;
+}
+
+void uqi_mailbox_fini(uqi_mailbox *mb)
+{
+    free_list(mb->batch);
+    free_list(mb->head);
+    mb->batch = mb->head = mb->tail = NULL;
+    atomic_store_explicit(&mb->popped, atomic_load_explicit(&mb->pushed, memory_order_relaxed), memory_order_relaxed);
     pthread_mutex_destroy(&mb->lock);
 }
 
-uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m)
+uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
 {
     pthread_mutex_lock(&mb->lock);
-    if (mb->depth >= mb->cap) {
+    uint64_t pushed = atomic_load_explicit(&mb->pushed, memory_order_relaxed);
+    /* popped only grows meanwhile: a stale value errs towards refusing */
+    if (!force && pushed - atomic_load_explicit(&mb->popped, memory_order_relaxed) >= mb->cap) {
         mb->refused++;
         pthread_mutex_unlock(&mb->lock);
         return UQ_ELIMIT;
@@ -152,30 +226,34 @@ uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    mb->depth++;
-    mb->delivered++;
+    atomic_store_explicit(&mb->pushed, pushed + 1, memory_order_relaxed);
+    bool wake = mb->waiting;
+    mb->waiting = false;
     pthread_mutex_unlock(&mb->lock);
+    if (out_wake) *out_wake = wake;
     return UQ_OK;
 }
 
-uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb)
+uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, bool arm)
 {
-    pthread_mutex_lock(&mb->lock);
-    uqi_msg *m = mb->head;
-    if (m) {
-        mb->head = m->next;
-        if (!mb->head) mb->tail = NULL;
-        mb->depth--;
-        m->next = NULL;
+    uqi_msg *m = mb->batch;
+    if (!m) {
+        pthread_mutex_lock(&mb->lock);
+        m = mb->head;
+        mb->head = mb->tail = NULL;
+        if (!m && arm) mb->waiting = true;
+        pthread_mutex_unlock(&mb->lock);
+        if (!m) return NULL;
     }
-    pthread_mutex_unlock(&mb->lock);
+    mb->batch = m->next;
+    m->next = NULL;
+    atomic_store_explicit(&mb->popped, atomic_load_explicit(&mb->popped, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     return m;
 }
 
 uint32_t uqi_mailbox_depth(uqi_mailbox *mb)
 {
-    pthread_mutex_lock(&mb->lock);
-    uint32_t d = mb->depth;
-    pthread_mutex_unlock(&mb->lock);
-    return d;
+    uint64_t popped = atomic_load_explicit(&mb->popped, memory_order_relaxed);
+    return (uint32_t)(atomic_load_explicit(&mb->pushed, memory_order_relaxed) - popped);
 }

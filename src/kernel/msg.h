@@ -74,7 +74,7 @@ typedef struct uqi_msg {
     uint64_t id;
     uqi_addr source, target;
     uqi_addr rsvp;           /* where a response goes; valid when has_rsvp */
-    bool has_rsvp;
+    bool has_rsvp;           /* uqi_msg_new zeroes from here on, and before source */
     uint32_t expects_response_s; /* 0: no response expected */
     uint32_t error;          /* uqi_send_error, for UQI_MSG_ERROR */
     uint8_t *context;        /* attached by the kernel on delivery; never leaves the node */
@@ -86,27 +86,48 @@ typedef struct uqi_msg {
     uqi_capref *attach;      /* capabilities the sender attaches (owned), checked by the kernel */
     uint32_t n_attach;
     char *caps;              /* on delivery: JSON array of the tokens granted with it, or NULL */
+    bool small;              /* of the size class the per-thread cache keeps */
 } uqi_msg;
 
+/* A message with a copy of body. Small ones (body up to UQI_MSG_SMALL_BODY
+ * bytes) come from a per-thread free list: no malloc/free per message. */
+#define UQI_MSG_SMALL_BODY 200
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len);
 void uqi_msg_free(uqi_msg *m);
 
 /* ---- mailboxes ----------------------------------------------------------- */
+/* Many producers, one consumer (the process's task, or whoever receives on
+ * a host port). Producers append under the lock; the consumer takes the
+ * whole queue in one locked step and then pops from its private batch
+ * without the lock. The depth is pushed - popped: each counter has a
+ * single writer (producers under the lock; the consumer), so a pop costs no
+ * atomic read-modify-write. A consumer about to block marks the mailbox
+ * waiting; the next put reports that it must wake the consumer, so a
+ * sender wakes a task only when it actually waits. */
 typedef struct uqi_mailbox {
     pthread_mutex_t lock;
-    uqi_msg *head, *tail;
-    uint32_t depth, cap;
-    uint64_t delivered, refused;
+    uqi_msg *head, *tail;    /* shared queue, under lock */
+    uqi_msg *batch;          /* taken by the consumer, consumer only */
+    bool waiting;            /* under lock: the consumer waits for a put */
+    uint32_t cap;
+    _Atomic uint64_t pushed; /* written under lock (= messages delivered) */
+    _Atomic uint64_t popped; /* written by the consumer only */
+    uint64_t refused;        /* under lock */
 } uqi_mailbox;
 
 void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap);
 /* Free every queued message. */
 void uqi_mailbox_fini(uqi_mailbox *mb);
 /* Append m. UQ_ELIMIT when full: then the caller still owns m (backpressure:
- * the sender is told, nothing is dropped silently). */
-uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m);
-/* Take the oldest message, or NULL. The caller owns it. */
-uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb);
+ * the sender is told, nothing is dropped silently). force ignores the bound
+ * (the kernel's own answers, bounded elsewhere). *out_wake (if given) says
+ * the consumer waits and must be woken by the caller. */
+uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake);
+static inline uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m) { return uqi_mailbox_put(mb, m, false, NULL); }
+/* Take the oldest message, or NULL. The caller owns it. Consumer only. With
+ * arm, an empty mailbox is marked waiting (see uqi_mailbox_put). */
+uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, bool arm);
+static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, false); }
 uint32_t uqi_mailbox_depth(uqi_mailbox *mb);
 
 #endif

@@ -7,30 +7,46 @@
 #include "sched/fiber.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 /* ---- stack pool ------------------------------------------------------ */
 /* Stacks of the default size are kept for reuse: mapping and protecting a
- * fresh one costs two system calls and page faults on first touch. */
+ * fresh one costs two system calls and page faults on first touch. A freed
+ * stack goes back as it is ("dirty": its touched pages stay) while fewer
+ * than DIRTY_MAX pooled stacks are dirty, and is taken first, so a spawn
+ * after an exit reuses a warm stack with no system call; past that, its
+ * deep pages are given back with madvise first. (Stacks hold no secrets a
+ * guest can read: guest code cannot address its native stack.) */
 #define POOL_MAX 256
+#define DIRTY_MAX 8
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *pool[POOL_MAX];
-static int pool_n;
+static struct { uint8_t *map; bool dirty; } pool[POOL_MAX];
+static int pool_n, pool_dirty;
 
 static size_t page_size(void)
 {
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-    return ps;
+    static _Atomic size_t ps; /* workers make stacks concurrently */
+    size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+    if (!v) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&ps, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 static uint8_t *stack_alloc(size_t map_size)
 {
     if (map_size == UQI_FIBER_DEFAULT_STACK + page_size()) {
         pthread_mutex_lock(&pool_lock);
-        uint8_t *m = pool_n ? pool[--pool_n] : NULL;
+        uint8_t *m = NULL;
+        if (pool_n) {
+            pool_n--;
+            m = pool[pool_n].map;
+            if (pool[pool_n].dirty) pool_dirty--;
+        }
         pthread_mutex_unlock(&pool_lock);
         if (m) return m;
     }
@@ -46,15 +62,29 @@ static uint8_t *stack_alloc(size_t map_size)
 static void stack_free(uint8_t *m, size_t map_size)
 {
     if (map_size == UQI_FIBER_DEFAULT_STACK + page_size()) {
+        pthread_mutex_lock(&pool_lock);
+        if (pool_n < POOL_MAX && pool_dirty < DIRTY_MAX) {
+            pool[pool_n].map = m;
+            pool[pool_n].dirty = true;
+            pool_n++;
+            pool_dirty++;
+            m = NULL;
+        }
+        pthread_mutex_unlock(&pool_lock);
+        if (!m) return;
         /* Give the deep pages back but keep the mapping and the top 16 KiB,
-         * where every fiber runs: the next fiber does not fault them in again.
-         * (Stacks hold no secrets a guest can read: guest code cannot address
-         * its native stack.) */
+         * where every fiber runs: the next fiber does not fault them in again. */
         size_t keep = 16384;
         if (map_size - page_size() > keep) madvise(m + page_size(), map_size - page_size() - keep, MADV_DONTNEED);
         pthread_mutex_lock(&pool_lock);
         if (pool_n < POOL_MAX) {
-            pool[pool_n++] = m;
+            /* The top pool_dirty entries are the dirty ones (taken first):
+             * a clean stack goes just below them. */
+            int k = pool_n - pool_dirty;
+            pool[pool_n] = pool[k];
+            pool[k].map = m;
+            pool[k].dirty = false;
+            pool_n++;
             m = NULL;
         }
         pthread_mutex_unlock(&pool_lock);

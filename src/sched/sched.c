@@ -263,8 +263,12 @@ uq_err uqi_sched_spawn(uqi_task *t, int worker)
     if (!workers) return UQ_ECLOSED;
     if (worker < 0 || worker >= nworkers) worker = (int)(atomic_fetch_add(&next_worker, 1) % (unsigned)nworkers);
     uqi_worker *w = &workers[worker];
-    uq_err err = uqi_fiber_init(&t->fiber, t->stack_size ? t->stack_size : UQI_FIBER_DEFAULT_STACK, task_main, t);
-    if (err) return err;
+    /* The stack is taken by the worker when it first runs the task: a
+     * burst of spawns then holds no more stacks than tasks have started,
+     * and they come from the pool (a spawner outrunning the worker used to
+     * map and protect a fresh stack for each). */
+    memset(&t->fiber, 0, sizeof t->fiber);
+    t->no_stack = false;
     t->worker = w;
     t->wake_pending = false;
     pthread_mutex_lock(&w->lock);
@@ -422,12 +426,19 @@ static void *worker_main(void *arg)
         }
         spun = false;
         t->state = UQI_TASK_RUNNING;
-        w->cur = t;
         pthread_mutex_unlock(&w->lock);
-        uqi_fiber_switch(&w->sched_fiber, &t->fiber);
-        w->cur = NULL;
-        /* Under the lock: a waker may be moving a blocked task to runnable. */
-        pthread_mutex_lock(&w->lock);
+        if (UQ_UNLIKELY(!t->fiber.map) &&
+            uqi_fiber_init(&t->fiber, t->stack_size ? t->stack_size : UQI_FIBER_DEFAULT_STACK, task_main, t) != UQ_OK) {
+            t->no_stack = true; /* it ends before it began */
+            pthread_mutex_lock(&w->lock);
+            t->state = UQI_TASK_DONE;
+        } else {
+            w->cur = t;
+            uqi_fiber_switch(&w->sched_fiber, &t->fiber);
+            w->cur = NULL;
+            /* Under the lock: a waker may be moving a blocked task to runnable. */
+            pthread_mutex_lock(&w->lock);
+        }
         if (t->state == UQI_TASK_DONE) {
             pthread_mutex_unlock(&w->lock);
             uqi_fiber_fini(&t->fiber);

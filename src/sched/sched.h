@@ -29,6 +29,7 @@ typedef struct uqi_task {
     uqi_task_state state;          /* guarded by worker->lock when shared */
     bool wake_pending;             /* a wake arrived while not blocked */
     bool in_guest;                 /* guest code may be running: traps are ours */
+    bool no_stack;                 /* ended unrun: no memory for its fiber's stack */
     bool kill_requested;           /* end it at the next blocking call or preemption; use
                                       uqi_task_request_kill (atomic accesses only) */
     uint64_t wake_at;              /* deadline while SLEEPING */
@@ -51,8 +52,10 @@ uq_err uqi_sched_start(const uqi_sched_config *cfg);
 void uqi_sched_stop(void);
 int uqi_sched_workers(void);
 
-/* Hand a task to the scheduler. worker < 0 picks one round-robin. The task's
- * fiber is created here; on failure the task was not started. */
+/* Hand a task to the scheduler. worker < 0 picks one round-robin. The
+ * task's fiber is created by the worker when it first runs the task; if
+ * there is no memory for its stack, the task ends at once with no_stack set
+ * (on_done still runs). On failure the task was not started. */
 uq_err uqi_sched_spawn(uqi_task *t, int worker);
 
 /* ---- called on a task's own fiber ----------------------------------- */

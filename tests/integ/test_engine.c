@@ -252,3 +252,30 @@ TEST_T(engine_many_instances_no_leak, 200)
     }
     ASSERT_EQ(uqi_rt_committed_bytes(), 0);
 }
+
+/* Pooled memories come back zeroed and no larger than asked: instances
+ * dirty their memory and grow it (to 128 KiB: cleaned by a scan; to
+ * 256 KiB: by madvise); the next ones find every page zero, and an access
+ * past a 1-page memory that reuses a grown reservation still traps. */
+TEST_T(engine_reused_memory_is_zero_and_bounded, 120)
+{
+    tenv_engine(1);
+    const char *guests[] = {"dirty_small", "dirty_large", "trap_oob"};
+    for (int i = 0; i < 30; i++) {
+        const char *g = guests[i % 3];
+        uqi_proc *p = tenv_spawn(g, NULL, 0, 0);
+        uqi_proc_wait(p);
+        if (i % 3 == 2) {
+            ASSERT_EQ(p->status, UQI_PROC_TRAPPED);
+            ASSERT_EQ(p->trap_code, UQI_TRAP_OOB);
+        } else {
+            char what[300];
+            uqi_proc_outcome(p, what, sizeof what);
+            if (p->status != UQI_PROC_EXITED) test_log("%s: %s", g, what);
+            ASSERT_EQ(p->status, UQI_PROC_EXITED);
+            ASSERT_EQ(p->exit_code, 0);
+        }
+        uqi_proc_free(p);
+    }
+    ASSERT_EQ(uqi_rt_committed_bytes(), 0);
+}
