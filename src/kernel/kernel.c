@@ -55,6 +55,7 @@ struct uqi_node {
     uqi_cap *kernel_issued;          /* issued by node@kernel */
     uqi_cap *orphans;                /* issued by processes killed with "no-revoke" */
     bool no_cap_checks;
+    uint64_t cap_gen;                /* advanced by every drop, revocation and exit */
 };
 
 #define MESSAGING "\"messaging\""
@@ -278,11 +279,18 @@ static bool holds(uqi_node *n, uqi_kproc *kp, const uqi_addr *issuer, const char
     return uqi_capset_find(&kp->caps, issuer, params, uqi_cap_hash(issuer, params)) != NULL;
 }
 
-/* The check on every request: may `from` message `to`? */
+/* The check on every request: may `from` message `to`? The last target
+ * that passed is remembered with the node's capability generation, which
+ * any drop, revocation or process exit advances (so a remembered pointer
+ * is never trusted after its process went, or its capability did). */
 static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
 {
-    return to->public || from->root || from == to || n->no_cap_checks ||
-           uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash) != NULL;
+    if (to->public || from->root || from == to || n->no_cap_checks) return true;
+    if (from->msg_ok_to == to && from->msg_ok_gen == n->cap_gen) return true;
+    if (!uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash)) return false;
+    from->msg_ok_to = to;
+    from->msg_ok_gen = n->cap_gen;
+    return true;
 }
 
 static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
@@ -298,6 +306,7 @@ static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
 {
+    holder->node->cap_gen++;
     uqi_capset_remove(&holder->caps, c);
     issued_unlink(c);
     free(c);
@@ -557,6 +566,7 @@ static void retire(uqi_node *n, uqi_kproc *kp)
 {
     if (kp->dead) return;
     kp->dead = true;
+    n->cap_gen++; /* no remembered check may point at kp any more */
     caps_retire(n, kp);
     unlink_proc(n, kp);
     while (ext_of(kp)->oldest) {

@@ -57,6 +57,8 @@ typedef struct uqi_kproc {
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
+    struct uqi_kproc *msg_ok_to; /* the last target the messaging check passed for ... */
+    uint64_t msg_ok_gen;         /* ... at this capability generation of the node */
     struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
 } uqi_kproc;
 
