@@ -1219,3 +1219,12 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
     snprintf(out_id, UQI_NAME_MAX + 1, "%s", got);
     return UQ_OK;
 }
+
+/* ---- the fs module (fsmod.c): a public host port ------------------------------ */
+void uqi_kproc_set_public(uqi_kproc *kp, bool public)
+{
+    pthread_mutex_lock(&kp->node->lock);
+    kp->public = public;
+    kp->node->cap_gen++; /* no remembered messaging check outlives the change */
+    pthread_mutex_unlock(&kp->node->lock);
+}

@@ -115,6 +115,9 @@ char *uqi_node_debug_json(uqi_node *n, const char *only_id);
 uq_err uqi_node_port(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
 /* A port that holds nothing until granted (tests of refusals). */
 uq_err uqi_node_port_plain(uqi_node *n, const char *id, uqi_kproc **out, uq_errmsg *em);
+/* Make a process public (any process may send it requests without its
+ * messaging capability), or not. Used by the fs module (fsmod.c). */
+void uqi_kproc_set_public(uqi_kproc *kp, bool public);
 
 /* ---- capabilities (docs/CAPABILITIES.md) ---- */
 /* The node's Ed25519 public key, which verifies every capability it signs. */

@@ -737,6 +737,13 @@ static uq_err delete_handles(uqs_files *fs, const uqs_handle *ids, size_t n, con
 
 uq_err uqs_file_remove(uqs_files *fs, uqs_handle h, uq_errmsg *em)
 {
+    return uqs_file_remove_ids(fs, h, NULL, NULL, em);
+}
+
+uq_err uqs_file_remove_ids(uqs_files *fs, uqs_handle h, uqs_handle **out_ids, size_t *out_n, uq_errmsg *em)
+{
+    if (out_ids) *out_ids = NULL;
+    if (out_n) *out_n = 0;
     hrec hr;
     uq_err e = lookup(fs, h, UQS_RIGHT_WRITE, &hr, em);
     if (e) return e;
@@ -756,6 +763,11 @@ uq_err uqs_file_remove(uqs_files *fs, uqs_handle h, uq_errmsg *em)
         char path[4600];
         data_path(fs, hr.fkey, r.gen, path, sizeof path);
         unlink(path); /* or at the next open, after a crash */
+        if (out_ids && c.n) {
+            *out_ids = uqi_xmalloc(c.n * sizeof **out_ids);
+            memcpy(*out_ids, c.ids, c.n * sizeof **out_ids);
+        }
+        if (out_n) *out_n = c.n;
     }
     pthread_mutex_unlock(mu);
     scan_free(&c);
@@ -810,6 +822,13 @@ uq_err uqs_handle_split(uqs_files *fs, uqs_handle h, unsigned rights, uqs_handle
 
 uq_err uqs_handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, size_t *out_count, uq_errmsg *em)
 {
+    return uqs_handle_revoke_ids(fs, h, recursive, NULL, out_count, em);
+}
+
+uq_err uqs_handle_revoke_ids(uqs_files *fs, uqs_handle h, bool recursive, uqs_handle **out_ids, size_t *out_count,
+                             uq_errmsg *em)
+{
+    if (out_ids) *out_ids = NULL;
     if (out_count) *out_count = 0;
     pthread_mutex_lock(&fs->handles_mu);
     hrec hr;
@@ -833,6 +852,10 @@ uq_err uqs_handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, size_t *ou
             }
     e = delete_handles(fs, doomed, nd, NULL, em);
     if (!e && out_count) *out_count = nd;
+    if (!e && out_ids) {
+        *out_ids = doomed;
+        doomed = NULL;
+    }
 out:
     pthread_mutex_unlock(&fs->handles_mu);
     scan_free(&c);

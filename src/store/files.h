@@ -91,6 +91,9 @@ uq_err uqs_file_size(uqs_files *fs, uqs_handle h, uint64_t *out, uq_errmsg *em);
 uq_err uqs_file_hash(uqs_files *fs, uqs_handle h, char *out, uq_errmsg *em);
 /* Remove the file; every handle to it dies with it. */
 uq_err uqs_file_remove(uqs_files *fs, uqs_handle h, uq_errmsg *em);
+/* The same, telling which handles died: *out_ids (malloc'ed, free() it; NULL
+ * when *out_n is 0) lists them, so that their capabilities can go too. */
+uq_err uqs_file_remove_ids(uqs_files *fs, uqs_handle h, uqs_handle **out_ids, size_t *out_n, uq_errmsg *em);
 
 /* ---- the handle table ------------------------------------------------------- */
 /* What h reaches. UQ_EPERM if unknown or revoked. */
@@ -105,5 +108,9 @@ uq_err uqs_handle_split(uqs_files *fs, uqs_handle h, unsigned rights, uqs_handle
  * well. Handles h was derived from are untouched. UQ_EPERM if h is unknown.
  * *out_count (may be NULL): how many handles were revoked. */
 uq_err uqs_handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, size_t *out_count, uq_errmsg *em);
+/* The same, telling which handles were revoked: *out_ids (malloc'ed, free()
+ * it; h first) lists the *out_count of them. */
+uq_err uqs_handle_revoke_ids(uqs_files *fs, uqs_handle h, bool recursive, uqs_handle **out_ids, size_t *out_count,
+                             uq_errmsg *em);
 
 #endif

@@ -1,0 +1,568 @@
+/* The filesystem module (src/kernel/fsmod.c) on a real node with a real
+ * store, driven by real wasm apps (tests/guests/filer.c). Each test quotes
+ * the sentence of issue 5 (and of ../shared/seeds/processes.md, "access to
+ * files") it checks. */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "kernel/fsmod.h"
+#include "knode.h"
+#include "sdk_abi.h"
+#include "store/files.h"
+
+typedef struct fsnode {
+    uqi_node *n;
+    uqs_store *s;
+    uqs_files *files;
+    uqi_fsmod *fs;
+    uqi_kproc *port;  /* the tester: a root port */
+    char home[1024];
+} fsnode;
+
+/* A node with its store, filesystem and fs module in home, and a filer app
+ * for each id. */
+static void up(fsnode *t, const char *home, const char *const *apps)
+{
+    uq_errmsg em = {{0}};
+    snprintf(t->home, sizeof t->home, "%s", home);
+    t->n = kn_boot(0);
+    if (uqs_open(home, NULL, &t->s, &em)) test_fail(__FILE__, __LINE__, "store: %s", em.text);
+    if (uqs_files_open(t->s, home, &t->files, &em)) test_fail(__FILE__, __LINE__, "files: %s", em.text);
+    if (uqi_fsmod_start(t->n, t->files, &t->fs, &em)) test_fail(__FILE__, __LINE__, "fsmod: %s", em.text);
+    for (; apps && *apps; apps++) kn_spawn_guest(t->n, "filer", *apps);
+    ASSERT_EQ(uqi_node_port(t->n, "tester", &t->port, NULL), UQ_OK);
+}
+
+static void down(fsnode *t)
+{
+    uqi_fsmod_stop(t->fs);
+    uqi_node_stop(t->n);
+    uqs_files_close(t->files);
+    uqs_close(t->s);
+}
+
+/* A request from the tester to app; returns the answer's body, and its
+ * payload in *data (NUL-terminated; NULL when none) if data is given. */
+static char *ask(fsnode *t, const char *app, const char *body, const char *payload, char **data)
+{
+    uqi_payload *p = payload ? uqi_payload_new(payload, strlen(payload), "text/plain") : NULL;
+    uint64_t id = kn_request(t->port, app, body, 30, NULL, p);
+    for (;;) {
+        uqi_msg *r = uqi_port_receive(t->port, 30000);
+        if (!r) test_fail(__FILE__, __LINE__, "no answer from %s to %s", app, body);
+        if (r->id != id) {
+            uqi_msg_free(r);
+            continue;
+        }
+        if (r->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "%s: error %u for %s", app, r->error, body);
+        char *s = kn_str(r->body, r->body_len);
+        if (data) *data = r->payload ? kn_str(r->payload->data, r->payload->len) : NULL;
+        uqi_msg_free(r);
+        return s;
+    }
+}
+
+/* app asks fs: "fs\n" + json, with payload; the body of fs's answer. */
+static char *fs(fsnode *t, const char *app, const char *json, const char *payload, char **data)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "fs\n%s", json);
+    return ask(t, app, body, payload, data);
+}
+
+/* The same with the handle hex substituted for %s in json. */
+static char *fsh(fsnode *t, const char *app, const char *json_fmt, const char *hex, const char *payload, char **data)
+{
+    char json[1024];
+    snprintf(json, sizeof json, json_fmt, hex);
+    return fs(t, app, json, payload, data);
+}
+
+static long long rc_of(const char *json)
+{
+    const char *p = strstr(json, "\"rc\":");
+    if (!p) test_fail(__FILE__, __LINE__, "no rc in %s", json);
+    return atoll(p + 5);
+}
+
+/* The handle of an {"Ok":{"handle":..,"rights":..}} answer (static, rotating over 32). */
+static const char *handle_of(const char *body, const char *want_rights)
+{
+    static char buf[32][UQS_HANDLE_HEX + 1];
+    static int k;
+    json_t *v = json_loads(body, 0, NULL);
+    const char *h = json_string_value(json_object_get(json_object_get(v, "Ok"), "handle"));
+    const char *r = json_string_value(json_object_get(json_object_get(v, "Ok"), "rights"));
+    if (!h || strlen(h) != UQS_HANDLE_HEX) test_fail(__FILE__, __LINE__, "no handle in %s", body);
+    if (!r || strcmp(r, want_rights) != 0) test_fail(__FILE__, __LINE__, "rights %s, not %s, in %s", r, want_rights, body);
+    char *out = buf[k++ % 32];
+    snprintf(out, UQS_HANDLE_HEX + 1, "%s", h);
+    json_decref(v);
+    return out;
+}
+
+/* Does holder hold the fs capability of hex with rights? */
+static int holds(fsnode *t, const char *holder, const char *hex, unsigned rights)
+{
+    char params[UQI_FS_PARAMS_MAX];
+    uqi_fsmod_cap_params(hex, rights, params);
+    uqi_capref c = {.params = params};
+    snprintf(c.issuer.node, sizeof c.issuer.node, "test.node");
+    snprintf(c.issuer.process, sizeof c.issuer.process, "fs");
+    return uqi_node_has_cap(t->n, holder, &c);
+}
+
+/* from gives `to` the fs capability of hex with rights, attached to a message. */
+static long long give(fsnode *t, const char *from, const char *to, const char *hex, const char *rights)
+{
+    char body[512];
+    snprintf(body, sizeof body, "attach\n%s\n[{\"issuer\":\"fs\",\"params\":{\"handle\":\"%s\",\"rights\":\"%s\"}}]", to,
+             hex, rights);
+    char *r = ask(t, from, body, NULL, NULL);
+    long long rc = rc_of(r);
+    free(r);
+    return rc;
+}
+
+/* body is exactly want (then freed). */
+#define EXPECT_BODY(expr, want) do { char *b_ = (expr); \
+    if (strcmp(b_, want) != 0) { test_fail(__FILE__, __LINE__, "expected exactly %s, got %s", want, b_); } \
+    free(b_); } while (0)
+/* an {"Err":...} answer containing `why` */
+#define EXPECT_ERR(expr, why) do { char *b_ = (expr); ASSERT_STR_HAS(b_, "{\"Err\":\""); ASSERT_STR_HAS(b_, why); \
+    free(b_); } while (0)
+
+/* The capability format, canonical as the kernel keeps it. */
+TEST(fs_capability_params_are_canonical)
+{
+    const char *hex = "00112233445566778899aabbccddeeff";
+    const unsigned rights[3] = {UQS_RIGHT_READ, UQS_RIGHT_WRITE, UQS_RIGHTS_ALL};
+    for (int i = 0; i < 3; i++) {
+        char p[UQI_FS_PARAMS_MAX];
+        uqi_fsmod_cap_params(hex, rights[i], p);
+        json_t *v = json_pack("{s:s,s:s}", "rights", uqi_fsmod_rights_text(rights[i]), "handle", hex);
+        char *c = uqi_cap_canon(v);
+        ASSERT_STR_HAS(p, c);
+        ASSERT_EQ(strlen(p), strlen(c));
+        free(c);
+        json_decref(v);
+    }
+}
+
+/* "A filesystem module: each app gets its own space in the node's home."
+ * "The usual file operations an app needs (create, write, append, read,
+ * read a range, list, remove, size, hash), with the data in the payload." */
+TEST(fs_file_operations)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", "bob", NULL});
+    char *data;
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"notes.txt\"}}", "hello", NULL);
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 1);
+    /* fs is a plain process, not root: it holds no kernel capability */
+    uqi_capref kc = {.params = (char *)"\"messaging\""};
+    snprintf(kc.issuer.node, sizeof kc.issuer.node, "test.node");
+    snprintf(kc.issuer.process, sizeof kc.issuer.process, "kernel");
+    ASSERT_EQ(uqi_node_has_cap(t.n, "fs", &kc), 0);
+    /* its own space in the node's home: <home>/files/<process id>/ */
+    char path[1200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/files/alice/notes.txt.v1", t.home);
+    ASSERT_EQ(stat(path, &st), 0);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":5}}");
+    ASSERT_STR_HAS(data, "hello");
+    free(data);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Append\":{\"handle\":\"%s\"}}", h, ", world", NULL), "{\"Ok\":null}");
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":12}}");
+    ASSERT(strcmp(data, "hello, world") == 0);
+    free(data);
+    EXPECT_BODY(fsh(&t, "alice", "{\"ReadRange\":{\"handle\":\"%s\",\"offset\":7,\"length\":3}}", h, NULL, &data),
+                "{\"Ok\":{\"length\":3}}");
+    ASSERT(strcmp(data, "wor") == 0);
+    free(data);
+    /* a range past the end is clipped, and empty at the end */
+    EXPECT_BODY(fsh(&t, "alice", "{\"ReadRange\":{\"handle\":\"%s\",\"offset\":10,\"length\":100}}", h, NULL, &data),
+                "{\"Ok\":{\"length\":2}}");
+    ASSERT(strcmp(data, "ld") == 0);
+    free(data);
+    EXPECT_BODY(fsh(&t, "alice", "{\"ReadRange\":{\"handle\":\"%s\",\"offset\":99,\"length\":5}}", h, NULL, &data),
+                "{\"Ok\":{\"length\":0}}");
+    free(data);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":{\"size\":12}}");
+    /* BLAKE2b-256 of "hello, world" */
+    unsigned char dg[32];
+    char want[100], dhex[65];
+    crypto_generichash(dg, 32, (const unsigned char *)"hello, world", 12, NULL, 0);
+    sodium_bin2hex(dhex, sizeof dhex, dg, 32);
+    snprintf(want, sizeof want, "{\"Ok\":{\"hash\":\"%s\"}}", dhex);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL), want);
+    /* write replaces the content */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Write\":{\"handle\":\"%s\"}}", h, "new text", NULL), "{\"Ok\":null}");
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":8}}");
+    ASSERT(strcmp(data, "new text") == 0);
+    free(data);
+    /* an empty file (no payload), list, info */
+    r = fs(&t, "alice", "{\"Create\":{\"name\":\"empty\"}}", NULL, NULL);
+    const char *e = handle_of(r, "read-write");
+    free(r);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", e, NULL, NULL), "{\"Ok\":{\"size\":0}}");
+    EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"empty\",\"notes.txt\"]}}");
+    EXPECT_BODY(fs(&t, "alice", "\"List\"", NULL, NULL), "{\"Ok\":{\"files\":[\"empty\",\"notes.txt\"]}}");
+    EXPECT_BODY(fsh(&t, "alice", "{\"Info\":{\"handle\":\"%s\"}}", h, NULL, NULL),
+                "{\"Ok\":{\"app\":\"alice\",\"name\":\"notes.txt\",\"rights\":\"read-write\"}}");
+    /* each app its own space: bob sees none of alice's files, and may use the same name */
+    EXPECT_BODY(fs(&t, "bob", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[]}}");
+    EXPECT_ERR(fs(&t, "bob", "{\"Open\":{\"name\":\"notes.txt\"}}", NULL, NULL), "bob has no file named \\\"notes.txt\\\"");
+    r = fs(&t, "bob", "{\"Create\":{\"name\":\"notes.txt\"}}", "bob's", NULL);
+    const char *bh = handle_of(r, "read-write");
+    free(r);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", bh, NULL, &data), "{\"Ok\":{\"length\":5}}");
+    ASSERT(strcmp(data, "bob's") == 0);
+    free(data);
+    /* create an existing name */
+    EXPECT_ERR(fs(&t, "alice", "{\"Create\":{\"name\":\"notes.txt\"}}", "x", NULL), "file alice/notes.txt exists");
+    /* Open gives the owner a fresh read+write handle */
+    r = fs(&t, "alice", "{\"Open\":{\"name\":\"notes.txt\"}}", NULL, NULL);
+    const char *o = handle_of(r, "read-write");
+    free(r);
+    ASSERT(strcmp(o, h) != 0);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", o, NULL, NULL), "{\"Ok\":{\"size\":8}}");
+    /* remove: the file and every handle of it go, and their capabilities */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Remove\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":null}");
+    EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"empty\"]}}");
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 0);
+    ASSERT_EQ(holds(&t, "alice", o, UQS_RIGHTS_ALL), 0);
+    EXPECT_ERR(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", o, NULL, NULL), "holds no capability for file handle");
+    ASSERT(stat(path, &st) != 0);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Size\":{\"handle\":\"%s\"}}", bh, NULL, NULL), "{\"Ok\":{\"size\":5}}");
+    down(&t);
+}
+
+/* "Saving a file returns a handle, and the handle is the only way to read
+ * or write that file: it is a capability." A second process without the
+ * handle cannot read it, and is told why. */
+TEST(fs_other_process_without_handle_is_refused)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", "bob", NULL});
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"secret\"}}", "top secret", NULL);
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, NULL),
+               "bob holds no capability for file handle");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Write\":{\"handle\":\"%s\"}}", h, "mine now", NULL),
+               "bob holds no capability for file handle");
+    EXPECT_ERR(fs(&t, "bob", "{\"Open\":{\"name\":\"secret\"}}", NULL, NULL), "bob has no file named");
+    char *data;
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":10}}");
+    ASSERT(strcmp(data, "top secret") == 0);
+    free(data);
+    down(&t);
+}
+
+/* "A process can clone a handle and send it in a message, or split it and
+ * share only its read or only its write half." (processes.md: "The process
+ * can clone the handle and share it via message with another process, or
+ * split the handle and only clone and share the 'read' or 'write' aspect.") */
+TEST(fs_share_split_and_cloned_handles)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", "bob", "carol", NULL});
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "bob", NULL), UQ_OK);
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "carol", NULL), UQ_OK);
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"shared\"}}", "v1", NULL), *data;
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    /* the read half, given to bob */
+    r = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL);
+    const char *rd = handle_of(r, "read");
+    free(r);
+    ASSERT_EQ(holds(&t, "alice", rd, UQS_RIGHT_READ), 1);
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 0);
+    ASSERT(give(&t, "alice", "bob", rd, "read") > 0);
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 1);
+    r = ask(&t, "bob", "last", NULL, NULL);
+    ASSERT_STR_HAS(r, "\"issuer\":\"test.node@fs\"");
+    ASSERT_STR_HAS(r, rd);
+    free(r);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, &data), "{\"Ok\":{\"length\":2}}");
+    ASSERT(strcmp(data, "v1") == 0);
+    free(data);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Size\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "{\"Ok\":{\"size\":2}}");
+    /* ... but not write: neither through the read half, nor by claiming more */
+    EXPECT_ERR(fsh(&t, "bob", "{\"Write\":{\"handle\":\"%s\"}}", rd, "v2", NULL),
+               "bob's capability for file handle");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Append\":{\"handle\":\"%s\"}}", rd, "v2", NULL), "gives read only; Append needs write");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Remove\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "gives read only; Remove needs write");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"write\"}}", rd, NULL, NULL),
+               "gives read only; Split needs write");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Write\":{\"handle\":\"%s\"}}", h, "v2", NULL), "bob holds no capability");
+    /* bob cannot pass on what he does not hold: alice's read+write handle */
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "bob", "carol", NULL), UQ_OK);
+    ASSERT_EQ(give(&t, "bob", "carol", h, "read-write"), UQ_ABI_EPERM);
+    ASSERT_EQ(give(&t, "bob", "carol", rd, "read-write"), UQ_ABI_EPERM);
+    ASSERT_EQ(holds(&t, "carol", h, UQS_RIGHTS_ALL), 0);
+    /* the write half, given to carol: she may write but not read */
+    r = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"write\"}}", h, NULL, NULL);
+    const char *wr = handle_of(r, "write");
+    free(r);
+    ASSERT(give(&t, "alice", "carol", wr, "write") > 0);
+    EXPECT_BODY(fsh(&t, "carol", "{\"Append\":{\"handle\":\"%s\"}}", wr, "+carol", NULL), "{\"Ok\":null}");
+    EXPECT_ERR(fsh(&t, "carol", "{\"Read\":{\"handle\":\"%s\"}}", wr, NULL, NULL), "gives write only; Read needs read");
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, &data), "{\"Ok\":{\"length\":8}}");
+    ASSERT(strcmp(data, "v1+carol") == 0); /* bob reads what carol wrote */
+    free(data);
+    /* a clone: the same rights, a handle of its own, sent to carol */
+    r = fsh(&t, "alice", "{\"Clone\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    const char *cl = handle_of(r, "read-write");
+    free(r);
+    ASSERT(strcmp(cl, h) != 0);
+    ASSERT(give(&t, "alice", "carol", cl, "read-write") > 0);
+    EXPECT_BODY(fsh(&t, "carol", "{\"Write\":{\"handle\":\"%s\"}}", cl, "v3", NULL), "{\"Ok\":null}");
+    EXPECT_BODY(fsh(&t, "carol", "{\"Read\":{\"handle\":\"%s\"}}", cl, NULL, &data), "{\"Ok\":{\"length\":2}}");
+    ASSERT(strcmp(data, "v3") == 0);
+    free(data);
+    EXPECT_BODY(fsh(&t, "carol", "{\"Info\":{\"handle\":\"%s\"}}", cl, NULL, NULL),
+                "{\"Ok\":{\"app\":\"alice\",\"name\":\"shared\",\"rights\":\"read-write\"}}");
+    /* sharing adds, never moves: alice still holds what she gave */
+    ASSERT_EQ(holds(&t, "alice", rd, UQS_RIGHT_READ), 1);
+    ASSERT_EQ(holds(&t, "alice", cl, UQS_RIGHTS_ALL), 1);
+    down(&t);
+}
+
+/* "Handles can be revoked." Revoking a handle takes it, and what was
+ * derived from it, away from every holder; the owner keeps the file. */
+TEST(fs_revoke_removes_access_from_every_holder)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", "bob", "carol", NULL});
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "bob", NULL), UQ_OK);
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "carol", NULL), UQ_OK);
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"doc\"}}", "draft", NULL), *data;
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    r = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL);
+    const char *rd = handle_of(r, "read");
+    free(r);
+    ASSERT(give(&t, "alice", "bob", rd, "read") > 0);
+    /* bob derives a handle of his own from the read half */
+    r = fsh(&t, "bob", "{\"Clone\":{\"handle\":\"%s\"}}", rd, NULL, NULL);
+    const char *bc = handle_of(r, "read");
+    free(r);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", bc, NULL, NULL), "{\"Ok\":{\"length\":5}}");
+    /* a reader may not revoke (only the owner app or a holder of write) */
+    EXPECT_ERR(fsh(&t, "bob", "{\"Revoke\":{\"handle\":\"%s\"}}", rd, NULL, NULL),
+               "bob may not revoke file handle");
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "{\"Ok\":{\"length\":5}}");
+    /* the owner revokes the half it gave: bob loses it and what he derived;
+     * alice and both her copies of the read half lose it too; her root stays */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "{\"Ok\":{\"revoked\":2}}");
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 0);
+    ASSERT_EQ(holds(&t, "bob", bc, UQS_RIGHT_READ), 0);
+    ASSERT_EQ(holds(&t, "alice", rd, UQS_RIGHT_READ), 0);
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "bob holds no capability");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", bc, NULL, NULL), "bob holds no capability");
+    r = ask(&t, "bob", "list", NULL, NULL);
+    ASSERT_STR_LACKS(r, "test.node@fs");
+    free(r);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":5}}");
+    ASSERT(strcmp(data, "draft") == 0);
+    free(data);
+    /* a holder of write may revoke: carol, given a clone, revokes it */
+    r = fsh(&t, "alice", "{\"Clone\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    const char *cl = handle_of(r, "read-write");
+    free(r);
+    ASSERT(give(&t, "alice", "carol", cl, "read-write") > 0);
+    EXPECT_BODY(fsh(&t, "carol", "{\"Revoke\":{\"handle\":\"%s\"}}", cl, NULL, NULL), "{\"Ok\":{\"revoked\":1}}");
+    ASSERT_EQ(holds(&t, "carol", cl, UQS_RIGHTS_ALL), 0);
+    ASSERT_EQ(holds(&t, "alice", cl, UQS_RIGHTS_ALL), 0);
+    /* revoking the root: access goes from both processes, and the store
+     * refuses the handle whoever holds what */
+    r = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL);
+    const char *rd2 = handle_of(r, "read");
+    free(r);
+    ASSERT(give(&t, "alice", "bob", rd2, "read") > 0);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":{\"revoked\":2}}");
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 0);
+    ASSERT_EQ(holds(&t, "bob", rd2, UQS_RIGHT_READ), 0);
+    EXPECT_ERR(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, NULL), "alice holds no capability");
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd2, NULL, NULL), "bob holds no capability");
+    uqs_handle hh;
+    ASSERT_EQ(uqs_handle_parse(h, &hh, NULL), UQ_OK);
+    uqs_handle_info info;
+    ASSERT_EQ(uqs_handle_info_get(t.files, hh, &info, NULL), UQ_EPERM);
+    /* the file stays: its owner opens it again */
+    r = fs(&t, "alice", "{\"Open\":{\"name\":\"doc\"}}", NULL, NULL);
+    const char *o = handle_of(r, "read-write");
+    free(r);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", o, NULL, NULL), "{\"Ok\":{\"length\":5}}");
+    /* the terminal (a root port) sees the fs capabilities of nobody left */
+    ASSERT_EQ(holds(&t, "bob", o, UQS_RIGHTS_ALL), 0);
+    down(&t);
+}
+
+/* "the handle is the only way to read or write that file: it is a
+ * capability": knowing a handle's hex gives nothing; the capability cannot
+ * be forged, minted or attached by a process that was not given it. */
+TEST(fs_handle_cannot_be_forged)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", "mallory", NULL});
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "mallory", "mallory", NULL), UQ_OK);
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"vault\"}}", "gold", NULL), *data;
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    const char *ops[] = {
+        "{\"Read\":{\"handle\":\"%s\"}}",
+        "{\"ReadRange\":{\"handle\":\"%s\",\"offset\":0,\"length\":2}}",
+        "{\"Size\":{\"handle\":\"%s\"}}",
+        "{\"Hash\":{\"handle\":\"%s\"}}",
+        "{\"Info\":{\"handle\":\"%s\"}}",
+        "{\"Write\":{\"handle\":\"%s\"}}",
+        "{\"Append\":{\"handle\":\"%s\"}}",
+        "{\"Remove\":{\"handle\":\"%s\"}}",
+        "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}",
+        "{\"Clone\":{\"handle\":\"%s\"}}",
+        NULL,
+    };
+    for (int i = 0; ops[i]; i++)
+        EXPECT_ERR(fsh(&t, "mallory", ops[i], h, "stolen", NULL), "mallory holds no capability for file handle");
+    /* the same hex in upper case is the same handle, and refused alike */
+    char up_hex[UQS_HANDLE_HEX + 1];
+    for (int i = 0; i <= UQS_HANDLE_HEX; i++) up_hex[i] = (char)(h[i] >= 'a' && h[i] <= 'f' ? h[i] - 32 : h[i]);
+    EXPECT_ERR(fsh(&t, "mallory", "{\"Read\":{\"handle\":\"%s\"}}", up_hex, NULL, NULL), "mallory holds no capability");
+    EXPECT_ERR(fsh(&t, "mallory", "{\"Revoke\":{\"handle\":\"%s\"}}", h, NULL, NULL), "mallory may not revoke");
+    /* attaching the capability without holding it, or minting one as fs */
+    ASSERT_EQ(give(&t, "mallory", "mallory", h, "read-write"), UQ_ABI_EPERM);
+    ASSERT_EQ(give(&t, "mallory", "mallory", h, "read"), UQ_ABI_EPERM);
+    char body[512];
+    snprintf(body, sizeof body,
+             "attach\nmallory\n[{\"issuer\":\"test.node@fs\",\"params\":{\"handle\":\"%s\",\"rights\":\"read\"}}]", h);
+    r = ask(&t, "mallory", body, NULL, NULL);
+    ASSERT_EQ(rc_of(r), UQ_ABI_EPERM);
+    free(r);
+    /* a capability mallory mints under its own name is not one of fs */
+    snprintf(body, sizeof body, "attach\nmallory\n[{\"params\":{\"handle\":\"%s\",\"rights\":\"read-write\"}}]", h);
+    r = ask(&t, "mallory", body, NULL, NULL);
+    ASSERT(rc_of(r) > 0);
+    free(r);
+    EXPECT_ERR(fsh(&t, "mallory", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, NULL), "mallory holds no capability");
+    ASSERT_EQ(holds(&t, "mallory", h, UQS_RIGHTS_ALL), 0);
+    /* nothing changed */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", h, NULL, &data), "{\"Ok\":{\"length\":4}}");
+    ASSERT(strcmp(data, "gold") == 0);
+    free(data);
+    EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"vault\"]}}");
+    EXPECT_BODY(fs(&t, "mallory", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[]}}");
+    down(&t);
+}
+
+/* Malformed requests get a clear {"Err":...}, and change nothing. */
+TEST(fs_bad_requests_are_explained)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", NULL});
+    EXPECT_ERR(fs(&t, "alice", "not json", NULL, NULL), "bad request: the body must be JSON");
+    EXPECT_ERR(fs(&t, "alice", "{\"Read\":{},\"Write\":{}}", NULL, NULL), "bad request");
+    EXPECT_ERR(fs(&t, "alice", "{\"Frobnicate\":{}}", NULL, NULL), "unknown request \\\"Frobnicate\\\"");
+    EXPECT_ERR(fs(&t, "alice", "{\"Create\":{}}", NULL, NULL), "Create needs {\\\"name\\\"");
+    EXPECT_ERR(fs(&t, "alice", "{\"Read\":{}}", NULL, NULL), "Read needs {\\\"handle\\\"");
+    EXPECT_ERR(fs(&t, "alice", "{\"Read\":{\"handle\":\"xyz\"}}", NULL, NULL), "is malformed: expected 32 hex digits");
+    EXPECT_ERR(fs(&t, "alice", "{\"Create\":{\"name\":\"../escape\"}}", "x", NULL), "bad file name");
+    EXPECT_ERR(fs(&t, "alice", "{\"Create\":{\"name\":\".hidden\"}}", "x", NULL), "bad file name");
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"f\"}}", "x", NULL);
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    EXPECT_ERR(fsh(&t, "alice", "{\"ReadRange\":{\"handle\":\"%s\",\"offset\":-1,\"length\":2}}", h, NULL, NULL),
+               "ReadRange needs \\\"offset\\\": a whole number");
+    EXPECT_ERR(fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"all\"}}", h, NULL, NULL),
+               "Split needs \\\"rights\\\"");
+    EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"f\"]}}");
+    down(&t);
+}
+
+/* "each app gets its own space in the node's home": files and handle
+ * records survive a node stop and a new node on the same home. (The
+ * capabilities themselves are persisted with the process table, by the
+ * kernel; here the test gives the old one back as that would.) */
+TEST(fs_files_survive_a_new_node_on_the_same_home)
+{
+    const char *home = tb_tmpdir();
+    fsnode t;
+    up(&t, home, (const char *[]){"alice", NULL});
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"diary\"}}", "day one", NULL), *data;
+    char h[UQS_HANDLE_HEX + 1];
+    snprintf(h, sizeof h, "%s", handle_of(r, "read-write"));
+    free(r);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Append\":{\"handle\":\"%s\"}}", h, ", day two", NULL), "{\"Ok\":null}");
+    r = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL);
+    char rd[UQS_HANDLE_HEX + 1];
+    snprintf(rd, sizeof rd, "%s", handle_of(r, "read"));
+    free(r);
+    char *hash1 = fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    down(&t);
+
+    up(&t, home, (const char *[]){"alice", NULL});
+    /* the handle records are back, with their rights and derivation */
+    uqs_handle hh, rh;
+    uqs_handle_info info;
+    ASSERT_EQ(uqs_handle_parse(h, &hh, NULL), UQ_OK);
+    ASSERT_EQ(uqs_handle_parse(rd, &rh, NULL), UQ_OK);
+    ASSERT_EQ(uqs_handle_info_get(t.files, hh, &info, NULL), UQ_OK);
+    ASSERT(strcmp(info.app, "alice") == 0 && strcmp(info.name, "diary") == 0 && info.rights == UQS_RIGHTS_ALL);
+    ASSERT_EQ(uqs_handle_info_get(t.files, rh, &info, NULL), UQ_OK);
+    ASSERT(info.derived && info.rights == UQS_RIGHT_READ && memcmp(info.parent.id, hh.id, 16) == 0);
+    /* the file is back: its owner lists and opens it */
+    EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"diary\"]}}");
+    r = fs(&t, "alice", "{\"Open\":{\"name\":\"diary\"}}", NULL, NULL);
+    const char *o = handle_of(r, "read-write");
+    free(r);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", o, NULL, &data), "{\"Ok\":{\"length\":16}}");
+    ASSERT(strcmp(data, "day one, day two") == 0);
+    free(data);
+    /* the old handle, with its capability back, reaches the same content */
+    char params[UQI_FS_PARAMS_MAX];
+    uqi_fsmod_cap_params(h, UQS_RIGHTS_ALL, params);
+    uqi_capref c = {.params = params};
+    snprintf(c.issuer.node, sizeof c.issuer.node, "test.node");
+    snprintf(c.issuer.process, sizeof c.issuer.process, "fs");
+    ASSERT_EQ(uqi_node_grant(t.n, NULL, "alice", &c, 1, NULL), UQ_OK);
+    char *hash2 = fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    ASSERT_STR_HAS(hash2, "{\"Ok\":{\"hash\":\"");
+    ASSERT(strcmp(hash1, hash2) == 0);
+    free(hash1);
+    free(hash2);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Append\":{\"handle\":\"%s\"}}", h, ", day three", NULL), "{\"Ok\":null}");
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", o, NULL, NULL), "{\"Ok\":{\"size\":27}}");
+    down(&t);
+}
+
+/* The module stops and starts again on a running node: fs's capabilities
+ * are kept across (the kernel holds them for the next fs). */
+TEST(fs_module_restart_keeps_capabilities)
+{
+    fsnode t;
+    up(&t, tb_tmpdir(), (const char *[]){"alice", NULL});
+    char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"a\"}}", "abc", NULL);
+    const char *h = handle_of(r, "read-write");
+    free(r);
+    uqi_fsmod_stop(t.fs);
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 1);
+    r = fs(&t, "alice", "\"List\"", NULL, NULL);
+    ASSERT_STR_HAS(r, "{\"error\":3}"); /* no fs: NoSuchProcess */
+    free(r);
+    ASSERT_EQ(uqi_fsmod_start(t.n, t.files, &t.fs, NULL), UQ_OK);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":{\"size\":3}}");
+    /* the new fs revokes what the old one issued */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":{\"revoked\":1}}");
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 0);
+    /* a second fs on the same node is refused */
+    uqi_fsmod *dup;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_fsmod_start(t.n, t.files, &dup, &em), UQ_EEXIST);
+    down(&t);
+}
