@@ -464,10 +464,13 @@ static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
 }
 
 /* state_set(ptr, len) -> 0 once durable. */
+#define STATE_MAX (16u << 20) /* per process: the store is shared by every process of the node */
+
 int32_t Z_uqbarZ_state_set(abi_ctx *p, u32 ptr, u32 len)
 {
     const uint8_t *d = uqi_guest_ptr(p, ptr, len);
     if (!d) return UQ_ABI_EFAULT;
+    if (len > STATE_MAX) return UQ_ABI_EFULL;
     return state_write(p, d, len);
 }
 
