@@ -188,6 +188,20 @@ st=$?
 cat "$OUT/store.txt"
 cat "$OUT/store.txt" >> "$RESULTS"
 
+# ---- boot with 100 persisted processes ---------------------------------------
+say "boot: a node whose store holds 100 processes (compiled code cached)"
+BH=$B/boot-scratch
+rm -rf "$BH"
+for i in $(seq 1 100); do echo "start t$i $BUILD/apps/tally.wasm"; done | "$BUILD/uqbar" boot --home "$BH" > "$OUT/boot1.txt" 2>&1
+st=$?
+[ $st -eq 0 ] || fail "boot with 100 starts: exit status $st"
+t0=$(date +%s%N)
+echo exit | "$BUILD/uqbar" boot --home "$BH" > "$OUT/boot2.txt" 2>&1
+t1=$(date +%s%N)
+awk '/^restored 100 processes in/ { printf "node_boot_restore_100_ms %s ms\n", $5 }' "$OUT/boot2.txt" | tee -a "$RESULTS"
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "node_boot_100_whole_run_ms %.1f ms\n", (b - a) / 1e6 }' | tee -a "$RESULTS"
+grep -q '^restored 100 processes' "$OUT/boot2.txt" || fail "the second boot did not restore 100 processes"
+
 # ---- targets ---------------------------------------------------------------
 get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
 {
@@ -219,6 +233,8 @@ kernel_oneway kernel_oneway_msgs_per_s >= 5000000 msg/s
 kernel_spawn_exit kernel_spawn_exit_us <= 10 us
 kernel_idle_process kernel_idle_process_kib <= 32 KiB
 kernel_chain_forward_1mib_vs_1kib kernel_chain_forward_1mib_vs_1kib <= 1.5 x
+kernel_roundtrip_caps_on_vs_off kernel_roundtrip_caps_on_vs_off <= 1.05 x
+node_boot_restore_100 node_boot_restore_100_ms <= 100 ms
 EOF
 } >&2
 

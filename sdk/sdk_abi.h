@@ -70,5 +70,8 @@
 #define UQ_ABI_EREVOKED (-12)   /* cap_verify: no longer held (dropped or revoked) */
 #define UQ_ABI_EEXIST (-13)     /* spawn: a process of that id exists */
 #define UQ_ABI_EBADMODULE (-14) /* spawn: the bytes are not a module this node can run */
+#define UQ_ABI_ENOSTORE (-15)   /* state: this node keeps no state (no home), or the process is not persisted */
+#define UQ_ABI_ENOSTATE (-16)   /* state_get: nothing persisted */
+#define UQ_ABI_EIO (-17)        /* state: the store could not write; the state is unchanged */
 
 #endif

@@ -26,6 +26,9 @@ int32_t uq__cap_has(const char *holder, uint32_t hl, const char *cap, uint32_t c
 int32_t uq__cap_verify(const char *token, uint32_t tl, const char *holder, uint32_t hl) UQ_IMPORT("cap_verify");
 int32_t uq__cap_drop(const char *cap, uint32_t cl) UQ_IMPORT("cap_drop");
 int32_t uq__spawn(const void *desc, char *out_id, uint32_t out_cap) UQ_IMPORT("spawn");
+int32_t uq__state_set(const void *data, uint32_t len) UQ_IMPORT("state_set");
+int32_t uq__state_get(void *buf, uint32_t cap) UQ_IMPORT("state_get");
+int32_t uq__state_clear(void) UQ_IMPORT("state_clear");
 
 typedef struct uq_msg {
     uint32_t handle, kind;
@@ -172,6 +175,27 @@ static inline int32_t uq_spawn(const char *id, const void *wasm, uint32_t wasm_l
     int32_t n = uq__spawn(d, out_id, out_cap);
     if (n >= 0 && (uint32_t)n < out_cap) out_id[n] = '\0';
     return n;
+}
+
+/* ---- persistence (docs/PERSISTENCE.md) ---- */
+/* Persist this process's state: returns 0 once it is durable (it survives a
+ * crash of the node from then on); UQ_ABI_EFULL if the disk or store is
+ * full (the old state is kept). A restarted process gets its state as its
+ * first message: a request from node@kernel, body "RestoredState", the
+ * state as payload. */
+static inline int32_t uq_state_set(const void *data, uint32_t len) { return uq__state_set(data, len); }
+static inline int32_t uq_state_clear(void) { return uq__state_clear(); }
+/* The persisted state (malloc'ed, *len set), or NULL when there is none. */
+static inline void *uq_state_get(uint32_t *len)
+{
+    int32_t n = uq__state_get(NULL, 0);
+    if (n < 0) return NULL;
+    char *b = (char *)malloc((size_t)n + 1);
+    if (!b) return NULL;
+    uq__state_get(b, (uint32_t)n);
+    b[n] = '\0';
+    if (len) *len = (uint32_t)n;
+    return b;
 }
 
 /* This process's own address into buf; returns its length. */

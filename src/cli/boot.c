@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "kernel/install.h"
 #include "kernel/kernel.h"
+#include "store/store.h"
 
 #define EXIT_FAILED 123
 
@@ -164,6 +165,11 @@ static void cmd_install(term *t, const char *path, bool yes)
         printf("error: %s\n", em.text);
         return;
     }
+    if (uqi_pkg_installed(t->node, p)) {
+        printf("package %s is installed already (its processes came back with the node)\n", uqi_pkg_name(p));
+        uqi_pkg_free(p);
+        return;
+    }
     char *d = uqi_pkg_describe(p);
     fputs(d, stdout);
     fflush(stdout); /* before any compile progress on stderr */
@@ -246,18 +252,38 @@ int uq_cmd_boot(int argc, char **argv)
         fprintf(stderr, "uqbar: %s\n", em.text);
         return EXIT_FAILED;
     }
-    uqi_node_config cfg = {.name = name, .cache_dir = cache, .workers = workers};
+    /* The node's store: its process table and the state of its processes. */
+    uqs_store *store;
+    if (uqs_open(home, NULL, &store, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        return EXIT_FAILED;
+    }
+    uqi_node_config cfg = {.name = name, .cache_dir = cache, .workers = workers, .store = store};
     uqi_node *node;
     if (uqi_node_start(&cfg, &node, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
+        uqs_close(store);
         return EXIT_FAILED;
     }
     term t = {node, NULL, isatty(0) == 1};
     if (uqi_node_port(node, "terminal", &t.port, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
         uqi_node_stop(node);
+        uqs_close(store);
         return EXIT_FAILED;
     }
+    /* The processes that ran before the node went down come back. */
+    uint64_t t0 = uqi_now_ns();
+    uint32_t restored, failed;
+    if (uqi_node_restore(node, &restored, &failed, &em)) {
+        fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
+        uqi_node_stop(node);
+        uqs_close(store);
+        return EXIT_FAILED;
+    }
+    if (restored || failed)
+        printf("restored %u process%s%s in %.1f ms\n", restored, restored == 1 ? "" : "es",
+               failed ? " (some could not come back: see the log above)" : "", (double)(uqi_now_ns() - t0) / 1e6);
     for (int i = 0; i < nstarts; i++) {
         char spec[4096];
         snprintf(spec, sizeof spec, "%s", starts[i]);
@@ -301,5 +327,6 @@ shutdown:
     printf("shutting down\n");
     fflush(stdout);
     uqi_node_stop(node);
+    uqs_close(store); /* after the node: pending writes are finished first */
     return 0;
 }

@@ -65,6 +65,9 @@ static const uqi_hostfn table[] = {
     {"uqbar", "cap_verify", "iiii:i"},
     {"uqbar", "cap_drop", "ii:i"},
     {"uqbar", "spawn", "iii:i"},
+    {"uqbar", "state_set", "ii:i"},
+    {"uqbar", "state_get", "ii:i"},
+    {"uqbar", "state_clear", ":i"},
 };
 #undef W
 

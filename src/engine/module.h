@@ -20,6 +20,7 @@ typedef struct uqi_module {
     void (*start)(void *inst);
     uint32_t mem_min_pages, mem_max_pages;
     bool compiled;          /* this engine compiled it (a cache miss) */
+    bool persisted;         /* the kernel stored its bytes (node lock) */
     double compile_seconds;
 } uqi_module;
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernel/kernel.h"
+#include "store/store.h"
 #include "sdk_abi.h"
 
 #pragma GCC diagnostic ignored "-Wmissing-prototypes" /* reached by symbol name from guest code */
@@ -421,4 +422,81 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
     uint8_t *o = uqi_guest_ptr(p, out_id, n < out_cap ? n : out_cap);
     if (o) memcpy(o, got, n < out_cap ? n : out_cap);
     return (int32_t)n;
+}
+
+/* ---- process state (docs/PERSISTENCE.md) ---------------------------------- */
+typedef struct state_wait {
+    uqi_task *task;
+    _Atomic int done;
+    uq_err err;
+} state_wait;
+
+static void state_done(void *arg, uq_err err, const uq_errmsg *em)
+{
+    state_wait *w = arg;
+    if (err) uq_log(UQ_LOG_WARN, "kernel", "a state write failed: %s", em ? em->text : "");
+    w->err = err;
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    uqi_task_wake(w->task);
+}
+
+/* Write (data) or clear (NULL) the caller's state and wait, off the worker,
+ * until it is durable: other processes of the worker run meanwhile. */
+static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
+{
+    uqi_kproc *kp = p->user;
+    uqs_store *s = kp ? uqi_node_store(kp->node) : NULL;
+    if (!kp) return UQ_ABI_EINVAL;
+    if (!s || !kp->wasm_key[0]) return UQ_ABI_ENOSTORE;
+    state_wait w = {.task = uqi_task_current()};
+    uq_errmsg em;
+    uq_err e;
+    if (data) {
+        e = uqs_state_set_async(s, kp->addr.process, data, len, state_done, &w, &em);
+    } else {
+        uqs_op op = {.db = UQS_DB_STATE, .del = true, .key = kp->addr.process, .klen = strlen(kp->addr.process)};
+        e = uqs_write_async(s, &op, 1, state_done, &w, &em);
+    }
+    if (e) return e == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
+    /* The callback writes to w: wait for it whatever happens (a kill waits too). */
+    while (!atomic_load_explicit(&w.done, memory_order_acquire)) uqi_task_block();
+    return w.err == UQ_OK ? 0 : w.err == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
+}
+
+/* state_set(ptr, len) -> 0 once durable. */
+#define STATE_MAX (16u << 20) /* per process: the store is shared by every process of the node */
+
+int32_t Z_uqbarZ_state_set(abi_ctx *p, u32 ptr, u32 len)
+{
+    const uint8_t *d = uqi_guest_ptr(p, ptr, len);
+    if (!d) return UQ_ABI_EFAULT;
+    if (len > STATE_MAX) return UQ_ABI_EFULL;
+    return state_write(p, d, len);
+}
+
+/* state_clear() -> 0 once durable. */
+int32_t Z_uqbarZ_state_clear(abi_ctx *p)
+{
+    return state_write(p, NULL, 0);
+}
+
+/* state_get(buf, cap) -> length of the state (copied up to cap). */
+int32_t Z_uqbarZ_state_get(abi_ctx *p, u32 buf, u32 cap)
+{
+    uqi_kproc *kp = p->user;
+    uqs_store *s = kp ? uqi_node_store(kp->node) : NULL;
+    if (!kp) return UQ_ABI_EINVAL;
+    if (!s || !kp->wasm_key[0]) return UQ_ABI_ENOSTORE;
+    uint8_t *st;
+    size_t n;
+    uq_errmsg em;
+    uq_err e = uqs_state_get(s, kp->addr.process, &st, &n, &em);
+    if (e == UQ_ENOENT) return UQ_ABI_ENOSTATE;
+    if (e) return UQ_ABI_EIO;
+    if (n > INT32_MAX) n = INT32_MAX;
+    u32 take = n < cap ? (u32)n : cap;
+    uint8_t *d = uqi_guest_ptr(p, buf, take);
+    if (d) memcpy(d, st, take);
+    free(st);
+    return d ? (int32_t)n : UQ_ABI_EFAULT;
 }

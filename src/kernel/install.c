@@ -223,3 +223,12 @@ uq_err uqi_pkg_install(uqi_node *n, uqi_kproc *installer, const uqi_pkg *p, uq_e
     }
     return UQ_OK;
 }
+
+bool uqi_pkg_installed(uqi_node *n, const uqi_pkg *p)
+{
+    for (uint32_t i = 0; i < p->n; i++)
+        if (!uqi_node_has(n, p->procs[i].name)) return false;
+    return true;
+}
+
+const char *uqi_pkg_name(const uqi_pkg *p) { return p->name; }

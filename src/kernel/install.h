@@ -14,6 +14,10 @@ uq_err uqi_pkg_load(const char *manifest_path, const char *node_name, uqi_pkg **
 void uqi_pkg_free(uqi_pkg *p);
 /* What the package asks for, in plain words, for the approval prompt (malloc'ed). */
 char *uqi_pkg_describe(const uqi_pkg *p);
+/* Are all of the package's processes on the node already (it came back
+ * with the node's store)? */
+bool uqi_pkg_installed(uqi_node *n, const uqi_pkg *p);
+const char *uqi_pkg_name(const uqi_pkg *p);
 /* Install and run every process, with the capabilities asked for, granted
  * by `installer` (who must hold them: the terminal holds everything). All
  * or nothing: on failure nothing of the package is left. */

@@ -56,8 +56,8 @@ static bool bytes_of(json_t *v, uint8_t **out, size_t *len)
 /* OnExit: "None" | "Restart" | {"Requests":[[address, request, blob|null], ...]}
  * with request = {"body": bytes, "metadata": string|null, ...} and
  * blob = {"mime": string|null, "bytes": bytes}. */
-static bool parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_request **reqs, uint32_t *nreqs,
-                          char *why, size_t cap)
+bool uqi_parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_request **reqs, uint32_t *nreqs, char *why,
+                       size_t cap)
 {
     *reqs = NULL;
     *nreqs = 0;
@@ -139,7 +139,7 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
     uqi_exit_request *reqs;
     uint32_t nreqs;
     char why[300];
-    if (!parse_on_exit(n, json_object_get(args, "on_exit"), &how, &reqs, &nreqs, why, sizeof why)) {
+    if (!uqi_parse_on_exit(n, json_object_get(args, "on_exit"), &how, &reqs, &nreqs, why, sizeof why)) {
         uqi_exit_requests_free(reqs, nreqs);
         uqi_caprefs_free(caps, ncaps);
         set(r, "\"InitializeProcessError\"", why);

@@ -17,6 +17,7 @@
 
 #include "engine/rt.h"
 #include "kernel/kernel_int.h"
+#include "store/store.h"
 
 #define PTAB 1024
 #define OTAB 4096
@@ -56,7 +57,17 @@ struct uqi_node {
     uqi_cap *orphans;                /* issued by processes killed with "no-revoke" */
     bool no_cap_checks;
     uint64_t cap_gen;                /* advanced by every drop, revocation and exit */
+    /* persistence */
+    struct uqs_store *store;
+    bool frozen;                     /* restore or shutdown: write no records */
 };
+
+/* Write kp's record (node lock held). Ports and processes without a stored
+ * module (spawned from a loaded module by host code) are not persisted. */
+static void persist(uqi_node *n, uqi_kproc *kp)
+{
+    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) uqi_persist_proc(n->store, kp);
+}
 
 #define MESSAGING "\"messaging\""
 #define NETWORK "\"network\""
@@ -187,6 +198,32 @@ static void deliver_forced(uqi_kproc *kp, uqi_msg *m)
     wake(kp, waits);
 }
 
+/* A process about to start whose state was persisted gets it first: a
+ * request from node@kernel, body "RestoredState", the state as payload
+ * (node lock held; the process is not running, so nothing consumes yet). */
+static void deliver_state(uqi_node *n, uqi_kproc *kp)
+{
+    uint8_t *st;
+    size_t len;
+    uq_errmsg em;
+    if (!n->store || !kp->wasm_key[0]) return;
+    uq_err e = uqs_state_get(n->store, kp->addr.process, &st, &len, &em);
+    if (e == UQ_ENOENT) return;
+    if (e) {
+        uq_log(UQ_LOG_ERROR, "kernel", "%s: its persisted state cannot be read: %s", kp->addr.process, em.text);
+        return;
+    }
+    static const char body[] = "\"RestoredState\"";
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, sizeof body - 1);
+    m->id = n->next_id++;
+    m->source = n->kernel_addr;
+    m->target = kp->addr;
+    m->payload = uqi_payload_new(st, len, "application/octet-stream");
+    free(st);
+    uqi_mailbox_put_front(&kp->mbox, m);
+    kp->received++;
+}
+
 /* Turn an outstanding record into an error message for its requester. */
 static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why)
 {
@@ -301,6 +338,7 @@ static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer
     c->holder_kp = holder;
     uqi_capset_add(&holder->caps, c);
     issued_push(issuer_list(n, issuer), c);
+    persist(n, holder);
     return c;
 }
 
@@ -310,6 +348,7 @@ static void drop_one(uqi_kproc *holder, uqi_cap *c)
     uqi_capset_remove(&holder->caps, c);
     issued_unlink(c);
     free(c);
+    if (!holder->dead) persist(holder->node, holder);
 }
 
 /* Revoke every cap on the list from its holder. */
@@ -567,6 +606,7 @@ static void retire(uqi_node *n, uqi_kproc *kp)
     if (kp->dead) return;
     kp->dead = true;
     n->cap_gen++; /* no remembered check may point at kp any more */
+    if (n->store && !n->frozen && kp->wasm_key[0]) uqi_persist_forget(n->store, kp->addr.process);
     caps_retire(n, kp);
     unlink_proc(n, kp);
     while (ext_of(kp)->oldest) {
@@ -665,6 +705,7 @@ static uint64_t restart_due(uqi_node *n, uint64_t now, uint64_t next)
             }
             kp->restart_at_ns = 0;
             kp->proc = new_instance(kp);
+            deliver_state(n, kp);
             if (uqi_proc_start(kp->proc, -1) != UQ_OK) {
                 uq_log(UQ_LOG_ERROR, "kernel", "cannot restart %s", kp->addr.process);
                 kp->proc->free_on_finish = false;
@@ -694,6 +735,7 @@ uq_err uqi_node_set_on_exit(uqi_node *n, const char *id, uqi_on_exit how, uqi_ex
     kp->on_exit = how;
     kp->exit_reqs = reqs;
     kp->n_exit_reqs = nreqs;
+    persist(n, kp);
     pthread_mutex_unlock(&n->lock);
     return UQ_OK;
 }
@@ -715,7 +757,24 @@ uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, s
     uqi_module *mod;
     uq_err err = uqi_engine_load(&n->eng, wasm, len, id, &mod, em);
     if (err) return err;
-    return init_loaded(n, id, mod, public, out_id, em);
+    if ((err = init_loaded(n, id, mod, public, out_id, em)) || !n->store) return err;
+    /* Persisted: the module's bytes once (by content), then the record. */
+    uint8_t h[32];
+    char key[68] = "w/";
+    crypto_generichash(h, sizeof h, wasm, len, NULL, 0);
+    sodium_bin2hex(key + 2, sizeof key - 2, h, sizeof h);
+    pthread_mutex_lock(&n->lock);
+    if (!mod->persisted && !n->frozen) {
+        uqi_persist_wasm(n->store, key, wasm, len);
+        mod->persisted = true;
+    }
+    uqi_kproc *kp = find(n, id);
+    if (kp) {
+        memcpy(kp->wasm_key, key, sizeof key);
+        persist(n, kp);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return UQ_OK;
 }
 
 /* A fresh instance record for kp (node lock held). */
@@ -765,10 +824,15 @@ uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em)
     uq_err err = UQ_OK;
     if (!kp || !kp->proc) err = uqi_errf(em, UQ_ENOENT, "no process %s to run (initialize it first)", id);
     else if (kp->running) err = uqi_errf(em, UQ_EBUSY, "%s is already running", id);
-    else if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) uqi_errf(em, err, "cannot start %s", id);
     else {
-        kp->running = true;
-        kp->started_ns = uqi_now_ns();
+        deliver_state(n, kp);
+        if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) {
+            uqi_errf(em, err, "cannot start %s", id);
+        } else {
+            kp->running = true;
+            kp->started_ns = uqi_now_ns();
+            persist(n, kp);
+        }
     }
     pthread_mutex_unlock(&n->lock);
     return err;
@@ -925,6 +989,7 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     n->kernel_cap_hash = uqi_cap_hash(&n->kernel_addr, MESSAGING);
     n->network_cap_hash = uqi_cap_hash(&n->kernel_addr, NETWORK);
     n->no_cap_checks = cfg->no_cap_checks;
+    n->store = cfg->store;
     randombytes_buf(&n->next_id, sizeof n->next_id);
     n->next_id = (n->next_id >> 1) | 1;
     /* Adaptive: a thread that finds the node lock taken spins briefly before
@@ -952,8 +1017,10 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
 
 void uqi_node_stop(uqi_node *n)
 {
-    /* Kill every wasm process, then wait for the workers to finish them. */
+    /* Kill every wasm process, then wait for the workers to finish them.
+     * Their records stay as they are: the next boot brings them back. */
     pthread_mutex_lock(&n->lock);
+    n->frozen = true;
     for (int b = 0; b < PTAB; b++) {
         for (uqi_kproc *kp = n->ptab[b], *nx; kp; kp = nx) {
             nx = kp->next;
@@ -1218,6 +1285,15 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
     }
     snprintf(out_id, UQI_NAME_MAX + 1, "%s", got);
     return UQ_OK;
+}
+
+struct uqs_store *uqi_node_store(uqi_node *n) { return n->store; }
+
+void uqi_node_freeze(uqi_node *n, bool frozen)
+{
+    pthread_mutex_lock(&n->lock);
+    n->frozen = frozen;
+    pthread_mutex_unlock(&n->lock);
 }
 
 /* ---- the fs module (fsmod.c): a public host port ------------------------------ */

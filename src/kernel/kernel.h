@@ -57,6 +57,7 @@ typedef struct uqi_kproc {
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
+    char wasm_key[68];           /* persisted: "w/" + BLAKE2b-256 hex of its wasm; "" if not */
     struct uqi_kproc *msg_ok_to; /* the last target the messaging check passed for ... */
     uint64_t msg_ok_gen;         /* ... at this capability generation of the node */
     struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
@@ -79,6 +80,7 @@ typedef struct uqi_node_config {
     uint32_t restart_base_ms;    /* first Restart back-off; 0 = 1000 (doubles to 600 s) */
     uint32_t max_processes;      /* 0 = 65536: a bound on the process table */
     const uint8_t *identity_sk;  /* the node's Ed25519 secret key (64 bytes); NULL: a fresh one */
+    struct uqs_store *store;     /* persistence (docs/PERSISTENCE.md); NULL: none. Not owned. */
     bool no_cap_checks;          /* benchmarks only: measure the cost of the checks */
 } uqi_node_config;
 
@@ -150,6 +152,13 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *c);
 uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, const uint8_t *wasm, size_t len,
                             bool public, bool restart, const uqi_capref *caps, uint32_t ncaps,
                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
+/* ---- persistence (docs/PERSISTENCE.md; src/kernel/persist.c) ---- */
+struct uqs_store *uqi_node_store(uqi_node *n);
+/* Bring back the processes of the node's store: install each, with its
+ * capabilities and on_exit, and run those that were running (each gets its
+ * persisted state as its first message). A process that cannot come back is
+ * logged and counted in *failed; its record is kept. */
+uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_errmsg *em);
 /* Benchmarks only: turn the capability checks off (false) and on again. */
 void uqi_node_bench_cap_checks(uqi_node *n, bool on);
 /* Kill, keeping (keep_issued) or revoking what the process issued. */

@@ -11,4 +11,18 @@ void uqi_kcmd_handle(uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len);
 void uqi_kernel_reply(uqi_kproc *to, const uqi_msg *req, const char *body, const char *metadata, uint8_t *ctx,
                       size_t ctx_len);
 
+/* OnExit from its JSON (kcmd.c); on failure why says what is wrong and
+ * *reqs and *nreqs hold what was parsed (free them). */
+bool uqi_parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_request **reqs, uint32_t *nreqs, char *why,
+                       size_t cap);
+
+/* persist.c, called with the node lock held: write kp's record (or forget
+ * it), asynchronously; the store's group commit keeps their order. */
+void uqi_persist_proc(struct uqs_store *s, uqi_kproc *kp);
+void uqi_persist_forget(struct uqs_store *s, const char *id);
+/* Store wasm bytes under key (once per module). */
+void uqi_persist_wasm(struct uqs_store *s, const char *key, const uint8_t *wasm, size_t len);
+/* While frozen (restore, shutdown), the kernel writes no records. */
+void uqi_node_freeze(uqi_node *n, bool frozen);
+
 #endif

@@ -257,3 +257,19 @@ uint32_t uqi_mailbox_depth(uqi_mailbox *mb)
     uint64_t popped = atomic_load_explicit(&mb->popped, memory_order_relaxed);
     return (uint32_t)(atomic_load_explicit(&mb->pushed, memory_order_relaxed) - popped);
 }
+
+void uqi_mailbox_put_front(uqi_mailbox *mb, uqi_msg *m)
+{
+    pthread_mutex_lock(&mb->lock);
+    if (mb->batch) {
+        m->next = mb->batch;
+        mb->batch = m;
+    } else {
+        m->next = mb->head;
+        mb->head = m;
+        if (!mb->tail) mb->tail = m;
+    }
+    atomic_store_explicit(&mb->pushed, atomic_load_explicit(&mb->pushed, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&mb->lock);
+}

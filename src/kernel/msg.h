@@ -129,5 +129,8 @@ static inline uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m) { return uqi_
 uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, bool arm);
 static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, false); }
 uint32_t uqi_mailbox_depth(uqi_mailbox *mb);
+/* Put m first, ahead of what waits. Only while nobody consumes (the process
+ * is not running yet): the kernel's restored-state message. Never refused. */
+void uqi_mailbox_put_front(uqi_mailbox *mb, uqi_msg *m);
 
 #endif

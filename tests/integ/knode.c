@@ -15,17 +15,20 @@ uqi_node *kn_boot(uint32_t mailbox_cap)
     return n;
 }
 
-void kn_spawn(uqi_node *n, const char *app, const char *id)
+static void spawn_from(uqi_node *n, const char *dir, const char *name, const char *id)
 {
     char path[1100];
-    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
+    snprintf(path, sizeof path, "%s/%s/%s.wasm", tb_shared(), dir, name);
     uint8_t *b;
     size_t len;
     uq_errmsg em = {{0}};
     if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
-    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", app, em.text);
+    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", name, em.text);
     free(b);
 }
+
+void kn_spawn(uqi_node *n, const char *app, const char *id) { spawn_from(n, "apps", app, id); }
+void kn_spawn_guest(uqi_node *n, const char *guest, const char *id) { spawn_from(n, "guests", guest, id); }
 
 /* Send a request from a port; ctx is given to the kernel. */
 uint64_t kn_request(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
@@ -76,15 +79,3 @@ uqi_payload *kn_app_payload(const char *app)
     return p;
 }
 
-
-void kn_spawn_guest(uqi_node *n, const char *guest, const char *id)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/guests/%s.wasm", tb_shared(), guest);
-    uint8_t *b;
-    size_t len;
-    uq_errmsg em = {{0}};
-    if (uqi_read_file(path, &b, &len, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
-    if (uqi_node_spawn(n, id, b, len, false, NULL, &em)) test_fail(__FILE__, __LINE__, "spawn %s: %s", guest, em.text);
-    free(b);
-}

@@ -74,6 +74,16 @@ static char *token_with(const char *list, const char *needle)
     return out;
 }
 
+/* Grant (as the node's owner) the kernel capability ("kernel") or the
+ * network capability ("network"), both issued by node@kernel. */
+static void grant_kernel_cap(uqi_node *n, const char *holder, const char *which)
+{
+    uqi_capref c = {.params = (char *)(strcmp(which, "kernel") == 0 ? "\"messaging\"" : "\"network\"")};
+    snprintf(c.issuer.node, sizeof c.issuer.node, "test.node");
+    snprintf(c.issuer.process, sizeof c.issuer.process, "kernel");
+    ASSERT_EQ(uqi_node_grant(n, NULL, holder, &c, 1, NULL), UQ_OK);
+}
+
 static uqi_node *cappers(uqi_kproc **port, const char *const *ids)
 {
     uqi_node *n = kn_boot(0);
@@ -137,10 +147,7 @@ TEST(caps_kernel_needs_kernel_capability)
     ASSERT_EQ(ask_rc(port, "mallory", "kernel\n\"Shutdown\""), UQ_ABI_EPERM);
     ASSERT(!uqi_node_wait_shutdown(n, 0));
     /* granted the kernel capability, the same command works */
-    uqi_capref kc = {.params = (char *)"\"messaging\""};
-    snprintf(kc.issuer.node, sizeof kc.issuer.node, "test.node");
-    snprintf(kc.issuer.process, sizeof kc.issuer.process, "kernel");
-    ASSERT_EQ(uqi_node_grant(n, NULL, "mallory", &kc, 1, NULL), UQ_OK);
+    grant_kernel_cap(n, "mallory", "kernel");
     char *r = ask(port, "mallory", "kernel\n{\"KillProcess\":\"alice\"}", NULL);
     ASSERT_STR_HAS(r, "\"body\":{\"KilledProcess\":\"alice\"}");
     ASSERT(!uqi_node_has(n, "alice"));
@@ -271,10 +278,7 @@ TEST(caps_grant_only_what_is_held)
 {
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"mallory", "alice", "bob", NULL});
-    uqi_capref kc = {.params = (char *)"\"messaging\""};
-    snprintf(kc.issuer.node, sizeof kc.issuer.node, "test.node");
-    snprintf(kc.issuer.process, sizeof kc.issuer.process, "kernel");
-    ASSERT_EQ(uqi_node_grant(n, NULL, "mallory", &kc, 1, NULL), UQ_OK);
+    grant_kernel_cap(n, "mallory", "kernel");
     char *r = ask(port, "mallory",
                   "kernel\n{\"GrantCapabilities\":{\"target\":\"mallory\",\"capabilities\":"
                   "[{\"issuer\":\"alice\",\"params\":\"messaging\"}]}}",
@@ -370,10 +374,7 @@ TEST(caps_no_escalation_through_child)
 {
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"mallory", "alice", NULL});
-    uqi_capref kc = {.params = (char *)"\"messaging\""};
-    snprintf(kc.issuer.node, sizeof kc.issuer.node, "test.node");
-    snprintf(kc.issuer.process, sizeof kc.issuer.process, "kernel");
-    ASSERT_EQ(uqi_node_grant(n, NULL, "mallory", &kc, 1, NULL), UQ_OK);
+    grant_kernel_cap(n, "mallory", "kernel");
     char path[1100];
     snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
     uint8_t *b;
@@ -414,10 +415,7 @@ TEST(caps_network_needs_network_capability)
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"mallory", NULL});
     ASSERT_EQ(ask_rc(port, "mallory", "send\nother.node@echo"), UQ_ABI_EPERM);
-    uqi_capref nc = {.params = (char *)"\"network\""};
-    snprintf(nc.issuer.node, sizeof nc.issuer.node, "test.node");
-    snprintf(nc.issuer.process, sizeof nc.issuer.process, "kernel");
-    ASSERT_EQ(uqi_node_grant(n, NULL, "mallory", &nc, 1, NULL), UQ_OK);
+    grant_kernel_cap(n, "mallory", "network");
     /* with it, the send is allowed, and fails as the network does (unknown node) */
     ASSERT_EQ(ask_rc(port, "mallory", "send\nother.node@echo"), UQ_ABI_ENOPROC);
     uqi_node_stop(n);

@@ -245,7 +245,7 @@ TEST(cli_boot_terminal_session)
     ASSERT_STR_HAS(r.out, "{\"Debug\":{\"ProcessMap\":{");
     ASSERT_STR_HAS(r.out, "{\"KilledProcess\":\"sink2\"}");
     /* "Installing shows the user, in plain words, what the app asks for" */
-    ASSERT_STR_HAS(r.out, "Package demo installs 5 processes");
+    ASSERT_STR_HAS(r.out, "Package demo installs 6 processes");
     ASSERT_STR_HAS(r.out, "mw (middleware.wasm), restarted when it exits");
     ASSERT_STR_HAS(r.out, "- send messages to echo");
     ASSERT_STR_HAS(r.out, "installed and running");
@@ -276,5 +276,29 @@ TEST(cli_install_refused_leaves_nothing)
     ASSERT_STR_HAS(r.out, "not installed: nothing was changed");
     ASSERT_STR_LACKS(r.out, "echo   ");
     ASSERT_STR_HAS(r.out, "error NoSuchProcess from t.local@echo");
+    tb_result_free(&r);
+}
+
+/* "Booting a node again with the same home restarts the processes that
+ * were running before, with their capabilities and state": the terminal's
+ * view, with the demo package and its persistent tally. */
+TEST(cli_boot_again_brings_processes_back)
+{
+    char home[1200], demo[1200];
+    snprintf(home, sizeof home, "%s/home", tb_tmpdir());
+    snprintf(demo, sizeof demo, "%s/apps/demo.json", tb_shared());
+    const char *a[] = {uqbar(), "boot", "--home", home, "--name", "t.local", "--install", demo, "--yes", NULL};
+    cmd_result r = tb_run(a, "m tally {\"add\":41}\nm tally {\"add\":1}\n", 120);
+    test_log("%s", r.out);
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "response from t.local@tally: {\"count\":42,\"rc\":0}");
+    tb_result_free(&r);
+    r = tb_run(a, "m tally {\"get\":1}\nm mw {\"back\":true}\nps\n", 120);
+    test_log("%s", r.out);
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "restored 6 processes in");
+    ASSERT_STR_HAS(r.out, "package demo is installed already");
+    ASSERT_STR_HAS(r.out, "response from t.local@tally: {\"count\":42,");
+    ASSERT_STR_HAS(r.out, "response from t.local@echo: {\"back\":true}"); /* mw kept its capability */
     tb_result_free(&r);
 }
