@@ -21,17 +21,28 @@ typedef struct fsnode {
     char home[1024];
 } fsnode;
 
-/* A node with its store, filesystem and fs module in home, and a filer app
- * for each id. */
+/* A node as `uqbar boot` makes it: its store (the process table persists),
+ * the filesystem and the fs module in home; then either a filer app for
+ * each id, or (apps NULL) the processes of the store brought back. */
 static void up(fsnode *t, const char *home, const char *const *apps)
 {
     uq_errmsg em = {{0}};
     snprintf(t->home, sizeof t->home, "%s", home);
-    t->n = kn_boot(0);
     if (uqs_open(home, NULL, &t->s, &em)) test_fail(__FILE__, __LINE__, "store: %s", em.text);
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    uqi_node_config c = {.name = "test.node", .cache_dir = cache, .workers = 2, .store = t->s};
+    if (uqi_node_start(&c, &t->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    uqi_node_engine(t->n)->progress = false;
     if (uqs_files_open(t->s, home, &t->files, &em)) test_fail(__FILE__, __LINE__, "files: %s", em.text);
     if (uqi_fsmod_start(t->n, t->files, &t->fs, &em)) test_fail(__FILE__, __LINE__, "fsmod: %s", em.text);
-    for (; apps && *apps; apps++) kn_spawn_guest(t->n, "filer", *apps);
+    if (apps) {
+        for (; *apps; apps++) kn_spawn_guest(t->n, "filer", *apps);
+    } else {
+        uint32_t restored, failed;
+        ASSERT_EQ(uqi_node_restore(t->n, &restored, &failed, &em), UQ_OK);
+        ASSERT_EQ(failed, 0);
+    }
     ASSERT_EQ(uqi_node_port(t->n, "tester", &t->port, NULL), UQ_OK);
 }
 
@@ -486,14 +497,15 @@ TEST(fs_bad_requests_are_explained)
 }
 
 /* "each app gets its own space in the node's home": files and handle
- * records survive a node stop and a new node on the same home. (The
- * capabilities themselves are persisted with the process table, by the
- * kernel; here the test gives the old one back as that would.) */
+ * records survive a node stop and a new node on the same home; with the
+ * process table brought back by the kernel, the app's capabilities come
+ * back too, and fs takes over what its predecessor issued. */
 TEST(fs_files_survive_a_new_node_on_the_same_home)
 {
     const char *home = tb_tmpdir();
     fsnode t;
-    up(&t, home, (const char *[]){"alice", NULL});
+    up(&t, home, (const char *[]){"alice", "bob", NULL});
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "bob", NULL), UQ_OK);
     char *r = fs(&t, "alice", "{\"Create\":{\"name\":\"diary\"}}", "day one", NULL), *data;
     char h[UQS_HANDLE_HEX + 1];
     snprintf(h, sizeof h, "%s", handle_of(r, "read-write"));
@@ -503,10 +515,13 @@ TEST(fs_files_survive_a_new_node_on_the_same_home)
     char rd[UQS_HANDLE_HEX + 1];
     snprintf(rd, sizeof rd, "%s", handle_of(r, "read"));
     free(r);
+    ASSERT(give(&t, "alice", "bob", rd, "read") > 0);
     char *hash1 = fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    ASSERT_STR_HAS(hash1, "{\"Ok\":{\"hash\":\"");
     down(&t);
 
-    up(&t, home, (const char *[]){"alice", NULL});
+    up(&t, home, NULL); /* alice and bob come back from the store */
+    ASSERT(uqi_node_has(t.n, "alice") && uqi_node_has(t.n, "bob"));
     /* the handle records are back, with their rights and derivation */
     uqs_handle hh, rh;
     uqs_handle_info info;
@@ -516,28 +531,34 @@ TEST(fs_files_survive_a_new_node_on_the_same_home)
     ASSERT(strcmp(info.app, "alice") == 0 && strcmp(info.name, "diary") == 0 && info.rights == UQS_RIGHTS_ALL);
     ASSERT_EQ(uqs_handle_info_get(t.files, rh, &info, NULL), UQ_OK);
     ASSERT(info.derived && info.rights == UQS_RIGHT_READ && memcmp(info.parent.id, hh.id, 16) == 0);
-    /* the file is back: its owner lists and opens it */
+    /* the capabilities are back with the processes (the kernel's records) */
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 1);
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 1);
+    /* the file is back: through the old handles, and by name for its owner */
+    char *hash2 = fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL);
+    ASSERT(strcmp(hash1, hash2) == 0);
+    free(hash1);
+    free(hash2);
+    EXPECT_BODY(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, &data), "{\"Ok\":{\"length\":16}}");
+    ASSERT(strcmp(data, "day one, day two") == 0);
+    free(data);
+    EXPECT_ERR(fsh(&t, "bob", "{\"Append\":{\"handle\":\"%s\"}}", rd, "!", NULL), "gives read only");
     EXPECT_BODY(fs(&t, "alice", "{\"List\":null}", NULL, NULL), "{\"Ok\":{\"files\":[\"diary\"]}}");
     r = fs(&t, "alice", "{\"Open\":{\"name\":\"diary\"}}", NULL, NULL);
     const char *o = handle_of(r, "read-write");
     free(r);
-    EXPECT_BODY(fsh(&t, "alice", "{\"Read\":{\"handle\":\"%s\"}}", o, NULL, &data), "{\"Ok\":{\"length\":16}}");
-    ASSERT(strcmp(data, "day one, day two") == 0);
-    free(data);
-    /* the old handle, with its capability back, reaches the same content */
-    char params[UQI_FS_PARAMS_MAX];
-    uqi_fsmod_cap_params(h, UQS_RIGHTS_ALL, params);
-    uqi_capref c = {.params = params};
-    snprintf(c.issuer.node, sizeof c.issuer.node, "test.node");
-    snprintf(c.issuer.process, sizeof c.issuer.process, "fs");
-    ASSERT_EQ(uqi_node_grant(t.n, NULL, "alice", &c, 1, NULL), UQ_OK);
-    char *hash2 = fsh(&t, "alice", "{\"Hash\":{\"handle\":\"%s\"}}", h, NULL, NULL);
-    ASSERT_STR_HAS(hash2, "{\"Ok\":{\"hash\":\"");
-    ASSERT(strcmp(hash1, hash2) == 0);
-    free(hash1);
-    free(hash2);
     EXPECT_BODY(fsh(&t, "alice", "{\"Append\":{\"handle\":\"%s\"}}", h, ", day three", NULL), "{\"Ok\":null}");
     EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", o, NULL, NULL), "{\"Ok\":{\"size\":27}}");
+    /* the new fs revokes what the old one issued, from every holder */
+    EXPECT_BODY(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "{\"Ok\":{\"revoked\":1}}");
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 0);
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "bob holds no capability");
+    down(&t);
+    /* ... and the revocation is what the next node finds */
+    up(&t, home, NULL);
+    ASSERT_EQ(holds(&t, "bob", rd, UQS_RIGHT_READ), 0);
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 1);
+    EXPECT_ERR(fsh(&t, "bob", "{\"Read\":{\"handle\":\"%s\"}}", rd, NULL, NULL), "bob holds no capability");
     down(&t);
 }
 
