@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "kernel/fsmod.h"
 #include "kernel/install.h"
 #include "kernel/kernel.h"
+#include "store/files.h"
 #include "store/store.h"
 
 #define EXIT_FAILED 123
@@ -272,12 +274,25 @@ int uq_cmd_boot(int argc, char **argv)
         uqs_close(store);
         return EXIT_FAILED;
     }
+    /* The files module (fs), before the processes that may use it. */
+    uqs_files *files = NULL;
+    uqi_fsmod *fsmod = NULL;
+    if (uqs_files_open(store, home, &files, &em) || uqi_fsmod_start(node, files, &fsmod, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        uqi_node_stop(node);
+        uqs_files_close(files);
+        uqs_close(store);
+        return EXIT_FAILED;
+    }
+    uqi_node_set_files(node, files);
     /* The processes that ran before the node went down come back. */
     uint64_t t0 = uqi_now_ns();
     uint32_t restored, failed;
     if (uqi_node_restore(node, &restored, &failed, &em)) {
         fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
+        uqi_fsmod_stop(fsmod);
         uqi_node_stop(node);
+        uqs_files_close(files);
         uqs_close(store);
         return EXIT_FAILED;
     }
@@ -326,7 +341,9 @@ int uq_cmd_boot(int argc, char **argv)
 shutdown:
     printf("shutting down\n");
     fflush(stdout);
+    uqi_fsmod_stop(fsmod);
     uqi_node_stop(node);
+    uqs_files_close(files);
     uqs_close(store); /* after the node: pending writes are finished first */
     return 0;
 }

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernel/fsmod.h"
 #include "kernel/kernel_int.h"
+#include "store/files.h"
 
 static char *reason_json(const char *why)
 {
@@ -108,6 +110,30 @@ bool uqi_parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_reques
     return true;
 }
 
+/* The module named by wasm_bytes_handle: a stored file (an fs handle) that
+ * the source of the command may read. *out is malloc'ed. */
+static uq_err wasm_from_handle(uqi_kproc *from, const char *hex, uint8_t **out, size_t *len, uq_errmsg *em)
+{
+    uqi_node *n = from->node;
+    uqs_files *files = uqi_node_files(n);
+    uqs_handle h;
+    if (!files) return uqi_errf(em, UQ_ENOENT, "this node keeps no files (no home)");
+    if (uqs_handle_parse(hex, &h, em)) return UQ_EINVAL;
+    uqi_capref c = {.params = NULL};
+    char params[UQI_FS_PARAMS_MAX];
+    snprintf(c.issuer.node, sizeof c.issuer.node, "%s", uqi_node_name(n));
+    snprintf(c.issuer.process, sizeof c.issuer.process, "fs");
+    c.params = params;
+    uqi_fsmod_cap_params(hex, UQS_RIGHT_READ, params);
+    if (uqi_node_check_held(n, from, &c, 1, em)) {
+        uqi_fsmod_cap_params(hex, UQS_RIGHTS_ALL, params);
+        if (uqi_node_check_held(n, from, &c, 1, em))
+            return uqi_errf(em, UQ_EPERM, "%s may not read the file of wasm_bytes_handle %s: it holds no read capability for it",
+                            from->addr.process, hex);
+    }
+    return uqs_file_read(files, h, out, len, em);
+}
+
 static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, reply *r)
 {
     uqi_node *n = from->node;
@@ -118,9 +144,27 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
         set(r, "\"InitializeProcessError\"", "InitializeProcess needs an object with a string \"id\"");
         return;
     }
-    if (!m->payload || m->payload->len == 0) {
-        set(r, "\"InitializeProcessError\"", "InitializeProcess must carry the .wasm bytes in its payload");
-        return;
+    /* The module: the payload, as the seeds say; without one, the stored
+     * file that wasm_bytes_handle names. */
+    const uint8_t *wasm = m->payload ? m->payload->data : NULL;
+    size_t wasm_len = m->payload ? m->payload->len : 0;
+    uint8_t *stored = NULL;
+    if (!wasm_len) {
+        json_t *wh = json_object_get(args, "wasm_bytes_handle");
+        uq_errmsg we = {{0}};
+        if (!json_is_string(wh) || !*json_string_value(wh)) {
+            set(r, "\"InitializeProcessError\"",
+                "InitializeProcess must carry the .wasm bytes in its payload, or name a stored file (an fs handle it "
+                "may read) in wasm_bytes_handle");
+            return;
+        }
+        if (wasm_from_handle(from, json_string_value(wh), &stored, &wasm_len, &we)) {
+            char why[700];
+            snprintf(why, sizeof why, "wasm_bytes_handle: %s", we.text);
+            set(r, "\"InitializeProcessError\"", why);
+            return;
+        }
+        wasm = stored;
     }
     /* initial_capabilities: all must be held (or issued) by the source;
      * otherwise nothing happens and the response names what was refused. */
@@ -133,6 +177,7 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
         snprintf(why, sizeof why, "initial_capabilities refused: %s", em.text);
         set(r, "\"InitializeProcessError\"", why);
         uqi_caprefs_free(caps, ncaps);
+        free(stored);
         return;
     }
     uqi_on_exit how;
@@ -142,11 +187,13 @@ static void cmd_initialize(uqi_kproc *from, const uqi_msg *m, json_t *args, repl
     if (!uqi_parse_on_exit(n, json_object_get(args, "on_exit"), &how, &reqs, &nreqs, why, sizeof why)) {
         uqi_exit_requests_free(reqs, nreqs);
         uqi_caprefs_free(caps, ncaps);
+        free(stored);
         set(r, "\"InitializeProcessError\"", why);
         return;
     }
     bool public = json_is_true(jpub);
-    uq_err e = uqi_node_init_process(n, id, m->payload->data, m->payload->len, public, NULL, &em);
+    uq_err e = uqi_node_init_process(n, id, wasm, wasm_len, public, NULL, &em);
+    free(stored);
     if (!e) e = uqi_node_set_on_exit(n, id, how, reqs, nreqs, &em);
     else uqi_exit_requests_free(reqs, nreqs);
     /* The capabilities, checked again atomically; and the source may message

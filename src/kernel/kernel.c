@@ -59,6 +59,7 @@ struct uqi_node {
     uint64_t cap_gen;                /* advanced by every drop, revocation and exit */
     /* persistence */
     struct uqs_store *store;
+    struct uqs_files *files;
     bool frozen;                     /* restore or shutdown: write no records */
 };
 
@@ -1288,6 +1289,8 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
 }
 
 struct uqs_store *uqi_node_store(uqi_node *n) { return n->store; }
+void uqi_node_set_files(uqi_node *n, struct uqs_files *files) { n->files = files; }
+struct uqs_files *uqi_node_files(uqi_node *n) { return n->files; }
 
 void uqi_node_freeze(uqi_node *n, bool frozen)
 {

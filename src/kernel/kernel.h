@@ -12,6 +12,8 @@
 #define UQI_MAX_HELD 64          /* messages a process may hold by handle at once */
 
 typedef struct uqi_node uqi_node;
+struct uqs_store;
+struct uqs_files;
 typedef struct uqi_outstanding uqi_outstanding;
 
 /* A process as the kernel knows it: a wasm process, or a host port (the
@@ -154,6 +156,9 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em);
 /* ---- persistence (docs/PERSISTENCE.md; src/kernel/persist.c) ---- */
 struct uqs_store *uqi_node_store(uqi_node *n);
+/* The node's files (src/store/files.h), for wasm_bytes_handle; NULL: none. */
+void uqi_node_set_files(uqi_node *n, struct uqs_files *files);
+struct uqs_files *uqi_node_files(uqi_node *n);
 /* Bring back the processes of the node's store: install each, with its
  * capabilities and on_exit, and run those that were running (each gets its
  * persisted state as its first message). A process that cannot come back is
