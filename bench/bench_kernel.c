@@ -32,28 +32,31 @@ static uint8_t *slurp(const char *dir, const char *name, size_t *len)
     return b;
 }
 
-static void spawn(const char *dir, const char *app, const char *id)
+static void spawn_as(const char *dir, const char *app, const char *id, bool public)
 {
     size_t len;
     uint8_t *b = slurp(dir, app, &len);
     uq_errmsg em = {{0}};
-    if (uqi_node_spawn(node, id, b, len, false, NULL, &em)) die(id, em.text);
+    if (uqi_node_spawn(node, id, b, len, public, NULL, &em)) die(id, em.text);
     free(b);
 }
+static void spawn(const char *dir, const char *app, const char *id) { spawn_as(dir, app, id, false); }
+static void spawn_public(const char *dir, const char *app) { spawn_as(dir, app, app, true); }
 
-/* Ask the bencher, with a payload of payload_len bytes if not 0; returns
- * the JSON answer (malloc'ed). */
-static char *ask_payload(const char *body, size_t payload_len)
+/* Ask process `to`, with a payload of payload_len bytes (data, or 0x5a
+ * bytes if data is NULL) if not 0; returns the JSON answer (malloc'ed). */
+static char *ask_to(const char *to, const char *body, const uint8_t *data, size_t payload_len)
 {
     uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
     if (payload_len) {
         uint8_t *b = uqi_xmalloc(payload_len);
-        memset(b, 0x5a, payload_len);
+        if (data) memcpy(b, data, payload_len);
+        else memset(b, 0x5a, payload_len);
         m->payload = uqi_payload_new(b, payload_len, "application/octet-stream");
         free(b);
     }
     uq_errmsg em = {{0}};
-    uqi_addr_parse("bencher", uqi_node_name(node), &m->target, &em);
+    uqi_addr_parse(to, uqi_node_name(node), &m->target, &em);
     m->expects_response_s = 600;
     if (uqi_kernel_send(port, m, NULL, 0, NULL, &em)) die("send", em.text);
     uqi_msg *r = uqi_port_receive(port, 600000);
@@ -65,6 +68,7 @@ static char *ask_payload(const char *body, size_t payload_len)
     return s;
 }
 
+static char *ask_payload(const char *body, size_t payload_len) { return ask_to("bencher", body, NULL, payload_len); }
 static char *ask(const char *body) { return ask_payload(body, 0); }
 
 static double field(const char *json, const char *key)
@@ -125,7 +129,7 @@ int main(int argc, char **argv)
                                {"relay-2", "relay-1"}, {"relay-1", "echo"}};
     for (size_t i = 0; i < sizeof grants / sizeof grants[0]; i++)
         if (uqi_node_grant_messaging(node, grants[i][0], grants[i][1], &em)) die("grant", em.text);
-    const char *only = getenv("UQBAR_BENCH_ONLY"); /* messages (rt, oneway, chain), spawn or idle: one phase (profiling) */
+    const char *only = getenv("UQBAR_BENCH_ONLY"); /* messages (rt, oneway, chain), spawn (gspawn: from a process only) or idle: one phase */
     /* "messages" is the three parts "rt", "oneway" and "chain" */
 #define PHASE(name) (!only || strcmp(only, name) == 0)
 #define MSG_PHASE(name) (PHASE("messages") || PHASE(name))
@@ -187,8 +191,25 @@ int main(int argc, char **argv)
     printf("kernel_chain_forward_1mib_vs_1kib %.2f x\n", (v[2] - v[3]) / (v[0] - v[1]));
     }
 
-    /* spawn and exit: a module whose _start returns at once; from a loaded
-     * module (as Erlang spawns loaded code), and from its bytes (parse, hash) */
+    /* spawn and exit from a process, as Erlang's spawn_monitor loop: the
+     * spawner (bench/apps/spawner.c) spawns children of a module it hands
+     * the guest `spawn` call (bench/guests/spawnee.wat, cached after the
+     * first) and waits for each child's one message before the next */
+    if (PHASE("spawn") || PHASE("gspawn")) {
+    fprintf(stderr, "bench_kernel: spawn and exit from a process\n");
+    size_t len;
+    uint8_t *child = slurp(guests, "spawnee", &len);
+    spawn_public(bapps, "spawner"); /* public: its children may message it */
+    r = ask_to("spawner", "{\"spawn\":40000}", child, len);
+    if (!strstr(r, "\"ok\":true")) die("spawner", r);
+    printf("kernel_spawn_guest_us %.2f us\n", field(r, "ns_per_spawn") / 1000.0);
+    fprintf(stderr, "bench_kernel: spawn from a process: %s\n", r);
+    free(r);
+    free(child);
+    }
+
+    /* spawn and exit from a host thread: a module whose _start returns at
+     * once; from a loaded module, and from its bytes (parse, hash) */
     if (PHASE("spawn")) {
     fprintf(stderr, "bench_kernel: spawn and exit\n");
     size_t len;

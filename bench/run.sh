@@ -171,6 +171,8 @@ if command -v erl >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=erlang-base sh scripts/d
         ratio kernel_chain_1kib_vs_erlang kernel_chain_roundtrip_1kib_us erlang_chain_forward_1kib_us
         awk '$1 == "kernel_spawn_exit_us" { k = $2 } $1 == "erlang_spawn_ns" { e = $2 }
              END { if (k && e) printf "kernel_spawn_vs_erlang %.2f x\n", k * 1000 / e }' "$RESULTS" | tee -a "$RESULTS"
+        awk '$1 == "kernel_spawn_guest_us" { k = $2 } $1 == "erlang_spawn_ns" { e = $2 }
+             END { if (k && e) printf "kernel_spawn_guest_vs_erlang %.2f x\n", k * 1000 / e }' "$RESULTS" | tee -a "$RESULTS"
         awk '$1 == "kernel_idle_process_kib" { k = $2 } $1 == "erlang_idle_process_rss_bytes" { e = $2 }
              END { if (k && e) printf "kernel_idle_process_vs_erlang %.2f x\n", k * 1024 / e }' "$RESULTS" | tee -a "$RESULTS"
     else
@@ -231,6 +233,8 @@ kernel_roundtrip_p99 kernel_roundtrip_p99_ns <= 5000 ns
 kernel_roundtrip_vs_erlang kernel_roundtrip_median_vs_erlang < 1 x
 kernel_oneway kernel_oneway_msgs_per_s >= 5000000 msg/s
 kernel_spawn_exit kernel_spawn_exit_us <= 10 us
+kernel_spawn_from_process kernel_spawn_guest_us <= 10 us
+kernel_spawn_from_process_vs_erlang kernel_spawn_guest_vs_erlang < 1 x
 kernel_idle_process kernel_idle_process_kib <= 32 KiB
 kernel_chain_forward_1mib_vs_1kib kernel_chain_forward_1mib_vs_1kib <= 1.5 x
 kernel_roundtrip_caps_on_vs_off kernel_roundtrip_caps_on_vs_off <= 1.05 x

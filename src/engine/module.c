@@ -226,6 +226,7 @@ void uqi_engine_fini(uqi_engine *e)
      * registered with the scheduler for good. Only the records go. */
     for (uqi_module *m = e->mods, *next; m; m = next) {
         next = m->next;
+        free(m->wasm);
         free(m);
     }
     e->mods = NULL;
@@ -443,9 +444,54 @@ static uq_err open_so(uqi_module *m, const char *so_path, uq_errmsg *em)
     return UQ_OK;
 }
 
+/* A module loaded before, found by its bytes (kept for modules up to
+ * UQI_MODULE_KEEP_BYTES) or its hash; NULL if none (e->lock held). */
+static uqi_module *find_loaded(uqi_engine *e, const uint8_t *wasm, size_t len, const uint8_t *h)
+{
+    for (uqi_module *m = e->mods; m; m = m->next)
+        if (h ? memcmp(m->hash, h, 32) == 0 : m->wasm_len == len && m->wasm && memcmp(m->wasm, wasm, len) == 0)
+            return m;
+    return NULL;
+}
+
+static void keep_bytes(uqi_module *m, const uint8_t *wasm, size_t len)
+{
+    if (m->wasm || len > UQI_MODULE_KEEP_BYTES) return;
+    m->wasm = uqi_xmalloc(len);
+    memcpy(m->wasm, wasm, len);
+    m->wasm_len = len;
+}
+
 uq_err uqi_engine_load(uqi_engine *e, const uint8_t *wasm, size_t len, const char *label, uqi_module **out,
                        uq_errmsg *em)
 {
+    /* Spawning a module already loaded (a process spawning children) skips
+     * parsing, checking and hashing: identical bytes are the same module.
+     * Larger modules are found by their hash, still without parsing. */
+    pthread_mutex_lock(&e->lock);
+    uqi_module *known = find_loaded(e, wasm, len, NULL);
+    if (known) e->cache_hits++;
+    pthread_mutex_unlock(&e->lock);
+    if (known) {
+        *out = known;
+        return UQ_OK;
+    }
+    uint8_t h[32];
+    crypto_generichash_state hs;
+    crypto_generichash_init(&hs, NULL, 0, sizeof h);
+    crypto_generichash_update(&hs, (const uint8_t *)e->toolchain, strlen(e->toolchain) + 1);
+    crypto_generichash_update(&hs, wasm, len);
+    crypto_generichash_final(&hs, h, sizeof h);
+    pthread_mutex_lock(&e->lock);
+    if ((known = find_loaded(e, wasm, len, h))) {
+        e->cache_hits++;
+        keep_bytes(known, wasm, len);
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (known) {
+        *out = known;
+        return UQ_OK;
+    }
     uqi_wasm_info info;
     uq_err err = uqi_wasm_parse(wasm, len, &info, em);
     if (err) return err;
@@ -465,21 +511,13 @@ uq_err uqi_engine_load(uqi_engine *e, const uint8_t *wasm, size_t len, const cha
         err = uqi_errf(em, UQ_EEXPORT, "_initialize must take and return nothing");
         goto done;
     }
-    uint8_t h[32];
-    crypto_generichash_state hs;
-    crypto_generichash_init(&hs, NULL, 0, sizeof h);
-    crypto_generichash_update(&hs, (const uint8_t *)e->toolchain, strlen(e->toolchain) + 1);
-    crypto_generichash_update(&hs, wasm, len);
-    crypto_generichash_final(&hs, h, sizeof h);
-
     pthread_mutex_lock(&e->lock);
-    for (uqi_module *m = e->mods; m; m = m->next) {
-        if (memcmp(m->hash, h, sizeof h) == 0) {
-            pthread_mutex_unlock(&e->lock);
-            *out = m;
-            e->cache_hits++;
-            goto done;
-        }
+    if ((known = find_loaded(e, wasm, len, h))) { /* loaded meanwhile by another thread */
+        e->cache_hits++;
+        keep_bytes(known, wasm, len);
+        pthread_mutex_unlock(&e->lock);
+        *out = known;
+        goto done;
     }
     uqi_module *m = uqi_xcalloc(1, sizeof *m);
     memcpy(m->hash, h, sizeof h);
@@ -514,6 +552,7 @@ uq_err uqi_engine_load(uqi_engine *e, const uint8_t *wasm, size_t len, const cha
         free(m);
         goto done;
     }
+    keep_bytes(m, wasm, len);
     m->next = e->mods;
     e->mods = m;
     pthread_mutex_unlock(&e->lock);

@@ -9,6 +9,8 @@
 
 #include "util/util.h"
 
+#define UQI_MODULE_KEEP_BYTES (256 * 1024)
+
 typedef struct uqi_module {
     struct uqi_module *next;
     uint8_t hash[32];
@@ -21,6 +23,8 @@ typedef struct uqi_module {
     uint32_t mem_min_pages, mem_max_pages;
     bool compiled;          /* this engine compiled it (a cache miss) */
     bool persisted;         /* the kernel stored its bytes (node lock) */
+    uint8_t *wasm;          /* its bytes, if at most UQI_MODULE_KEEP_BYTES: found again by comparing them */
+    size_t wasm_len;
     double compile_seconds;
 } uqi_module;
 

@@ -9,14 +9,24 @@
 #include "engine/module.h"
 #include "engine/rt.h"
 
-static char **copy_vec(char *const *v, int *out_n)
+static int vec_len(char *const *v, size_t *bytes)
 {
     int n = 0;
-    while (v && v[n]) n++;
-    char **c = uqi_xcalloc((size_t)n + 1, sizeof *c);
-    for (int i = 0; i < n; i++) c[i] = uqi_xstrdup(v[i]);
-    *out_n = n;
-    return c;
+    while (v && v[n]) *bytes += strlen(v[n++]) + 1;
+    return n;
+}
+
+/* Copy v into *ptrs (n + 1 slots) and its strings to *str, advancing it. */
+static char **copy_vec(char *const *v, int n, char **ptrs, char **str)
+{
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(v[i]) + 1;
+        memcpy(*str, v[i], l);
+        ptrs[i] = *str;
+        *str += l;
+    }
+    ptrs[n] = NULL;
+    return ptrs;
 }
 
 static uint32_t vec_bytes(char **v)
@@ -24,12 +34,6 @@ static uint32_t vec_bytes(char **v)
     uint64_t n = 0;
     for (int i = 0; v[i]; i++) n += strlen(v[i]) + 1;
     return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-}
-
-static void free_vec(char **v)
-{
-    for (int i = 0; v && v[i]; i++) free(v[i]);
-    free(v);
 }
 
 static void proc_entry(uqi_task *t)
@@ -77,13 +81,33 @@ static void proc_done(uqi_task *t)
     pthread_mutex_unlock(&p->lock);
 }
 
-uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *envp)
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~(size_t)((a) - 1))
+
+/* One allocation per process: the record, the instance, argv, envp and the
+ * tag (a spawn used to make seven, freed on another thread than the one
+ * that made them when a host thread spawned). */
+uqi_proc *uqi_proc_new_tagged(struct uqi_module *mod, char *const *argv, char *const *envp, const char *tag)
 {
-    uqi_proc *p = uqi_xcalloc(1, sizeof *p);
+    size_t strs = 0;
+    int argc = vec_len(argv, &strs), envc = vec_len(envp, &strs);
+    size_t tag_len = tag ? strlen(tag) + 1 : 0;
+    size_t inst_off = ALIGN_UP(sizeof(uqi_proc), 64);
+    size_t vec_off = ALIGN_UP(inst_off + mod->inst_size, sizeof(char *));
+    size_t str_off = vec_off + ((size_t)argc + 1 + (size_t)envc + 1) * sizeof(char *);
+    uint8_t *b = uqi_xcalloc(1, str_off + strs + tag_len);
+    uqi_proc *p = (uqi_proc *)b;
     p->mod = mod;
-    p->inst = uqi_xcalloc(1, mod->inst_size);
-    p->argv = copy_vec(argv, &p->argc);
-    p->envp = copy_vec(envp, &p->envc);
+    p->inst = b + inst_off;
+    char **ptrs = (char **)(b + vec_off), *str = (char *)(b + str_off);
+    p->argc = argc;
+    p->envc = envc;
+    p->argv = copy_vec(argv, argc, ptrs, &str);
+    p->envp = copy_vec(envp, envc, ptrs + argc + 1, &str);
+    if (tag) {
+        memcpy(str, tag, tag_len);
+        p->tag = str;
+        p->tag_inline = true;
+    }
     p->argv_bytes = vec_bytes(p->argv);
     p->envp_bytes = vec_bytes(p->envp);
     p->task.entry = proc_entry;
@@ -91,6 +115,11 @@ uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *e
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
     return p;
+}
+
+uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *envp)
+{
+    return uqi_proc_new_tagged(mod, argv, envp, NULL);
 }
 
 uq_err uqi_proc_start(uqi_proc *p, int worker)
@@ -111,10 +140,7 @@ void uqi_proc_wait(uqi_proc *p)
 void uqi_proc_free(uqi_proc *p)
 {
     if (!p) return;
-    free(p->inst);
-    free_vec(p->argv);
-    free_vec(p->envp);
-    free(p->tag);
+    if (!p->tag_inline) free(p->tag);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);

@@ -38,6 +38,7 @@ typedef struct uqi_proc {
     char **argv, **envp;        /* owned */
     uint32_t argv_bytes, envp_bytes; /* sum of strlen+1, for *_sizes_get */
     char *tag;                  /* output line prefix on a node; NULL: raw output */
+    bool tag_inline;            /* tag lies in the process's own allocation */
     bool stdin_ok;              /* fd 0 readable (uqbar run) */
     uqi_outbuf out[2];          /* partial lines of stdout, stderr when tagged */
     /* outcome */
@@ -57,6 +58,9 @@ typedef struct uqi_proc {
 /* Create a process for module mod with copies of the NULL-terminated argv
  * and envp. Not started. */
 uqi_proc *uqi_proc_new(struct uqi_module *mod, char *const *argv, char *const *envp);
+/* The same with an output tag (copied, like argv and envp, into the one
+ * allocation of the process). */
+uqi_proc *uqi_proc_new_tagged(struct uqi_module *mod, char *const *argv, char *const *envp, const char *tag);
 /* Start it on a worker (-1: any). */
 uq_err uqi_proc_start(uqi_proc *p, int worker);
 /* Wait until it finished (not from a task). */

@@ -141,6 +141,21 @@ size_t uqi_cap_signed_bytes(const uqi_addr *issuer, const uqi_addr *holder, uint
 
 #define SIGNED_MAX (16 + 8 + 2 * (2 * UQI_NAME_MAX + 2) + 4 + UQI_CAP_PARAMS_MAX)
 
+/* Serials need only be unique per grant (the signature binds them): a
+ * random start per node process, then a counter (no system call per grant). */
+static uint64_t next_serial(void)
+{
+    static uint64_t serial;
+    uint64_t s = __atomic_load_n(&serial, __ATOMIC_RELAXED);
+    if (!s) {
+        uint64_t r;
+        randombytes_buf(&r, sizeof r);
+        r |= 1;
+        __atomic_compare_exchange_n(&serial, &s, r, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    }
+    return __atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED);
+}
+
 uqi_cap *uqi_cap_new(const uqi_addr *issuer, const char *params, const uqi_addr *holder, const uint8_t sk[64])
 {
     size_t pl = strlen(params);
@@ -149,16 +164,26 @@ uqi_cap *uqi_cap_new(const uqi_addr *issuer, const char *params, const uqi_addr 
     c->issuer = *issuer;
     c->holder = *holder;
     c->hash = uqi_cap_hash(issuer, params);
-    randombytes_buf(&c->serial, sizeof c->serial);
-    uint8_t msg[SIGNED_MAX];
-    size_t n = uqi_cap_signed_bytes(issuer, holder, c->serial, params, msg, sizeof msg);
-    crypto_sign_detached(c->sig, NULL, msg, n, sk);
+    c->serial = next_serial();
+    c->signer = sk;
     return c;
 }
 
-/* ---- tokens --------------------------------------------------------------- */
-json_t *uqi_cap_token(const uqi_cap *c)
+const uint8_t *uqi_cap_sig(uqi_cap *c)
 {
+    if (c->signer) {
+        uint8_t msg[SIGNED_MAX];
+        size_t n = uqi_cap_signed_bytes(&c->issuer, &c->holder, c->serial, c->params, msg, sizeof msg);
+        crypto_sign_detached(c->sig, NULL, msg, n, c->signer);
+        c->signer = NULL;
+    }
+    return c->sig;
+}
+
+/* ---- tokens --------------------------------------------------------------- */
+json_t *uqi_cap_token(uqi_cap *c)
+{
+    uqi_cap_sig(c);
     char is[2 * UQI_NAME_MAX + 2], ho[2 * UQI_NAME_MAX + 2], serial[17], sig[129];
     uqi_addr_format(&c->issuer, is, sizeof is);
     uqi_addr_format(&c->holder, ho, sizeof ho);

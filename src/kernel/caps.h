@@ -22,8 +22,9 @@ typedef struct uqi_cap {
     uint32_t hash;                      /* of (issuer, params) */
     uqi_addr issuer, holder;
     struct uqi_kproc *holder_kp;        /* the kernel's record of the holder */
-    uint64_t serial;                    /* random, unique per grant */
-    uint8_t sig[64];                    /* Ed25519 over uqi_cap_signed_bytes */
+    uint64_t serial;                    /* unique per grant (random start, counted) */
+    const uint8_t *signer;              /* the issuing node's secret key until sig is made, then NULL */
+    uint8_t sig[64];                    /* Ed25519 over uqi_cap_signed_bytes: read it with uqi_cap_sig */
     char params[];                      /* canonical JSON, NUL-terminated */
 } uqi_cap;
 
@@ -49,15 +50,22 @@ uqi_cap *uqi_capset_find(const uqi_capset *s, const uqi_addr *issuer, const char
 void uqi_capset_add(uqi_capset *s, uqi_cap *c);
 void uqi_capset_remove(uqi_capset *s, uqi_cap *c);
 
-/* A new record for holder (serial random, signed with sk). */
+/* A new record for holder, to be signed with sk (which must outlive it) when
+ * its signature is first needed: signing costs about 20 us, and most
+ * capabilities (those a spawn gives a parent over its child) never leave
+ * the node as a token. */
 uqi_cap *uqi_cap_new(const uqi_addr *issuer, const char *params, const uqi_addr *holder, const uint8_t sk[64]);
 
 /* ---- signatures and tokens ---------------------------------------------- */
 /* The signed bytes (see docs/CAPABILITIES.md); returns their length. */
 size_t uqi_cap_signed_bytes(const uqi_addr *issuer, const uqi_addr *holder, uint64_t serial, const char *params,
                             uint8_t *buf, size_t cap);
-/* The token of c: {"issuer","holder","params" (canonical text),"serial","sig"}. */
-json_t *uqi_cap_token(const uqi_cap *c);
+/* The signature of c, made now if it was not yet (under the lock that
+ * guards c's set). */
+const uint8_t *uqi_cap_sig(uqi_cap *c);
+/* The token of c: {"issuer","holder","params" (canonical text),"serial","sig"};
+ * signs c first if it was not yet (under the lock that guards c's set). */
+json_t *uqi_cap_token(uqi_cap *c);
 /* Parse a token and check its signature with pk. UQ_ECRYPTO: the signature
  * does not match (forged or altered); UQ_EINVAL: not a token. On success
  * *out holds the fields (sig checked), to be matched against a set. */

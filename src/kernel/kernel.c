@@ -89,6 +89,15 @@ static uint32_t hash_str(const char *s)
     return h;
 }
 
+/* Copy a checked name (at most UQI_NAME_MAX) into dst[UQI_NAME_MAX + 1]:
+ * cheaper than snprintf on the spawn path. */
+static inline void name_copy(char *dst, const char *src)
+{
+    size_t l = strnlen(src, UQI_NAME_MAX);
+    memcpy(dst, src, l);
+    dst[l] = '\0';
+}
+
 static uqi_kproc *find(uqi_node *n, const char *id)
 {
     for (uqi_kproc *k = n->ptab[hash_str(id) % PTAB]; k; k = k->next)
@@ -112,8 +121,8 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     kproc_full *f = uqi_xcalloc(1, sizeof *f);
     uqi_kproc *kp = &f->kp;
     kp->node = n;
-    snprintf(kp->addr.node, sizeof kp->addr.node, "%s", n->name);
-    snprintf(kp->addr.process, sizeof kp->addr.process, "%s", id);
+    memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
+    memcpy(kp->addr.process, id, strnlen(id, UQI_NAME_MAX));
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
     uqi_cond_init_monotonic(&kp->port_cond);
     kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
@@ -783,9 +792,8 @@ static uqi_proc *new_instance(uqi_kproc *kp)
 {
     char *argv[] = {kp->addr.process, NULL};
     char *envp[] = {NULL};
-    uqi_proc *p = uqi_proc_new(kp->mod, argv, envp);
+    uqi_proc *p = uqi_proc_new_tagged(kp->mod, argv, envp, kp->addr.process); /* one allocation */
     p->user = kp;
-    p->tag = uqi_xstrdup(kp->addr.process);
     p->on_finish = on_proc_finish;
     p->free_on_finish = true;     /* the kernel forgets it when it ends */
     return p;
@@ -813,7 +821,7 @@ static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool pub
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
     if (n->orphans) caps_adopt(n, kp);
-    if (out_id) snprintf(out_id, UQI_NAME_MAX + 1, "%s", id);
+    if (out_id) name_copy(out_id, id);
     pthread_mutex_unlock(&n->lock);
     return UQ_OK;
 }
@@ -1166,8 +1174,8 @@ uq_err uqi_node_grant(uqi_node *n, uqi_kproc *by, const char *to, const uqi_capr
 uq_err uqi_node_grant_messaging(uqi_node *n, const char *holder, const char *target, uq_errmsg *em)
 {
     uqi_capref c = {.params = (char *)MESSAGING};
-    snprintf(c.issuer.node, sizeof c.issuer.node, "%s", n->name);
-    snprintf(c.issuer.process, sizeof c.issuer.process, "%s", target);
+    name_copy(c.issuer.node, n->name);
+    name_copy(c.issuer.process, target);
     return uqi_node_grant(n, NULL, holder, &c, 1, em);
 }
 
@@ -1272,19 +1280,19 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
                             bool public, bool restart, const uqi_capref *caps, uint32_t ncaps,
                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
 {
-    uq_err err = uqi_node_check_held(n, parent, caps, ncaps, em);
+    uq_err err = ncaps ? uqi_node_check_held(n, parent, caps, ncaps, em) : UQ_OK;
     if (err) return err;
     char got[UQI_NAME_MAX + 1];
     if ((err = uqi_node_init_process(n, id, wasm, len, public, got, em))) return err;
     if (restart) err = uqi_node_set_on_exit(n, got, UQI_ON_EXIT_RESTART, NULL, 0, em);
-    if (!err) err = uqi_node_grant(n, parent, got, caps, ncaps, em);
+    if (!err && ncaps) err = uqi_node_grant(n, parent, got, caps, ncaps, em);
     if (!err && !public) err = uqi_node_grant_messaging(n, parent->addr.process, got, em);
     if (!err) err = uqi_node_run_process(n, got, em);
     if (err) {
         uqi_node_kill(n, got, NULL);
         return err;
     }
-    snprintf(out_id, UQI_NAME_MAX + 1, "%s", got);
+    name_copy(out_id, got);
     return UQ_OK;
 }
 

@@ -31,7 +31,7 @@ typedef struct uqi_worker {
     uqi_task *rq_head, *rq_tail;     /* runnable, under lock */
     uqi_task **heap;                 /* sleeping tasks by wake_at, under lock */
     uint32_t heap_n, heap_cap;
-    uint64_t live;                   /* tasks owned, under lock */
+    uint64_t live;                   /* tasks owned: written under lock, read atomically by spawns */
     bool stop;
     timer_t timer;
     bool timer_ok;
@@ -258,10 +258,33 @@ static void task_main(void *arg)
     uqi_panic(__FILE__, __LINE__, "finished task resumed");
 }
 
+/* Where a new task goes. From a task (a process spawning a child), its own
+ * worker, unless that worker owns PLACE_SLACK more tasks than the least
+ * loaded one: the child then starts without waking another thread and frees
+ * what it was given on the thread that allocated it (tasks never move, so a
+ * spawner that keeps spawning long-lived children spreads them). From any
+ * other thread, round robin. */
+#define PLACE_SLACK 8
+static int place(void)
+{
+    uqi_worker *me = tls_worker;
+    if (!me) return (int)(atomic_fetch_add(&next_worker, 1) % (unsigned)nworkers);
+    uint64_t mine = __atomic_load_n(&me->live, __ATOMIC_RELAXED), least = mine;
+    int best = me->id;
+    for (int i = 0; i < nworkers; i++) {
+        uint64_t l = __atomic_load_n(&workers[i].live, __ATOMIC_RELAXED);
+        if (l < least) {
+            least = l;
+            best = i;
+        }
+    }
+    return mine <= least + PLACE_SLACK ? me->id : best;
+}
+
 uq_err uqi_sched_spawn(uqi_task *t, int worker)
 {
     if (!workers) return UQ_ECLOSED;
-    if (worker < 0 || worker >= nworkers) worker = (int)(atomic_fetch_add(&next_worker, 1) % (unsigned)nworkers);
+    if (worker < 0 || worker >= nworkers) worker = place();
     uqi_worker *w = &workers[worker];
     /* The stack is taken by the worker when it first runs the task: a
      * burst of spawns then holds no more stacks than tasks have started,
@@ -272,7 +295,7 @@ uq_err uqi_sched_spawn(uqi_task *t, int worker)
     t->worker = w;
     t->wake_pending = false;
     pthread_mutex_lock(&w->lock);
-    w->live++;
+    __atomic_store_n(&w->live, w->live + 1, __ATOMIC_RELAXED);
     rq_push(w, t);
     pthread_mutex_unlock(&w->lock);
     return UQ_OK;
@@ -444,7 +467,7 @@ static void *worker_main(void *arg)
             uqi_fiber_fini(&t->fiber);
             if (t->on_done) t->on_done(t); /* may free t */
             pthread_mutex_lock(&w->lock);
-            w->live--;
+            __atomic_store_n(&w->live, w->live - 1, __ATOMIC_RELAXED);
         }
     }
     pthread_mutex_unlock(&w->lock);
