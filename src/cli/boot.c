@@ -284,7 +284,6 @@ int uq_cmd_boot(int argc, char **argv)
         uqs_close(store);
         return EXIT_FAILED;
     }
-    uqi_node_set_files(node, files);
     /* The processes that ran before the node went down come back. */
     uint64_t t0 = uqi_now_ns();
     uint32_t restored, failed;

@@ -445,6 +445,7 @@ uq_err uqi_fsmod_start(uqi_node *n, uqs_files *files, uqi_fsmod **out, uq_errmsg
         free(f);
         return uqi_errf(em, uqi_err_from_errno(rc), "cannot start the fs thread");
     }
+    uqi_node_set_files(n, files); /* wasm_bytes_handle reads through it */
     *out = f;
     return UQ_OK;
 }
@@ -459,5 +460,6 @@ void uqi_fsmod_stop(uqi_fsmod *f)
     if (uqi_kernel_send(f->port, m, NULL, 0, NULL, NULL) != UQ_OK) uqi_msg_free(m);
     pthread_join(f->thread, NULL);
     uqi_node_kill_ex(f->n, UQI_FS_PROCESS, true, NULL); /* what fs issued stays, for the next fs */
+    uqi_node_set_files(f->n, NULL);
     free(f);
 }

@@ -1297,8 +1297,20 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
 }
 
 struct uqs_store *uqi_node_store(uqi_node *n) { return n->store; }
-void uqi_node_set_files(uqi_node *n, struct uqs_files *files) { n->files = files; }
-struct uqs_files *uqi_node_files(uqi_node *n) { return n->files; }
+void uqi_node_set_files(uqi_node *n, struct uqs_files *files)
+{
+    pthread_mutex_lock(&n->lock);
+    n->files = files;
+    pthread_mutex_unlock(&n->lock);
+}
+
+struct uqs_files *uqi_node_files(uqi_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    struct uqs_files *f = n->files;
+    pthread_mutex_unlock(&n->lock);
+    return f;
+}
 
 void uqi_node_freeze(uqi_node *n, bool frozen)
 {

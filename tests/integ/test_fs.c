@@ -587,3 +587,62 @@ TEST(fs_module_restart_keeps_capabilities)
     ASSERT_EQ(uqi_fsmod_start(t.n, t.files, &dup, &em), UQ_EEXIST);
     down(&t);
 }
+
+/* "wasm_bytes_handle in InitializeProcess names a stored file": a process
+ * installed from a file in the store, by an installer that may read it. */
+TEST(fs_wasm_bytes_handle_names_a_stored_file)
+{
+    fsnode t;
+    char home[1100];
+    snprintf(home, sizeof home, "%s/home", tb_tmpdir());
+    up(&t, home, (const char *const[]){"alice", NULL});
+    /* alice stores a module */
+    uqi_payload *wasm = kn_app_payload("echo");
+    uint64_t id = kn_request(t.port, "alice", "fs\n{\"Create\":{\"name\":\"echo.wasm\"}}", 30, NULL, wasm);
+    uqi_msg *r = uqi_port_receive(t.port, 30000);
+    ASSERT(r && r->id == id && r->kind == UQI_MSG_RESPONSE);
+    char *b = kn_str(r->body, r->body_len);
+    uqi_msg_free(r);
+    const char *hex = handle_of(b, "read-write");
+    free(b);
+    /* an installer with the kernel capability, but no right to read the file */
+    uqi_kproc *inst;
+    ASSERT_EQ(uqi_node_port_plain(t.n, "installer", &inst, NULL), UQ_OK);
+    uqi_capref kc = {.params = (char *)"\"messaging\""};
+    snprintf(kc.issuer.node, sizeof kc.issuer.node, "test.node");
+    snprintf(kc.issuer.process, sizeof kc.issuer.process, "kernel");
+    ASSERT_EQ(uqi_node_grant(t.n, NULL, "installer", &kc, 1, NULL), UQ_OK);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "{\"InitializeProcess\":{\"id\":\"stored-echo\",\"wasm_bytes_handle\":\"%s\",\"on_exit\":\"None\","
+             "\"initial_capabilities\":[],\"public\":true}}", hex);
+    r = kn_kcall(inst, cmd, NULL);
+    ASSERT(kn_body_is(r, "\"InitializeProcessError\""));
+    ASSERT_STR_HAS(r->metadata, "installer may not read the file of wasm_bytes_handle");
+    uqi_msg_free(r);
+    ASSERT(!uqi_node_has(t.n, "stored-echo"));
+    /* alice gives it the read half: now it installs from the stored file */
+    char *s = fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", hex, NULL, NULL);
+    const char *rd = handle_of(s, "read");
+    free(s);
+    char body[512];
+    snprintf(body, sizeof body, "attach\ninstaller\n[{\"issuer\":\"fs\",\"params\":{\"handle\":\"%s\",\"rights\":\"read\"}}]", rd);
+    ASSERT_EQ(uqi_node_grant_messaging(t.n, "alice", "installer", NULL), UQ_OK);
+    s = ask(&t, "alice", body, NULL, NULL);
+    ASSERT(rc_of(s) > 0);
+    free(s);
+    uqi_msg *gift = uqi_port_receive(inst, 10000); /* the message that carried it */
+    ASSERT(gift && gift->caps);
+    uqi_msg_free(gift);
+    snprintf(cmd, sizeof cmd,
+             "{\"InitializeProcess\":{\"id\":\"stored-echo\",\"wasm_bytes_handle\":\"%s\",\"on_exit\":\"None\","
+             "\"initial_capabilities\":[],\"public\":true}}", rd);
+    r = kn_kcall(inst, cmd, NULL);
+    ASSERT(kn_body_is(r, "\"InitializedProcess\""));
+    uqi_msg_free(r);
+    r = kn_kcall(inst, "{\"RunProcess\":\"stored-echo\"}", NULL);
+    ASSERT(kn_body_is(r, "\"StartedProcess\""));
+    uqi_msg_free(r);
+    EXPECT_BODY(ask(&t, "stored-echo", "{\"from\":\"the store\"}", NULL, NULL), "{\"from\":\"the store\"}");
+    down(&t);
+}
