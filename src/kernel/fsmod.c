@@ -438,7 +438,8 @@ uq_err uqi_fsmod_start(uqi_node *n, uqs_files *files, uqi_fsmod **out, uq_errmsg
         free(f);
         return e;
     }
-    uqi_kproc_set_public(f->port, true);
+    /* Not public: reaching fs at all is the "read and write its own files"
+     * permission, the messaging capability of fs, asked for at install. */
     int rc = pthread_create(&f->thread, NULL, fs_main, f);
     if (rc) {
         uqi_node_kill_ex(n, UQI_FS_PROCESS, true, NULL);

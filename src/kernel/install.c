@@ -11,7 +11,7 @@
 typedef struct pkg_proc {
     char name[UQI_NAME_MAX + 1];
     char *wasm_path;
-    bool public, restart, networking;
+    bool public, restart, networking, files;
     uqi_capref *caps;            /* requested, networking included */
     uint32_t ncaps;
 } pkg_proc;
@@ -59,6 +59,7 @@ static uq_err load_proc(json_t *o, const char *dir, const char *node, pkg_proc *
     else snprintf(pp->wasm_path, len, "%s/%s", dir, wasm);
     pp->public = json_is_true(json_object_get(o, "public"));
     pp->networking = json_is_true(json_object_get(o, "request_networking"));
+    pp->files = json_is_true(json_object_get(o, "request_files"));
     if (onexit && !(json_is_string(onexit) && (strcmp(json_string_value(onexit), "None") == 0 ||
                                                strcmp(json_string_value(onexit), "Restart") == 0)))
         return uqi_errf(em, UQ_EINVAL, "%s: on_exit in a manifest is \"None\" or \"Restart\"", name);
@@ -66,7 +67,7 @@ static uq_err load_proc(json_t *o, const char *dir, const char *node, pkg_proc *
     if (reqs && (!json_is_array(reqs) || json_array_size(reqs) > 200))
         return uqi_errf(em, UQ_EINVAL, "%s: request_capabilities is an array (at most 200)", name);
     size_t k = json_array_size(reqs);
-    pp->caps = uqi_xcalloc(k + 1, sizeof *pp->caps);
+    pp->caps = uqi_xcalloc(k + 2, sizeof *pp->caps);
     for (size_t i = 0; i < k; i++) {
         uq_err e = req_cap(json_array_get(reqs, i), node, &pp->caps[pp->ncaps], em);
         if (e) {
@@ -74,6 +75,11 @@ static uq_err load_proc(json_t *o, const char *dir, const char *node, pkg_proc *
             return uqi_errf(em, e, "%s: requested capability %zu: %s", name, i, em->text);
         }
         pp->ncaps++;
+    }
+    if (pp->files) { /* its own space in the node's files: the messaging capability of fs */
+        snprintf(pp->caps[pp->ncaps].issuer.node, UQI_NAME_MAX + 1, "%s", node);
+        snprintf(pp->caps[pp->ncaps].issuer.process, UQI_NAME_MAX + 1, "fs");
+        pp->caps[pp->ncaps++].params = uqi_xstrdup("\"messaging\"");
     }
     if (pp->networking) {
         snprintf(pp->caps[pp->ncaps].issuer.node, UQI_NAME_MAX + 1, "%s", node);
@@ -172,6 +178,8 @@ char *uqi_pkg_describe(const uqi_pkg *p)
                 sb_printf(&s, "    - control the node: start and stop any process (the kernel capability)\n");
             else if (kernel && strcmp(c->params, "\"network\"") == 0)
                 sb_printf(&s, "    - reach the network: talk to other nodes\n");
+            else if (strcmp(c->params, "\"messaging\"") == 0 && strcmp(c->issuer.process, "fs") == 0)
+                sb_printf(&s, "    - read and write its own files\n");
             else if (strcmp(c->params, "\"messaging\"") == 0)
                 sb_printf(&s, "    - send messages to %s\n", c->issuer.process);
             else

@@ -81,3 +81,30 @@ TEST(install_grants_requested_capabilities)
     uqi_msg_free(r);
     uqi_node_stop(n);
 }
+
+/* "Installing shows the user, in plain words, what the app asks for ('send
+ * messages to X and Y, reach the network, read and write its own files')" */
+TEST(install_describes_in_plain_words)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/m.json", tb_tmpdir());
+    const char *m = "{\"package\":\"notes\",\"processes\":[{\"process_name\":\"notes\",\"process_wasm_path\":\"n.wasm\","
+                    "\"request_capabilities\":[\"x\",\"y\",{\"issuer\":\"kernel\",\"params\":\"messaging\"},"
+                    "{\"issuer\":\"vault\",\"params\":{\"role\":\"reader\"}}],"
+                    "\"request_networking\":true,\"request_files\":true}]}";
+    ASSERT_EQ(uqi_write_file_atomic(path, m, strlen(m), NULL), UQ_OK);
+    uqi_pkg *p;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_pkg_load(path, "test.node", &p, &em), UQ_OK);
+    char *d = uqi_pkg_describe(p);
+    test_log("%s", d);
+    ASSERT_STR_HAS(d, "Package notes installs 1 process:");
+    ASSERT_STR_HAS(d, "- send messages to x");
+    ASSERT_STR_HAS(d, "- send messages to y");
+    ASSERT_STR_HAS(d, "- control the node: start and stop any process (the kernel capability)");
+    ASSERT_STR_HAS(d, "- use vault's capability {\"role\":\"reader\"}");
+    ASSERT_STR_HAS(d, "- reach the network: talk to other nodes");
+    ASSERT_STR_HAS(d, "- read and write its own files");
+    free(d);
+    uqi_pkg_free(p);
+}
