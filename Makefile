@@ -54,8 +54,9 @@ include bench/bench.mk
 
 run: all $(APPS)
 	@echo 'uqbar: booting a node in ./home with the demo package (apps/demo.json: echo, middleware "mw",'
-	@echo '       counter, fanout, sink), approved with --yes after it shows what each app asks for.'
-	@echo 'uqbar: try first:   m echo {"hello":"world"}    then: m mw {"via":"middleware"}   ps   help'
+	@echo '       counter, fanout, sink, tally), approved with --yes after it shows what each app asks for;'
+	@echo '       the next make run brings the same processes back, with their state.'
+	@echo 'uqbar: try first:   m echo {"hello":"world"}    then: m mw {"via":"middleware"}   m tally {"add":1}   ps   help'
 	$(BUILD)/uqbar boot --home home --name dev.local --install $(SHARED)/apps/demo.json --yes
 
 clean:
