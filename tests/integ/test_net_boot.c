@@ -180,3 +180,74 @@ TEST_T(net_boot_three_nodes_kill_and_restart, 120)
         bn_kill(&nodes[i], SIGTERM);
     }
 }
+
+/* The example app: a chat between two nodes; the history survives a restart
+ * of the node, and a message to a node that is down is recorded as failed. */
+TEST_T(net_boot_chat_two_nodes_history_persisted, 120)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char manifest[1300], shared[1024], text[2048];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/chat.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"chat\",\"processes\":[{\"process_name\":\"chat\",\"process_wasm_path\":\"%s/apps/chat.wasm\","
+             "\"on_exit\":\"Restart\",\"public\":true,\"request_networking\":true}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    bnode nodes[2];
+    const char *names[2] = {"alice.chat", "bob.chat"};
+    char dir[4096] = "";
+    for (int i = 0; i < 2; i++) {
+        bnode *b = &nodes[i];
+        memset(b, 0, sizeof *b);
+        snprintf(b->name, sizeof b->name, "%s", names[i]);
+        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
+        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
+        bn_boot(b, manifest);
+        if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", names[i], b->buf);
+        char path[1300];
+        snprintf(path, sizeof path, "%s/record", b->home);
+        uint8_t *rec;
+        size_t len;
+        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
+        strncat(dir, (char *)rec, len);
+        free(rec);
+    }
+    for (int i = 0; i < 2; i++) {
+        char path[1300];
+        snprintf(path, sizeof path, "%s/peers", nodes[i].home);
+        ASSERT_EQ(uqi_write_file_atomic(path, dir, strlen(dir), NULL), UQ_OK);
+    }
+    bn_say(&nodes[0], "m chat {\"send\":{\"to\":\"bob.chat\",\"text\":\"hello bob\"}}\n");
+    ASSERT(bn_expect(&nodes[0], "\"rc\":0}", 10000));
+    bool arrived = false;
+    for (int i = 0; i < 50 && !arrived; i++) {
+        bn_say(&nodes[1], "m chat {\"history\":1}\n");
+        arrived = bn_expect(&nodes[1], "{\"history\":[\"alice.chat: hello bob\"]}", 200);
+    }
+    ASSERT(arrived);
+    bn_say(&nodes[1], "m chat {\"send\":{\"to\":\"alice.chat\",\"text\":\"hi alice\"}}\n");
+    ASSERT(bn_expect(&nodes[1], "\"rc\":0}", 10000));
+    usleep(300000);
+    bn_say(&nodes[1], "m chat {\"history\":1}\n");
+    ASSERT(bn_expect(&nodes[1], "{\"history\":[\"alice.chat: hello bob\",\"me -> alice.chat: hi alice\"]}", 10000));
+    /* bob's node restarts: the history is still there */
+    bn_say(&nodes[1], "exit\n");
+    ASSERT(bn_expect(&nodes[1], "shutting down", 10000));
+    bn_kill(&nodes[1], SIGTERM);
+    /* meanwhile alice writes to a node that is down: recorded as failed */
+    bn_say(&nodes[0], "m chat {\"send\":{\"to\":\"bob.chat\",\"text\":\"are you there\"}}\n");
+    ASSERT(bn_expect(&nodes[0], "\"rc\":0}", 10000));
+    usleep(500000);
+    bn_say(&nodes[0], "m chat {\"history\":1}\n");
+    ASSERT(bn_expect(&nodes[0], "\"failed (Offline) me -> bob.chat: are you there\"", 10000));
+    bn_boot(&nodes[1], NULL);
+    ASSERT(bn_expect(&nodes[1], "is up", 60000));
+    bn_say(&nodes[1], "m chat {\"history\":1}\n");
+    ASSERT(bn_expect(&nodes[1], "{\"history\":[\"alice.chat: hello bob\",\"me -> alice.chat: hi alice\"]}", 10000));
+    for (int i = 0; i < 2; i++) {
+        bn_say(&nodes[i], "exit\n");
+        ASSERT(bn_expect(&nodes[i], "shutting down", 10000));
+        bn_kill(&nodes[i], SIGTERM);
+    }
+}
