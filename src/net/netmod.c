@@ -621,10 +621,17 @@ static void service(uqn_net *net)
             conn_close(net, c, "the peer went silent (no keepalive)");
             continue;
         }
-        bool busy = c->fl_head || (c->peer && c->peer->out == c && c->peer->head);
-        if (!busy && now - c->last_msg > idle) {
-            conn_close(net, c, "idle");
-            continue;
+        if (now - c->last_msg > idle && !c->fl_head) {
+            bool queued = false;
+            if (c->peer && c->peer->out == c) {
+                pthread_mutex_lock(&net->lock);
+                queued = c->peer->head != NULL;
+                pthread_mutex_unlock(&net->lock);
+            }
+            if (!queued) {
+                conn_close(net, c, "idle");
+                continue;
+            }
         }
         if (now - c->last_tx > ka && !c->fl_head) {
             uq_errmsg em;

@@ -697,7 +697,9 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
 
     /* 2. the link cut in the middle of a large transfer: every message gets
      * its verdict; what arrived is intact; nothing that timed out arrived */
+    pthread_mutex_lock(&x.mu);
     memset(x.whys, 0, sizeof x.whys);
+    pthread_mutex_unlock(&x.mu);
     enum { CUT = 60 };
     for (int i = 1; i <= CUT; i++) {
         uqi_msg *m = numbered(1000 + (uint64_t)i, i == 1 ? (10u << 20) - 4096 : 500);
@@ -726,8 +728,12 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
         uqi_msg_free(m);
     }
     int sent = 0, offline = 0, timeout = 0, arrived = 0;
+    pthread_mutex_lock(&x.mu); /* every verdict is in (checked above) */
+    int whys[CUT + 1];
+    memcpy(whys, x.whys, sizeof whys);
+    pthread_mutex_unlock(&x.mu);
     for (int i = 1; i <= CUT; i++) {
-        int w = x.whys[i] - 1;
+        int w = whys[i] - 1;
         sent += w == UQN_DONE_SENT;
         offline += w == UQN_DONE_OFFLINE;
         timeout += w == UQN_DONE_TIMEOUT;
