@@ -55,3 +55,9 @@ $(BENCH_OUT)/bench_engine: bench/bench_engine.c $(BUILD)/libuqbar.a src/engine/e
 $(BENCH_OUT)/bench_store: bench/bench_store.c $(BUILD)/libuqbar.a $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_store.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
+
+# Networking (issue 6): remote round trip, small messages, bulk, link setup.
+$(BENCH_OUT)/bench_net: bench/bench_net.c $(BUILD)/libuqbar.a $(wildcard src/*/*.h include/uqbar/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_net.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
+bench-build: $(BENCH_OUT)/bench_net

@@ -204,6 +204,30 @@ awk '/^restored 100 processes in/ { printf "node_boot_restore_100_ms %s ms\n", $
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "node_boot_100_whole_run_ms %.1f ms\n", (b - a) / 1e6 }' | tee -a "$RESULTS"
 grep -q '^restored 100 processes' "$OUT/boot2.txt" || fail "the second boot did not restore 100 processes"
 
+# ---- network (issue 6) ---------------------------------------------------------
+say "network benchmarks ($B/bench_net: node a with its kernel, node b bare, loopback TCP + Noise)"
+"$B/bench_net" "$CACHE" > "$OUT/net.txt"
+st=$?
+[ $st -eq 0 ] || fail "bench_net: exit status $st"
+cat "$OUT/net.txt"
+cat "$OUT/net.txt" >> "$RESULTS"
+# side by side: the cipher alone, and TCP alone on loopback
+if command -v openssl >/dev/null 2>&1; then
+    openssl speed -evp chacha20-poly1305 -seconds 1 2>/dev/null |
+        awk '/^ChaCha20-Poly1305/ { v = $NF; sub(/k$/, "", v); printf "openssl_chacha20_poly1305_16k_mb_per_s %.0f MB/s\n", v * 1000 / 1e6 }' |
+        tee -a "$RESULTS"
+fi
+if command -v iperf3 >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=iperf3 sh scripts/deps.sh >&2 && command -v iperf3 >/dev/null 2>&1; }; then
+    iperf3 -s -1 -p 52011 >/dev/null 2>&1 &
+    sleep 0.3
+    iperf3 -c 127.0.0.1 -p 52011 -t 2 -J 2>/dev/null |
+        awk -F: '/"bits_per_second"/ { v = $2 } END { gsub(/[ ,]/, "", v); if (v) printf "iperf3_loopback_tcp_mb_per_s %.0f MB/s\n", v / 8 / 1e6 }' |
+        tee -a "$RESULTS"
+    wait
+else
+    say "iperf3 is not available: no TCP side-by-side figure"
+fi
+
 # ---- targets ---------------------------------------------------------------
 get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
 {
@@ -239,6 +263,10 @@ kernel_idle_process kernel_idle_process_kib <= 32 KiB
 kernel_chain_forward_1mib_vs_1kib kernel_chain_forward_1mib_vs_1kib <= 1.5 x
 kernel_roundtrip_caps_on_vs_off kernel_roundtrip_caps_on_vs_off <= 1.05 x
 node_boot_restore_100 node_boot_restore_100_ms <= 100 ms
+net_remote_roundtrip net_remote_roundtrip_median_us <= 50 us
+net_small_msgs net_small_msgs_per_s >= 1000000 msg/s
+net_bulk net_bulk_mb_per_s >= 1000 MB/s
+net_link_setup net_link_setup_us <= 1000 us
 EOF
 } >&2
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/boot_net.h"
 #include "cli/cli.h"
 #include "kernel/fsmod.h"
 #include "kernel/install.h"
@@ -229,10 +230,12 @@ int uq_cmd_boot(int argc, char **argv)
     const char *home = NULL, *name = "dev.local";
     const char *starts[64], *installs[16];
     int nstarts = 0, ninstalls = 0, workers = 0;
-    bool yes = false;
+    bool yes = false, name_given = false;
+    uq_netopts nopt = {0}; /* networking: cli/boot_net.c */
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--home") == 0 && i + 1 < argc) home = argv[++i];
-        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) name = argv[++i];
+        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) name = argv[++i], name_given = true;
+        else if (uq_netopts_parse(&nopt, argc, argv, &i)) continue;
         else if (strcmp(argv[i], "--start") == 0 && i + 1 < argc && nstarts < 64) starts[nstarts++] = argv[++i];
         else if (strcmp(argv[i], "--install") == 0 && i + 1 < argc && ninstalls < 16) installs[ninstalls++] = argv[++i];
         else if (strcmp(argv[i], "--yes") == 0) yes = true;
@@ -261,15 +264,33 @@ int uq_cmd_boot(int argc, char **argv)
         return EXIT_FAILED;
     }
     uqi_node_config cfg = {.name = name, .cache_dir = cache, .workers = workers, .store = store};
+    uqn_identity ident; /* networking: the node's key from its keyfile */
+    uqn_net *net = NULL;
+    if (nopt.on) {
+        if (uq_boot_identity(home, &name, name_given, &nopt, &ident, &em)) {
+            fprintf(stderr, "uqbar: %s\n", em.text);
+            uqs_close(store);
+            return EXIT_FAILED;
+        }
+        cfg.name = name;
+        cfg.identity_sk = ident.sk;
+    }
     uqi_node *node;
     if (uqi_node_start(&cfg, &node, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
         uqs_close(store);
         return EXIT_FAILED;
     }
+    if (nopt.on && uq_boot_net(node, home, &nopt, &ident, &net, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        uqi_node_stop(node);
+        uqs_close(store);
+        return EXIT_FAILED;
+    }
     term t = {node, NULL, isatty(0) == 1};
     if (uqi_node_port(node, "terminal", &t.port, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
+        uq_boot_net_stop(node, net);
         uqi_node_stop(node);
         uqs_close(store);
         return EXIT_FAILED;
@@ -279,6 +300,7 @@ int uq_cmd_boot(int argc, char **argv)
     uqi_fsmod *fsmod = NULL;
     if (uqs_files_open(store, home, &files, &em) || uqi_fsmod_start(node, files, &fsmod, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
+        uq_boot_net_stop(node, net);
         uqi_node_stop(node);
         uqs_files_close(files);
         uqs_close(store);
@@ -289,6 +311,7 @@ int uq_cmd_boot(int argc, char **argv)
     uint32_t restored, failed;
     if (uqi_node_restore(node, &restored, &failed, &em)) {
         fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
+        uq_boot_net_stop(node, net);
         uqi_fsmod_stop(fsmod);
         uqi_node_stop(node);
         uqs_files_close(files);
@@ -340,6 +363,8 @@ int uq_cmd_boot(int argc, char **argv)
 shutdown:
     printf("shutting down\n");
     fflush(stdout);
+    uq_boot_net_stop(node, net);
+    if (nopt.on) uqn_identity_wipe(&ident);
     uqi_fsmod_stop(fsmod);
     uqi_node_stop(node);
     uqs_files_close(files);

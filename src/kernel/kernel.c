@@ -17,6 +17,8 @@
 
 #include "engine/rt.h"
 #include "kernel/kernel_int.h"
+#include "kernel/remote.h"
+#include "net/netmod.h"
 #include "store/store.h"
 
 #define PTAB 1024
@@ -33,6 +35,7 @@ struct uqi_outstanding {
     uint8_t *ctx;
     size_t ctx_len;
     uqi_msg *orig;                   /* the request, for error returns */
+    char fwd_node[UQI_NAME_MAX + 1]; /* networking: another node a local process forwarded it to */
 };
 
 struct uqi_node {
@@ -61,6 +64,9 @@ struct uqi_node {
     struct uqs_store *store;
     struct uqs_files *files;
     bool frozen;                     /* restore or shutdown: write no records */
+    /* networking (the section "network" at the end of this file) */
+    struct uqn_net *net;             /* NULL: every other node is unreachable */
+    uint64_t remote_refused, remote_dropped;
 };
 
 /* Write kp's record (node lock held). Ports and processes without a stored
@@ -442,6 +448,8 @@ static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_
     from->sent++;
 }
 
+static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em);
+
 uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
                        uq_errmsg *em)
 {
@@ -478,12 +486,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
                            from->addr.process);
             goto out;
         }
-        /* Networking arrives with its own issue: today every other node is unreachable. */
-        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
-            bounce(n, from, m, context, context_len, UQI_SEND_OFFLINE);
-            goto out;
-        }
-        err = uqi_errf(em, UQ_ENOENT, "node %s cannot be reached", m->target.node);
+        err = net_send(n, from, m, context, context_len, em); /* the section "network" below */
         goto out;
     }
     if (m->kind == UQI_MSG_REQUEST) {
@@ -1326,4 +1329,235 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
     kp->public = public;
     kp->node->cap_gen++; /* no remembered messaging check outlives the change */
     pthread_mutex_unlock(&kp->node->lock);
+}
+
+/* ---- network (issue 6; docs/PROTOCOL.md §6-7) ---------------------------------
+ * Sending: a message for another node is encoded (remote.c) and queued in
+ * the net module; a request that expects a response leaves its outstanding
+ * record exactly as for a local target. The net module reports each queued
+ * message once: written, or Offline / Timeout; a failure goes back to the
+ * sender with the message, payload and context (for a request that expects
+ * a response, through its outstanding record; otherwise from a copy).
+ * Receiving: the source node is the link's authenticated peer; a remote
+ * sender reaches only a process that is public and holds the network
+ * capability; a response (or a refusal) is matched to its outstanding
+ * request by id + requester and must come from the node the request went
+ * to (or a node a local process forwarded it to), at most once. */
+
+/* What the kernel keeps for a message queued in the net module. */
+typedef struct net_out {
+    uqi_node *n;
+    uqi_addr sender;        /* the local process that sent it */
+    uint64_t id;
+    bool expects;           /* the outstanding record has the rest */
+    uqi_msg *copy;          /* otherwise: the message, for an error return */
+    uqi_msg_kind kind;
+} net_out;
+
+void uqi_node_set_net(uqi_node *n, struct uqn_net *net)
+{
+    pthread_mutex_lock(&n->lock);
+    n->net = net;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* An outstanding request matching id + requester without taking it. */
+static uqi_outstanding *peek_outstanding(uqi_node *n, uint64_t id, const uqi_addr *requester)
+{
+    for (uqi_outstanding *o = n->otab[id % OTAB]; o; o = o->hnext)
+        if (o->id == id && uqi_addr_eq(&o->requester->addr, requester)) return o;
+    return NULL;
+}
+
+/* Node lock held: takes m and ctx on success; on failure the caller keeps both. */
+static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em)
+{
+    bool expects = m->kind == UQI_MSG_REQUEST && m->expects_response_s;
+    if (expects) {
+        m->rsvp = from->addr;
+        m->has_rsvp = true;
+    }
+    if (!n->net) { /* networking is off: every other node is unreachable */
+        if (expects) {
+            bounce(n, from, m, ctx, ctx_len, UQI_SEND_OFFLINE);
+            return UQ_OK;
+        }
+        return uqi_errf(em, UQ_ENOENT, "node %s cannot be reached: this node has no network", m->target.node);
+    }
+    /* An rsvp travels only if it is on this node: the receiver puts it on us. */
+    bool with_rsvp = m->kind == UQI_MSG_REQUEST && m->has_rsvp && strcmp(m->rsvp.node, n->name) == 0;
+    if (m->kind == UQI_MSG_REQUEST && m->has_rsvp && !with_rsvp)
+        uq_log(UQ_LOG_INFO, "kernel", "%s forwards request %llu to %s: its response would go to a third node (%s), "
+               "which version 1 does not do: no response will come back",
+               from->addr.process, (unsigned long long)m->id, m->target.node, m->rsvp.node);
+    uint8_t *buf;
+    size_t len;
+    uq_err e = uqi_wire_encode(m, with_rsvp, &buf, &len, em);
+    if (e) return e;
+    net_out *c = uqi_xcalloc(1, sizeof *c);
+    c->n = n;
+    c->sender = from->addr;
+    c->id = m->id;
+    c->expects = expects;
+    c->kind = m->kind;
+    if (expects) {
+        record_outstanding(n, from, NULL, m, ctx, ctx_len);
+    } else {
+        c->copy = copy_for_error(m);
+        if (with_rsvp && !expects) {
+            /* a local request forwarded with inherit: its response may come from there */
+            uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
+            if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
+        }
+    }
+    e = uqn_net_send(n->net, m->target.node, buf, len, c, em);
+    if (e) {
+        free(buf);
+        if (expects) {
+            uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
+            o->ctx = NULL; /* the caller keeps its context on failure */
+            out_free(o);
+        }
+        uqi_msg_free(c->copy);
+        free(c);
+        return e;
+    }
+    if (!expects) free(ctx);
+    uqi_msg_free(m);
+    from->sent++;
+    return UQ_OK;
+}
+
+/* The net module's report on a message (uqn_net_cfg.done). */
+void uqi_node_net_done(void *arg, void *cookie, int why)
+{
+    UQ_UNUSED(arg);
+    net_out *c = cookie;
+    if (!c) return; /* the kernel's own refusals */
+    uqi_node *n = c->n;
+    if (why != UQN_DONE_SENT) {
+        uqi_send_error se = why == UQN_DONE_TIMEOUT ? UQI_SEND_TIMEOUT : UQI_SEND_OFFLINE;
+        pthread_mutex_lock(&n->lock);
+        if (c->expects) {
+            uqi_outstanding *o = take_outstanding(n, c->id, &c->sender);
+            if (o) fail_outstanding(n, o, se); /* else: answered or given up already */
+        } else {
+            uqi_kproc *kp = find(n, c->sender.process);
+            if (kp && !kp->dead) {
+                uqi_msg *e = c->copy;
+                c->copy = NULL;
+                uqi_addr target = e->target;
+                e->kind = UQI_MSG_ERROR;
+                e->error = se;
+                e->source = target;
+                e->target = c->sender;
+                if (c->kind == UQI_MSG_RESPONSE) {
+                    /* answering this error (respond with it as the prompt) resends the
+                     * response to the original request */
+                    e->rsvp = target;
+                    e->has_rsvp = true;
+                }
+                deliver_forced(kp, e);
+            }
+        }
+        pthread_mutex_unlock(&n->lock);
+    }
+    uqi_msg_free(c->copy);
+    free(c);
+}
+
+/* Tell peer that its request could not be delivered (node lock held). */
+static void net_refuse(uqi_node *n, const uqi_msg *m, uqi_send_error why, const char *peer)
+{
+    n->remote_refused++;
+    if (!m->has_rsvp || !n->net) return; /* nobody waits for an answer */
+    uqi_msg *e = uqi_msg_new(UQI_MSG_ERROR, "", 0);
+    e->id = m->id;
+    e->error = why;
+    e->source = m->target;
+    e->target = m->rsvp;
+    uint8_t *buf;
+    size_t len;
+    if (uqi_wire_encode(e, false, &buf, &len, NULL) == UQ_OK && uqn_net_send(n->net, peer, buf, len, NULL, NULL) != UQ_OK)
+        free(buf);
+    uqi_msg_free(e);
+}
+
+void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
+{
+    pthread_mutex_lock(&n->lock);
+    snprintf(m->source.node, sizeof m->source.node, "%s", peer);
+    snprintf(m->target.node, sizeof m->target.node, "%s", n->name);
+    uqi_kproc *to = find(n, m->target.process);
+    if (to && to->dead) to = NULL;
+    if (m->kind == UQI_MSG_REQUEST) {
+        if (m->expects_response_s) {
+            m->rsvp = m->source;
+            m->has_rsvp = true;
+        }
+        if (!to) {
+            uq_log(UQ_LOG_INFO, "kernel", "request %llu from %s@%s: no process %s", (unsigned long long)m->id, peer,
+                   m->source.process, m->target.process);
+            net_refuse(n, m, UQI_SEND_NO_PROCESS, peer);
+        } else if (!n->no_cap_checks && !(to->public && holds(n, to, &n->kernel_addr, NETWORK))) {
+            uq_log(UQ_LOG_INFO, "kernel", "request %llu from %s@%s refused: %s is %s", (unsigned long long)m->id, peer,
+                   m->source.process, m->target.process,
+                   !to->public ? "not public" : "without the network capability");
+            net_refuse(n, m, UQI_SEND_REFUSED, peer);
+        } else {
+            bool waits;
+            if (uqi_mailbox_put(&to->mbox, m, false, &waits) == UQ_OK) {
+                to->received++;
+                wake(to, waits);
+                m = NULL;
+            } else {
+                uq_log(UQ_LOG_INFO, "kernel", "request %llu from %s@%s refused: the mailbox of %s is full",
+                       (unsigned long long)m->id, peer, m->source.process, m->target.process);
+                net_refuse(n, m, UQI_SEND_REFUSED, peer);
+            }
+        }
+    } else {
+        /* a response, or a refusal of our request: it must answer a request of
+         * ours that went to that node, and is taken once */
+        uqi_outstanding *o = peek_outstanding(n, m->id, &m->target);
+        if (o && strcmp(o->target.node, peer) != 0 && strcmp(o->fwd_node, peer) != 0) o = NULL;
+        if (!o || !to || (!n->no_cap_checks && !holds(n, to, &n->kernel_addr, NETWORK))) {
+            n->unexpected_responses++;
+            uq_log(UQ_LOG_INFO, "kernel", "%s %llu from %s@%s to %s: nobody is waiting for it",
+                   m->kind == UQI_MSG_RESPONSE ? "response" : "refusal", (unsigned long long)m->id, peer,
+                   m->source.process, m->target.process);
+        } else {
+            o = take_outstanding(n, m->id, &m->target);
+            if (m->kind == UQI_MSG_ERROR) {
+                fail_outstanding(n, o, (uqi_send_error)m->error);
+            } else {
+                m->context = o->ctx;
+                m->context_len = o->ctx_len;
+                o->ctx = NULL;
+                out_free(o);
+                deliver_forced(to, m); /* its request was counted */
+                m = NULL;
+            }
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    uqi_msg_free(m);
+}
+
+/* The net module's receive callback (uqn_net_cfg.recv): arg is the node. */
+void uqi_node_net_recv(void *arg, const char *peer, uint8_t *buf, size_t len)
+{
+    uqi_node *n = arg;
+    uqi_msg *m;
+    uq_errmsg em = {{0}};
+    uq_err e = uqi_wire_decode(buf, len, peer, n->name, &m, &em);
+    free(buf);
+    if (e) {
+        pthread_mutex_lock(&n->lock);
+        n->remote_dropped++;
+        pthread_mutex_unlock(&n->lock);
+        uq_log(UQ_LOG_WARN, "kernel", "dropped: %s", em.text);
+        return;
+    }
+    uqi_node_deliver_remote(n, m, peer);
 }

@@ -181,6 +181,20 @@ uq_err uqi_node_kill(uqi_node *n, const char *id, uq_errmsg *em);
 /* Find a process (the node lock is not held on return: for tests/terminal). */
 bool uqi_node_has(uqi_node *n, const char *id);
 
+/* ---- network (issue 6; docs/PROTOCOL.md §6-7) ---- */
+struct uqn_net;
+/* Attach the net module (src/net/netmod.h) that carries messages for other
+ * nodes; NULL detaches it (then they bounce Offline). Detach, then
+ * uqn_net_stop, before uqi_node_stop. */
+void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
+/* The net module's callbacks (uqn_net_cfg.recv and .done), arg = the node. */
+void uqi_node_net_recv(void *arg, const char *peer, uint8_t *msg, size_t len);
+void uqi_node_net_done(void *arg, void *cookie, int why);
+/* A message from node peer (authenticated by its link), decoded: source.node
+ * becomes peer, the REMOTE flag follows; routed to a public target holding
+ * the network capability, or matched to our outstanding request. Takes m. */
+void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer);
+
 /* One line per process for the terminal: id, mailbox depth, counters. */
 void uqi_node_list(uqi_node *n, char *buf, size_t cap);
 

@@ -1,0 +1,191 @@
+/* Network benchmarks (issue 6): node a (a real kernel with its net module)
+ * and node b (a bare net module that answers in its receive callback), over
+ * loopback TCP, Noise-encrypted. Prints `name value unit` lines:
+ *   net_remote_roundtrip_median_us / _p99_us   request from a host port on a to b and
+ *                                               the response back, one at a time
+ *   net_small_msgs_per_s                        one-way requests (16-byte body) a -> b
+ *   net_bulk_mb_per_s                           8 MiB payloads a -> b (MB = 10^6 bytes)
+ *   net_link_setup_us                           TCP connect + Noise XX + first message (median)
+ * Usage: bench_net CACHE_DIR */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernel/kernel.h"
+#include "kernel/remote.h"
+#include "net/netmod.h"
+
+static uqn_net *bnet;
+static _Atomic uint64_t got_msgs, got_bytes;
+
+static void b_recv(void *arg, const char *peer, uint8_t *msg, size_t len)
+{
+    got_bytes += len;
+    uqi_msg *m;
+    if (uqi_wire_decode(msg, len, peer, "b.bench", &m, NULL) == UQ_OK) {
+        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
+            uqi_msg *r = uqi_msg_new(UQI_MSG_RESPONSE, m->body, m->body_len);
+            r->id = m->id;
+            r->source = m->target;
+            r->target = m->source;
+            uint8_t *b;
+            size_t bl;
+            if (uqi_wire_encode(r, false, &b, &bl, NULL) == UQ_OK && uqn_net_send(bnet, peer, b, bl, NULL, NULL))
+                free(b);
+            uqi_msg_free(r);
+        }
+        uqi_msg_free(m);
+    }
+    free(msg);
+    got_msgs++;
+}
+
+static void seed_id(const char *name, uint8_t tag, uqn_identity *id)
+{
+    uint8_t seed[32];
+    memset(seed, tag, sizeof seed);
+    if (uqn_identity_from_seed(name, seed, id, NULL)) abort();
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uqi_msg *req(const char *body, uint32_t expects)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uqi_addr_parse("b.bench@echo", "a.bench", &m->target, NULL);
+    m->expects_response_s = expects;
+    return m;
+}
+
+/* send, retrying while the queue is full (backpressure) */
+static void send_retry(uqi_kproc *port, uqi_msg *m)
+{
+    uq_errmsg em;
+    uq_err e;
+    while ((e = uqi_kernel_send(port, m, NULL, 0, NULL, &em)) == UQ_ELIMIT) usleep(50);
+    if (e) {
+        fprintf(stderr, "bench_net: %s\n", em.text);
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *cache = argc > 1 ? argv[1] : "/tmp/uqbar-bench-cache";
+    char dir[] = "/tmp/uqbar-bench-net-XXXXXX";
+    if (!mkdtemp(dir)) return 1;
+    char peers[256];
+    snprintf(peers, sizeof peers, "%s/peers", dir);
+    uqn_identity ida, idb;
+    seed_id("a.bench", 1, &ida);
+    seed_id("b.bench", 2, &idb);
+    uqn_net_cfg bc = {.id = &idb, .listen = "127.0.0.1:0", .dir_path = peers, .recv = b_recv};
+    if (uqn_net_start(&bc, &bnet, NULL)) return 1;
+    uqi_node_config c = {.name = "a.bench", .cache_dir = cache, .workers = 1, .identity_sk = ida.sk};
+    uqi_node *n;
+    uq_errmsg em;
+    if (uqi_node_start(&c, &n, &em)) {
+        fprintf(stderr, "bench_net: %s\n", em.text);
+        return 1;
+    }
+    uqn_net *anet;
+    uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv,
+                      .done = uqi_node_net_done, .arg = n};
+    if (uqn_net_start(&ac, &anet, NULL)) return 1;
+    uqi_node_set_net(n, anet);
+    uqn_dir *d = uqn_dir_new();
+    uqn_record r;
+    const char *aa[1] = {uqn_net_listen_addr(anet)}, *ba[1] = {uqn_net_listen_addr(bnet)};
+    uqn_record_make(&ida, aa, 1, 1, &r, NULL);
+    uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
+    uqn_record_make(&idb, ba, 1, 1, &r, NULL);
+    uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
+    uqn_dir_save(d, peers, NULL);
+    uqn_dir_free(d);
+    uqi_kproc *port;
+    uqi_node_port(n, "bench", &port, NULL);
+
+    /* round trip */
+    enum { RT = 20000, WARM = 2000 };
+    static uint64_t lat[RT];
+    for (int i = 0; i < RT + WARM; i++) {
+        uint64_t t0 = uqi_now_ns();
+        send_retry(port, req("{\"ping\":1}", 5));
+        uqi_msg *resp = uqi_port_receive(port, 5000);
+        if (!resp || resp->kind != UQI_MSG_RESPONSE) {
+            fprintf(stderr, "bench_net: round trip %d failed\n", i);
+            return 1;
+        }
+        uqi_msg_free(resp);
+        if (i >= WARM) lat[i - WARM] = uqi_now_ns() - t0;
+    }
+    qsort(lat, RT, sizeof lat[0], cmp_u64);
+    printf("net_remote_roundtrip_median_us %.1f us\n", (double)lat[RT / 2] / 1e3);
+    printf("net_remote_roundtrip_p99_us %.1f us\n", (double)lat[RT * 99 / 100] / 1e3);
+    fflush(stdout);
+
+    /* small-message throughput */
+    enum { SMALL = 1000000 };
+    uint64_t base = got_msgs, t0 = uqi_now_ns();
+    for (int i = 0; i < SMALL; i++) send_retry(port, req("{\"n\":1234567890}", 0));
+    while (got_msgs - base < SMALL) usleep(100);
+    double s = (double)(uqi_now_ns() - t0) / 1e9;
+    printf("net_small_msgs_per_s %.0f msg/s\n", SMALL / s);
+    fflush(stdout);
+
+    /* bulk */
+    enum { BULK = 64 };
+    size_t sz = 8u << 20;
+    uint8_t *data = calloc(1, sz);
+    uqi_payload *pl = uqi_payload_new(data, sz, "application/octet-stream");
+    free(data);
+    uint64_t bytes0 = got_bytes;
+    base = got_msgs;
+    t0 = uqi_now_ns();
+    for (int i = 0; i < BULK; i++) {
+        uqi_msg *m = req("\"bulk\"", 0);
+        m->payload = uqi_payload_hold(pl);
+        send_retry(port, m);
+    }
+    while (got_msgs - base < BULK) usleep(100);
+    s = (double)(uqi_now_ns() - t0) / 1e9;
+    printf("net_bulk_mb_per_s %.0f MB/s\n", (double)(got_bytes - bytes0) / s / 1e6);
+    uqi_payload_rele(pl);
+    fflush(stdout);
+
+    /* link setup: a fresh client node each time dials b */
+    enum { LS = 200 };
+    static uint64_t ls[LS];
+    for (int i = 0; i < LS; i++) {
+        uqn_net *cn;
+        uqn_net_cfg cc = {.id = &ida, .dir_path = peers};
+        if (uqn_net_start(&cc, &cn, NULL)) return 1;
+        uqi_msg *m = req("\"hi\"", 0);
+        snprintf(m->source.process, sizeof m->source.process, "x");
+        uint8_t *b;
+        size_t bl;
+        uqi_wire_encode(m, false, &b, &bl, NULL);
+        uqi_msg_free(m);
+        base = got_msgs;
+        t0 = uqi_now_ns();
+        uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
+        while (got_msgs == base) usleep(10);
+        ls[i] = uqi_now_ns() - t0;
+        uqn_net_stop(cn);
+    }
+    qsort(ls, LS, sizeof ls[0], cmp_u64);
+    printf("net_link_setup_us %.0f us\n", (double)ls[LS / 2] / 1e3);
+    fflush(stdout);
+
+    uqi_node_set_net(n, NULL);
+    uqn_net_stop(anet);
+    uqi_node_stop(n);
+    uqn_net_stop(bnet);
+    unlink(peers);
+    rmdir(dir);
+    return 0;
+}

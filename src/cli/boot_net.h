@@ -1,0 +1,34 @@
+/* Networking for `uqbar boot`: the node's identity (keyfile), the net
+ * module, the directory file, and the node's own record. */
+#ifndef UQ_CLI_BOOT_NET_H
+#define UQ_CLI_BOOT_NET_H
+
+#include "kernel/kernel.h"
+#include "net/netmod.h"
+
+typedef struct uq_netopts {
+    bool on;                    /* --listen given: the node talks to others */
+    const char *listen;         /* --listen HOST:PORT (port 0: any) */
+    const char *peers;          /* --peers FILE (default <home>/peers) */
+    const char *password_file;  /* --password-file FILE (else $UQBAR_PASSWORD) */
+    bool dev_key;               /* --dev-unencrypted-key */
+    uint32_t timeout_ms;        /* --net-timeout MS: not sent by then -> Timeout */
+    uint32_t keepalive_ms;      /* --net-keepalive MS */
+    uint32_t idle_ms;           /* --net-idle MS */
+} uq_netopts;
+
+/* Consume a networking option at argv[*i] (advancing *i past its value);
+ * false if it is not one. */
+bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i);
+/* Load <home>/identity.key, or create it for *name on first boot. When
+ * name_given is false the keyfile's name is taken; otherwise it must match. */
+uq_err uq_boot_identity(const char *home, const char **name, bool name_given, const uq_netopts *o, uqn_identity *id,
+                        uq_errmsg *em);
+/* Start the net module for node and attach it; writes <home>/record (the
+ * node's signed directory record, one line) for others' directory files. */
+uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const uqn_identity *id, uqn_net **out,
+                   uq_errmsg *em);
+/* Detach and stop (before uqi_node_stop). */
+void uq_boot_net_stop(uqi_node *node, uqn_net *net);
+
+#endif

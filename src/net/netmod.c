@@ -1,0 +1,847 @@
+/* The net module (netmod.h): one epoll thread, links per connection,
+ * bounded per-peer queues. Locking: net->lock guards the peer list and
+ * each peer's queue (senders append, the thread takes); everything else
+ * (connections, links, peer state) belongs to the thread. Callbacks run
+ * with no lock of ours held, so they may call uqn_net_send. */
+#define _GNU_SOURCE
+#include "net/netmod.h"
+
+#include "kernel/msg.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TICK_MS 20
+#define BATCH_BYTES (256u << 10)   /* handed to a link at once */
+#define READ_BUF (64u << 10)
+
+typedef struct qent {
+    struct qent *next;
+    uint8_t *data;
+    size_t len;
+    void *cookie;
+    uint64_t deadline;
+} qent;
+
+typedef enum { P_IDLE = 0, P_DIALING, P_UP, P_BACKOFF } pstate;
+
+typedef struct peer peer;
+typedef struct conn {
+    struct conn *next;
+    int fd;
+    uqn_link *link;
+    peer *peer;              /* dialed: from the start; accepted: once established */
+    bool outbound, connecting, want_out, dead;
+    uint64_t created, last_rx, last_tx, last_msg;
+    qent *fl_head, *fl_tail; /* handed to the link, not yet all written */
+    unsigned addr_idx;
+    uint64_t fl_msgs, fl_bytes;
+} conn;
+
+struct peer {
+    peer *next;
+    char name[UQN_NAME_MAX + 1];
+    /* under net->lock */
+    qent *head, *tail;
+    size_t qbytes;
+    uint32_t qn;
+    /* thread only */
+    pstate state;
+    conn *out;               /* the connection we send on */
+    uint64_t backoff_until;
+    uint32_t backoff_ms;
+};
+
+struct uqn_net {
+    uqn_net_cfg cfg;
+    const uqn_identity *id;
+    char dir_path[4096];
+    uqn_dir *dir;
+    struct timespec dir_mtime;
+    off_t dir_size;
+    int ep, lfd, efd;
+    char listen_addr[UQN_ADDR_MAX + 1];
+    pthread_t thread;
+    pthread_mutex_t lock;
+    peer *peers;             /* under lock */
+    uint32_t npeers;         /* under lock */
+    bool stopping;           /* under lock */
+    bool kicked;             /* under lock: the eventfd was written and not yet read */
+    conn *conns;             /* thread only */
+    uint32_t nconns;
+    uint8_t *rbuf;
+    uqn_net_stats st;        /* counters: the thread's (and uqn_net_stop's) */
+    uqn_net_stats st_pub;    /* under lock: copied from st each tick */
+};
+
+/* Done entries collected under the lock, reported after it is released. */
+typedef struct donelist {
+    qent *head, *tail;
+} donelist;
+
+static void dl_push(donelist *d, qent *q)
+{
+    q->next = NULL;
+    if (d->tail) d->tail->next = q;
+    else d->head = q;
+    d->tail = q;
+}
+
+static void dl_report(uqn_net *net, donelist *d, int why)
+{
+    for (qent *q = d->head, *nx; q; q = nx) {
+        nx = q->next;
+        if (why == UQN_DONE_OFFLINE) net->st.offline++;
+        else if (why == UQN_DONE_TIMEOUT) net->st.timeouts++;
+        free(q->data);
+        if (net->cfg.done) net->cfg.done(net->cfg.arg, q->cookie, why);
+        free(q);
+    }
+    d->head = d->tail = NULL;
+}
+
+/* ---- addresses ------------------------------------------------------------ */
+uq_err uqn_resolve(const char *addr, struct sockaddr_storage *ss, unsigned *sslen, uq_errmsg *em)
+{
+    char host[UQN_ADDR_MAX + 1];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || strlen(addr) > UQN_ADDR_MAX)
+        return uqi_errf(em, UQ_EINVAL, "net: '%s' is not host:port", addr);
+    size_t hl = (size_t)(colon - addr);
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535 || end == colon + 1)
+        return uqi_errf(em, UQ_EINVAL, "net: '%s' has a bad port", addr);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int r = getaddrinfo(host, colon + 1, &hints, &res);
+    if (r != 0 || !res) return uqi_errf(em, UQ_ENOENT, "net: cannot resolve %s: %s", host, gai_strerror(r));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = (unsigned)res->ai_addrlen;
+    freeaddrinfo(res);
+    return UQ_OK;
+}
+
+/* ---- directory ---------------------------------------------------------------- */
+/* Reread the directory file if it changed (thread only). */
+static void dir_refresh(uqn_net *net)
+{
+    if (!net->dir_path[0]) return;
+    struct stat sb;
+    if (stat(net->dir_path, &sb) != 0) return;
+    if (net->dir && sb.st_mtim.tv_sec == net->dir_mtime.tv_sec && sb.st_mtim.tv_nsec == net->dir_mtime.tv_nsec &&
+        sb.st_size == net->dir_size)
+        return;
+    uqn_dir *d = uqn_dir_new();
+    uq_errmsg em = {{0}};
+    if (uqn_dir_load(d, net->dir_path, &em)) {
+        uq_log(UQ_LOG_WARN, "net", "directory not reloaded: %s", em.text);
+        uqn_dir_free(d);
+        return;
+    }
+    uqn_dir_free(net->dir);
+    net->dir = d;
+    net->dir_mtime = sb.st_mtim;
+    net->dir_size = sb.st_size;
+}
+
+static uq_err lookup(void *arg, const char *name, uint8_t pk[32], uq_errmsg *em)
+{
+    uqn_net *net = arg;
+    if (net->dir && uqn_dir_lookup(net->dir, name, pk, NULL) == UQ_OK) return UQ_OK;
+    dir_refresh(net);
+    if (!net->dir) return uqi_errf(em, UQ_ENOENT, "net: no directory: %s is unknown", name);
+    return uqn_dir_lookup(net->dir, name, pk, em);
+}
+
+/* ---- peers (lock held) ----------------------------------------------------------- */
+static peer *peer_find(uqn_net *net, const char *name)
+{
+    for (peer *p = net->peers; p; p = p->next)
+        if (strcmp(p->name, name) == 0) return p;
+    return NULL;
+}
+
+static peer *peer_get(uqn_net *net, const char *name)
+{
+    peer *p = peer_find(net, name);
+    if (p || net->npeers >= net->cfg.max_peers) return p;
+    p = uqi_xcalloc(1, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->next = net->peers;
+    net->peers = p;
+    net->npeers++;
+    return p;
+}
+
+uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
+{
+    if (!uqi_node_name_valid(name)) return uqi_errf(em, UQ_EINVAL, "net: '%s' is not a node name", name);
+    if (len > UQN_NET_MSG_MAX)
+        return uqi_errf(em, UQ_EINVAL, "net: a message of %zu bytes is over the limit of %u bytes", len,
+                        UQN_NET_MSG_MAX);
+    pthread_mutex_lock(&net->lock);
+    uq_err e = UQ_OK;
+    if (net->stopping) {
+        e = uqi_errf(em, UQ_ECLOSED, "net: the node is stopping");
+        goto out;
+    }
+    peer *p = peer_get(net, name);
+    if (!p) {
+        e = uqi_errf(em, UQ_ELIMIT, "net: %u peers already: %s cannot be added now, try again", net->cfg.max_peers,
+                     name);
+        goto out;
+    }
+    if (p->qn >= net->cfg.queue_msgs || (p->qn && p->qbytes + len > net->cfg.queue_bytes)) {
+        e = uqi_errf(em, UQ_ELIMIT, "net: the queue to %s is full (%u messages, %zu bytes): try again", name, p->qn,
+                     p->qbytes);
+        goto out;
+    }
+    qent *q = uqi_xmalloc(sizeof *q);
+    q->next = NULL;
+    q->data = msg;
+    q->len = len;
+    q->cookie = cookie;
+    q->deadline = uqi_now_ns() + (uint64_t)net->cfg.send_timeout_ms * 1000000ull;
+    if (p->tail) p->tail->next = q;
+    else p->head = q;
+    p->tail = q;
+    p->qn++;
+    p->qbytes += len;
+    if (!net->kicked) {
+        net->kicked = true;
+        uint64_t one = 1;
+        ssize_t w = write(net->efd, &one, sizeof one);
+        UQ_UNUSED(w);
+    }
+out:
+    pthread_mutex_unlock(&net->lock);
+    return e;
+}
+
+/* Take the whole queue of p into d (lock held). */
+static void take_queue(peer *p, donelist *d)
+{
+    for (qent *q = p->head, *nx; q; q = nx) {
+        nx = q->next;
+        dl_push(d, q);
+    }
+    p->head = p->tail = NULL;
+    p->qn = 0;
+    p->qbytes = 0;
+}
+
+static void fail_queue(uqn_net *net, peer *p, int why)
+{
+    donelist d = {0};
+    pthread_mutex_lock(&net->lock);
+    take_queue(p, &d);
+    pthread_mutex_unlock(&net->lock);
+    dl_report(net, &d, why);
+}
+
+/* ---- connections (thread only) ------------------------------------------------- */
+
+static void ep_update(uqn_net *net, conn *c, bool want_out)
+{
+    if (c->want_out == want_out) return;
+    c->want_out = want_out;
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static uq_err deliver(void *arg, uint8_t *msg, size_t len);
+
+static conn *conn_new(uqn_net *net, int fd, bool outbound, peer *p)
+{
+    conn *c = uqi_xcalloc(1, sizeof *c);
+    c->fd = fd;
+    c->outbound = outbound;
+    c->peer = p;
+    c->created = c->last_rx = c->last_tx = c->last_msg = uqi_now_ns();
+    c->next = net->conns;
+    net->conns = c;
+    net->nconns++;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    c->want_out = true;
+    epoll_ctl(net->ep, EPOLL_CTL_ADD, fd, &ev);
+    return c;
+}
+
+static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
+{
+    /* deliver_arg is the connection: the link tells us who the peer is */
+    uqn_link_cfg lc = {.id = net->id, .initiator = c->outbound, .expect_name = c->outbound ? c->peer->name : NULL,
+                       .lookup = lookup, .lookup_arg = net, .deliver = deliver, .deliver_arg = c,
+                       .max_msg = UQN_NET_MSG_MAX};
+    return uqn_link_new(&lc, &c->link, em) == UQ_OK;
+}
+
+/* The thread's current network, for deliver (one net per thread). */
+static __thread uqn_net *cur_net;
+
+static void dial(uqn_net *net, peer *p);
+static void feed(uqn_net *net, peer *p);
+
+/* Close c; its unwritten messages fail Offline. A dial that failed moves
+ * to the next address, or puts the peer in back-off. */
+static void conn_close(uqn_net *net, conn *c, const char *why)
+{
+    if (c->dead) return;
+    c->dead = true;
+    epoll_ctl(net->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    donelist d = {c->fl_head, c->fl_tail};
+    c->fl_head = c->fl_tail = NULL;
+    bool was_up = c->link && uqn_link_established(c->link);
+    peer *p = c->peer;
+    if (p)
+        uq_log(was_up ? UQ_LOG_INFO : UQ_LOG_WARN, "net", "link %s %s closed: %s", c->outbound ? "to" : "from",
+               p->name, why);
+    else
+        uq_log(UQ_LOG_INFO, "net", "incoming connection closed: %s", why);
+    if (p && p->out == c) {
+        p->out = NULL;
+        if (was_up) {
+            p->state = P_IDLE; /* redial at once if something waits */
+        } else {
+            net->st.links_failed++;
+            uint32_t b = p->backoff_ms ? p->backoff_ms * 2 : net->cfg.backoff_min_ms;
+            if (b > net->cfg.backoff_max_ms) b = net->cfg.backoff_max_ms;
+            p->backoff_ms = b;
+            p->backoff_until = uqi_now_ns() + (uint64_t)b * 1000000ull;
+            p->state = P_BACKOFF;
+            dl_report(net, &d, UQN_DONE_OFFLINE);
+            fail_queue(net, p, UQN_DONE_OFFLINE);
+            return;
+        }
+    }
+    dl_report(net, &d, UQN_DONE_OFFLINE);
+}
+
+static void conn_free(uqn_net *net, conn *c)
+{
+    uqn_link_free(c->link);
+    net->nconns--;
+    free(c);
+}
+
+/* Start (or continue with the next address of) a dial to p. */
+static void dial_from(uqn_net *net, peer *p, unsigned idx)
+{
+    dir_refresh(net);
+    const uqn_record *r = net->dir ? uqn_dir_get(net->dir, p->name) : NULL;
+    uq_errmsg em = {{0}};
+    while (r && idx < r->naddrs) {
+        struct sockaddr_storage ss;
+        unsigned sl;
+        unsigned i = idx++;
+        if (uqn_resolve(r->addrs[i], &ss, &sl, &em)) {
+            uq_log(UQ_LOG_WARN, "net", "%s: %s", p->name, em.text);
+            continue;
+        }
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int rc = connect(fd, (struct sockaddr *)&ss, sl);
+        if (rc != 0 && errno != EINPROGRESS) {
+            uq_log(UQ_LOG_INFO, "net", "dial %s at %s: %s", p->name, r->addrs[i], strerror(errno));
+            close(fd);
+            continue;
+        }
+        conn *c = conn_new(net, fd, true, p);
+        c->connecting = true;
+        c->addr_idx = i + 1;
+        if (!link_start(net, c, &em)) {
+            conn_close(net, c, em.text);
+            return;
+        }
+        p->out = c;
+        p->state = P_DIALING;
+        return;
+    }
+    /* no record, or every address failed */
+    uq_log(UQ_LOG_INFO, "net", "%s cannot be reached: %s", p->name,
+           r ? "no address answers" : "it is not in the directory");
+    net->st.links_failed++;
+    uint32_t b = p->backoff_ms ? p->backoff_ms * 2 : net->cfg.backoff_min_ms;
+    if (b > net->cfg.backoff_max_ms) b = net->cfg.backoff_max_ms;
+    p->backoff_ms = r ? b : 0; /* an unknown name is retried as soon as the directory changes */
+    p->backoff_until = uqi_now_ns() + (r ? (uint64_t)b * 1000000ull : 0);
+    p->state = r ? P_BACKOFF : P_IDLE;
+    fail_queue(net, p, UQN_DONE_OFFLINE);
+}
+
+/* Send on a link the peer opened to us if there is one; else dial. */
+static void dial(uqn_net *net, peer *p)
+{
+    for (conn *c = net->conns; c; c = c->next) {
+        if (!c->dead && c->peer == p && c->link && uqn_link_established(c->link)) {
+            p->out = c;
+            p->state = P_UP;
+            feed(net, p);
+            return;
+        }
+    }
+    dial_from(net, p, 0);
+}
+
+/* An accepted connection's link is established: attach it to its peer. */
+static void adopt(uqn_net *net, conn *c)
+{
+    const uqn_peer *who = uqn_link_peer(c->link);
+    pthread_mutex_lock(&net->lock);
+    peer *p = peer_get(net, who->name);
+    pthread_mutex_unlock(&net->lock);
+    if (!p) {
+        conn_close(net, c, "too many peers");
+        return;
+    }
+    c->peer = p;
+    if (!p->out) {
+        p->out = c;
+        p->state = P_UP;
+        p->backoff_ms = 0;
+    }
+}
+
+static uq_err deliver(void *arg, uint8_t *msg, size_t len)
+{
+    conn *c = arg;
+    uqn_net *net = cur_net;
+    c->last_rx = uqi_now_ns();
+    if (len == 0) { /* keepalive */
+        free(msg);
+        return UQ_OK;
+    }
+    c->last_msg = c->last_rx;
+    net->st.msgs_recv++;
+    net->st.bytes_recv += len;
+    const uqn_peer *who = uqn_link_peer(c->link);
+    if (net->cfg.recv) net->cfg.recv(net->cfg.arg, who->name, msg, len);
+    else free(msg);
+    return UQ_OK;
+}
+
+/* Write what the link has; when all of it is out, the messages handed to
+ * it are sent. */
+static void flush(uqn_net *net, conn *c)
+{
+    if (c->dead || c->connecting) return;
+    const uint8_t *p;
+    size_t n;
+    while ((n = uqn_link_output(c->link, &p)) > 0) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ep_update(net, c, true);
+                return;
+            }
+            if (errno == EINTR) continue;
+            conn_close(net, c, strerror(errno));
+            return;
+        }
+        uqn_link_output_done(c->link, (size_t)w);
+        c->last_tx = uqi_now_ns();
+    }
+    if (uqn_link_error(c->link)) {
+        conn_close(net, c, uq_strerror(uqn_link_error(c->link)));
+        return;
+    }
+    ep_update(net, c, false);
+    if (c->fl_head) {
+        net->st.msgs_sent += c->fl_msgs;
+        net->st.bytes_sent += c->fl_bytes;
+        donelist d = {c->fl_head, c->fl_tail};
+        c->fl_head = c->fl_tail = NULL;
+        c->fl_msgs = c->fl_bytes = 0;
+        dl_report(net, &d, UQN_DONE_SENT);
+    }
+}
+
+/* Hand the next batch of p's queue to its link (only when the previous one
+ * is written: a message is sent or failed as a whole). */
+static void feed(uqn_net *net, peer *p)
+{
+    conn *c = p->out;
+    if (!c || c->dead || !uqn_link_established(c->link) || c->fl_head) return;
+    pthread_mutex_lock(&net->lock);
+    size_t bytes = 0;
+    qent *first = p->head, *last = NULL;
+    uint64_t cnt = 0;
+    for (qent *q = p->head; q && (bytes == 0 || bytes + q->len <= BATCH_BYTES); q = q->next) {
+        bytes += q->len;
+        last = q;
+        cnt++;
+    }
+    if (last) {
+        p->head = last->next;
+        if (!p->head) p->tail = NULL;
+        last->next = NULL;
+        p->qn -= (uint32_t)cnt;
+        p->qbytes -= bytes;
+    }
+    pthread_mutex_unlock(&net->lock);
+    if (!last) return;
+    c->fl_head = first;
+    c->fl_tail = last;
+    c->fl_msgs = cnt;
+    c->fl_bytes = bytes;
+    for (qent *q = first; q; q = q->next) {
+        uq_errmsg em;
+        if (uqn_link_send(c->link, q->data, q->len, &em)) {
+            conn_close(net, c, em.text);
+            return;
+        }
+        free(q->data); /* the link holds a copy */
+        q->data = NULL;
+    }
+    c->last_msg = uqi_now_ns();
+    flush(net, c);
+}
+
+static void on_readable(uqn_net *net, conn *c)
+{
+    for (int i = 0; i < 16 && !c->dead; i++) {
+        ssize_t r = recv(c->fd, net->rbuf, READ_BUF, 0);
+        if (r == 0) {
+            conn_close(net, c, "the peer closed the connection");
+            return;
+        }
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EINTR) continue;
+            conn_close(net, c, strerror(errno));
+            return;
+        }
+        bool was = uqn_link_established(c->link);
+        uq_errmsg em = {{0}};
+        c->last_rx = uqi_now_ns();
+        if (uqn_link_input(c->link, net->rbuf, (size_t)r, &em)) {
+            uq_log(UQ_LOG_WARN, "net", "link %s %s refused: %s", c->outbound ? "to" : "from",
+                   c->peer ? c->peer->name : "an incoming connection", em.text);
+            conn_close(net, c, em.text);
+            return;
+        }
+        if (!was && uqn_link_established(c->link)) {
+            net->st.links_up++;
+            if (c->outbound) {
+                c->peer->state = P_UP;
+                c->peer->backoff_ms = 0;
+                uq_log(UQ_LOG_INFO, "net", "link to %s up", c->peer->name);
+            } else {
+                adopt(net, c);
+                if (c->dead) return;
+                uq_log(UQ_LOG_INFO, "net", "link from %s up", c->peer->name);
+            }
+        }
+        if ((size_t)r < READ_BUF) break;
+    }
+    if (!c->dead) flush(net, c); /* handshake replies */
+    if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+}
+
+static void on_writable(uqn_net *net, conn *c)
+{
+    if (c->connecting) {
+        int err = 0;
+        socklen_t sl = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl);
+        if (err) {
+            peer *p = c->peer;
+            unsigned next = c->addr_idx;
+            uq_log(UQ_LOG_INFO, "net", "dial %s: %s", p->name, strerror(err));
+            /* try the next address before giving up */
+            c->dead = true;
+            epoll_ctl(net->ep, EPOLL_CTL_DEL, c->fd, NULL);
+            close(c->fd);
+            c->fd = -1;
+            p->out = NULL;
+            dial_from(net, p, next);
+            return;
+        }
+        c->connecting = false;
+    }
+    flush(net, c);
+    if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+}
+
+static void on_accept(uqn_net *net)
+{
+    for (;;) {
+        int fd = accept4(net->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        if (net->nconns >= 2 * net->cfg.max_peers) {
+            net->st.refused_conns++;
+            uq_log(UQ_LOG_WARN, "net", "refusing a connection: %u connections already", net->nconns);
+            close(fd);
+            continue;
+        }
+        net->st.accepted++;
+        conn *c = conn_new(net, fd, false, NULL);
+        uq_errmsg em = {{0}};
+        if (!link_start(net, c, &em)) conn_close(net, c, em.text);
+    }
+}
+
+/* Timers, queues, keepalives, idle links, garbage (each tick and after events). */
+static void service(uqn_net *net)
+{
+    uint64_t now = uqi_now_ns();
+    uint64_t ka = (uint64_t)net->cfg.keepalive_ms * 1000000ull;
+    uint64_t ct = (uint64_t)net->cfg.connect_timeout_ms * 1000000ull;
+    uint64_t idle = (uint64_t)net->cfg.idle_ms * 1000000ull;
+    for (conn *c = net->conns; c; c = c->next) {
+        if (c->dead) continue;
+        bool up = c->link && uqn_link_established(c->link);
+        if (!up) {
+            if (now - c->created > ct) conn_close(net, c, "the connection or handshake timed out");
+            continue;
+        }
+        if (now - c->last_rx > 3 * ka) {
+            conn_close(net, c, "the peer went silent (no keepalive)");
+            continue;
+        }
+        if (now - c->last_msg > idle && !c->fl_head) {
+            bool queued = false;
+            if (c->peer && c->peer->out == c) {
+                pthread_mutex_lock(&net->lock);
+                queued = c->peer->head != NULL;
+                pthread_mutex_unlock(&net->lock);
+            }
+            if (!queued) {
+                conn_close(net, c, "idle");
+                continue;
+            }
+        }
+        if (now - c->last_tx > ka && !c->fl_head) {
+            uq_errmsg em;
+            uqn_link_send(c->link, "", 0, &em);
+            flush(net, c);
+        }
+    }
+    /* peers: dial, feed, fail after back-off, time out what waits too long */
+    pthread_mutex_lock(&net->lock);
+    peer *list[1024];
+    size_t np = 0;
+    for (peer *p = net->peers; p && np < 1024; p = p->next) list[np++] = p;
+    pthread_mutex_unlock(&net->lock);
+    for (size_t i = 0; i < np; i++) {
+        peer *p = list[i];
+        pthread_mutex_lock(&net->lock);
+        bool pending = p->head != NULL;
+        donelist late = {0};
+        while (p->head && p->head->deadline <= now) {
+            qent *q = p->head;
+            p->head = q->next;
+            if (!p->head) p->tail = NULL;
+            p->qn--;
+            p->qbytes -= q->len;
+            dl_push(&late, q);
+        }
+        pthread_mutex_unlock(&net->lock);
+        dl_report(net, &late, UQN_DONE_TIMEOUT);
+        if (!pending) continue;
+        if (p->state == P_BACKOFF) {
+            if (now < p->backoff_until) fail_queue(net, p, UQN_DONE_OFFLINE);
+            else p->state = P_IDLE;
+        }
+        if (p->state == P_IDLE && !p->out) dial(net, p);
+        else if (p->state == P_UP) feed(net, p);
+    }
+    /* reap closed connections; forget peers with nothing going on */
+    for (conn **cp = &net->conns; *cp;) {
+        conn *c = *cp;
+        if (c->dead) {
+            *cp = c->next;
+            conn_free(net, c);
+        } else {
+            cp = &c->next;
+        }
+    }
+    pthread_mutex_lock(&net->lock);
+    net->st.conns = net->nconns;
+    net->st_pub = net->st;
+    for (peer **pp = &net->peers; *pp;) {
+        peer *p = *pp;
+        bool linked = false;
+        for (conn *c = net->conns; c && !linked; c = c->next) linked = c->peer == p;
+        if (!linked && !p->head && (p->state != P_BACKOFF || now >= p->backoff_until)) {
+            *pp = p->next;
+            net->npeers--;
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+    pthread_mutex_unlock(&net->lock);
+}
+
+static void *net_main(void *arg)
+{
+    uqn_net *net = arg;
+    cur_net = net;
+    struct epoll_event evs[64];
+    for (;;) {
+        pthread_mutex_lock(&net->lock);
+        bool stop = net->stopping;
+        pthread_mutex_unlock(&net->lock);
+        if (stop) break;
+        int n = epoll_wait(net->ep, evs, 64, TICK_MS);
+        for (int i = 0; i < n; i++) {
+            void *ptr = evs[i].data.ptr;
+            if (ptr == &net->lfd) {
+                on_accept(net);
+            } else if (ptr == &net->efd) {
+                uint64_t v;
+                pthread_mutex_lock(&net->lock);
+                net->kicked = false;
+                ssize_t r = read(net->efd, &v, sizeof v);
+                UQ_UNUSED(r);
+                pthread_mutex_unlock(&net->lock);
+            } else {
+                conn *c = ptr;
+                if (c->dead) continue;
+                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                    if (c->connecting) on_writable(net, c);
+                    else on_readable(net, c);
+                }
+                if (!c->dead && (evs[i].events & EPOLLOUT)) on_writable(net, c);
+            }
+        }
+        service(net);
+    }
+    return NULL;
+}
+
+/* ---- start / stop ---------------------------------------------------------------- */
+static uq_err listen_on(uqn_net *net, const char *addr, uq_errmsg *em)
+{
+    struct sockaddr_storage ss;
+    unsigned sl;
+    uq_err e = uqn_resolve(addr, &ss, &sl, em);
+    if (e) return e;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return uqi_errf(em, uqi_err_from_errno(errno), "net: socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {
+        int er = errno;
+        close(fd);
+        return uqi_errf(em, uqi_err_from_errno(er), "net: cannot listen on %s: %s", addr, strerror(er));
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof got;
+    getsockname(fd, (struct sockaddr *)&got, &gl);
+    char host[UQN_ADDR_MAX + 1];
+    const char *colon = strrchr(addr, ':');
+    int hl = (int)(colon - addr);
+    if (hl > UQN_ADDR_MAX - 6) hl = UQN_ADDR_MAX - 6;
+    snprintf(host, sizeof host, "%.*s", hl, addr);
+    unsigned port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                     : ((struct sockaddr_in *)&got)->sin_port);
+    snprintf(net->listen_addr, sizeof net->listen_addr, "%.*s:%u", hl, host, port & 0xffff);
+    net->lfd = fd;
+    return UQ_OK;
+}
+
+uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
+{
+    if (!cfg->id) return uqi_errf(em, UQ_EINVAL, "net: no identity");
+    uqn_net *net = uqi_xcalloc(1, sizeof *net);
+    net->cfg = *cfg;
+    net->id = cfg->id;
+    if (!net->cfg.max_peers) net->cfg.max_peers = 256;
+    if (net->cfg.max_peers > 1024) net->cfg.max_peers = 1024;
+    if (!net->cfg.queue_bytes) net->cfg.queue_bytes = 64u << 20;
+    if (!net->cfg.queue_msgs) net->cfg.queue_msgs = 65536;
+    if (!net->cfg.send_timeout_ms) net->cfg.send_timeout_ms = 5000;
+    if (!net->cfg.connect_timeout_ms) net->cfg.connect_timeout_ms = 5000;
+    if (!net->cfg.keepalive_ms) net->cfg.keepalive_ms = 10000;
+    if (!net->cfg.idle_ms) net->cfg.idle_ms = 300000;
+    if (!net->cfg.backoff_min_ms) net->cfg.backoff_min_ms = 100;
+    if (!net->cfg.backoff_max_ms) net->cfg.backoff_max_ms = 5000;
+    net->cfg.listen = NULL;
+    net->cfg.dir_path = NULL;
+    if (cfg->dir_path) snprintf(net->dir_path, sizeof net->dir_path, "%s", cfg->dir_path);
+    net->lfd = -1;
+    pthread_mutex_init(&net->lock, NULL);
+    net->ep = epoll_create1(EPOLL_CLOEXEC);
+    net->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    uq_err e;
+    if (cfg->listen && (e = listen_on(net, cfg->listen, em))) {
+        close(net->ep);
+        close(net->efd);
+        pthread_mutex_destroy(&net->lock);
+        free(net);
+        return e;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &net->efd};
+    epoll_ctl(net->ep, EPOLL_CTL_ADD, net->efd, &ev);
+    if (net->lfd >= 0) {
+        ev.data.ptr = &net->lfd;
+        epoll_ctl(net->ep, EPOLL_CTL_ADD, net->lfd, &ev);
+    }
+    dir_refresh(net);
+    net->rbuf = uqi_xmalloc(READ_BUF);
+    pthread_create(&net->thread, NULL, net_main, net);
+    *out = net;
+    return UQ_OK;
+}
+
+void uqn_net_stop(uqn_net *net)
+{
+    if (!net) return;
+    pthread_mutex_lock(&net->lock);
+    net->stopping = true;
+    pthread_mutex_unlock(&net->lock);
+    pthread_join(net->thread, NULL);
+    for (conn *c = net->conns, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->peer) c->peer->out = NULL; /* no back-off bookkeeping now */
+        conn_close(net, c, "the node is stopping");
+        conn_free(net, c);
+    }
+    net->conns = NULL;
+    for (peer *p = net->peers, *nx; p; p = nx) {
+        nx = p->next;
+        fail_queue(net, p, UQN_DONE_OFFLINE);
+        free(p);
+    }
+    if (net->lfd >= 0) close(net->lfd);
+    close(net->ep);
+    close(net->efd);
+    uqn_dir_free(net->dir);
+    free(net->rbuf);
+    pthread_mutex_destroy(&net->lock);
+    free(net);
+}
+
+const char *uqn_net_listen_addr(const uqn_net *net) { return net->listen_addr; }
+
+void uqn_net_get_stats(uqn_net *net, uqn_net_stats *out)
+{
+    pthread_mutex_lock(&net->lock);
+    *out = net->st_pub; /* as of the last tick */
+    out->peers = net->npeers;
+    pthread_mutex_unlock(&net->lock);
+}

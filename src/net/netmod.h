@@ -1,0 +1,77 @@
+/* The net module: one thread that owns every TCP connection of a node. It
+ * listens, dials peers found in the directory, runs a uqn_link per
+ * connection, and moves opaque messages (bytes) between per-peer send
+ * queues and a receive callback. It knows nothing of kernel messages: the
+ * kernel encodes them (src/kernel/remote.c) and gets back, for each message
+ * it queued, exactly one "done" callback: written to the peer's socket, or
+ * failed (Offline / Timeout).
+ *
+ * Per peer: a bounded send queue (bytes and messages: a full queue refuses
+ * with UQ_ELIMIT, nothing is dropped); connection set up on demand;
+ * reconnection with exponential back-off after a failure; keepalives and a
+ * dead-peer timeout; an idle timeout that closes links no message used for a
+ * while. A bound on peers and on connections. Docs: docs/PROTOCOL.md §7. */
+#ifndef UQ_NET_NETMOD_H
+#define UQ_NET_NETMOD_H
+
+#include "net/link.h"
+#include "net/record.h"
+
+#define UQN_NET_MSG_MAX 10485800u   /* largest message on a link (kinode's figure) */
+
+/* Why a queued message failed (the kernel's uqi_send_error values). */
+#define UQN_DONE_SENT 0
+#define UQN_DONE_OFFLINE 1          /* unknown name, nothing listening, refused, cut, wrong key */
+#define UQN_DONE_TIMEOUT 2          /* reachable (or trying) but not written within the send timeout */
+
+typedef struct uqn_net uqn_net;
+
+typedef struct uqn_net_cfg {
+    const uqn_identity *id;         /* borrowed; must outlive the module */
+    const char *listen;             /* "host:port" to listen on (port 0: any), or NULL: dial only */
+    const char *dir_path;           /* directory file (PROTOCOL.md §5), reread when it changes; may be NULL */
+    uint32_t max_peers;             /* 0 = 256: peers with a queue or a link */
+    size_t queue_bytes;             /* per peer; 0 = 64 MiB */
+    uint32_t queue_msgs;            /* per peer; 0 = 65536 */
+    uint32_t send_timeout_ms;       /* 0 = 5000: not written by then -> Timeout */
+    uint32_t connect_timeout_ms;    /* 0 = 5000: TCP connect + handshake */
+    uint32_t keepalive_ms;          /* 0 = 10000: an empty message when nothing was sent; dead after 3x silence */
+    uint32_t idle_ms;               /* 0 = 300000: a link no message used for this long is closed */
+    uint32_t backoff_min_ms;        /* 0 = 100: after a failed dial, sends fail Offline this long */
+    uint32_t backoff_max_ms;        /* 0 = 5000: doubling up to this */
+    /* A message from an authenticated peer (net thread; msg is the callee's). */
+    void (*recv)(void *arg, const char *peer, uint8_t *msg, size_t len);
+    /* Each message queued with uqn_net_send ends here once (net thread, or
+     * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
+    void (*done)(void *arg, void *cookie, int why);
+    void *arg;
+} uqn_net_cfg;
+
+uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em);
+/* Stop the thread, close every link; what is still queued fails Offline. */
+void uqn_net_stop(uqn_net *net);
+
+/* Queue msg (malloc'ed; taken on success) for the node named peer. Errors
+ * (the caller keeps msg): UQ_EINVAL bad name or a message over
+ * UQN_NET_MSG_MAX; UQ_ELIMIT the peer's queue is full or too many peers
+ * (backpressure: try again); UQ_ECLOSED stopping. Callable from any thread,
+ * also from inside recv/done. cookie comes back in done (may be NULL). */
+uq_err uqn_net_send(uqn_net *net, const char *peer, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em);
+
+/* The address actually listened on ("host:port"), or "" when not listening. */
+const char *uqn_net_listen_addr(const uqn_net *net);
+
+typedef struct uqn_net_stats {
+    uint64_t links_up, links_failed, accepted, refused_conns;
+    uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
+    uint64_t offline, timeouts;
+    uint32_t peers, conns;
+} uqn_net_stats;
+void uqn_net_get_stats(uqn_net *net, uqn_net_stats *out);
+
+/* Parse "host:port" into a socket address (numeric hosts, or a name
+ * resolved with getaddrinfo). */
+struct sockaddr_storage;
+uq_err uqn_resolve(const char *addr, struct sockaddr_storage *ss, unsigned *sslen, uq_errmsg *em);
+
+#endif

@@ -1,0 +1,761 @@
+/* Nodes talking (issue 6), in one test process: node a.node is a real
+ * kernel with its net module; b.node and c.node are bare net modules driven
+ * by the test (they see the wire messages and answer, or lie, as the test
+ * wants), so every failure can be made on purpose. Multi-process nodes
+ * (uqbar boot) are in test_net_boot.c. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "kernel/remote.h"
+#include "knode.h"
+#include "net/netmod.h"
+#include "tnet.h"
+
+/* ---- a bare peer: a net module whose messages the test reads ------------- */
+typedef struct rawpeer {
+    uqn_identity id;
+    uqn_net *net;
+    char listen[128];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uqi_msg *head, *tail;    /* received, in order (unbounded: the test reads them all) */
+    int fails;
+    int whys[4096];          /* per cookie (1..4095): 1 + the done reason */
+} rawpeer;
+
+static void rp_recv(void *arg, const char *peer, uint8_t *msg, size_t len)
+{
+    rawpeer *rp = arg;
+    uqi_msg *m;
+    uq_errmsg em = {{0}};
+    uq_err e = uqi_wire_decode(msg, len, peer, rp->id.name, &m, &em);
+    free(msg);
+    if (e) {
+        test_log("%s: undecodable message: %s", rp->id.name, em.text);
+        return;
+    }
+    pthread_mutex_lock(&rp->mu);
+    m->next = NULL;
+    if (rp->tail) rp->tail->next = m;
+    else rp->head = m;
+    rp->tail = m;
+    pthread_cond_broadcast(&rp->cv);
+    pthread_mutex_unlock(&rp->mu);
+}
+
+static void rp_done(void *arg, void *cookie, int why)
+{
+    rawpeer *rp = arg;
+    pthread_mutex_lock(&rp->mu);
+    if (why) rp->fails++;
+    uintptr_t k = (uintptr_t)cookie;
+    if (k && k < 4096) rp->whys[k] = 1 + why;
+    pthread_mutex_unlock(&rp->mu);
+}
+
+static uint32_t rp_keepalive_ms, rp_timeout_ms; /* for the next rp_start; 0: defaults */
+
+static void rp_start(rawpeer *rp, const char *listen, const char *dir)
+{
+    uqn_net_cfg c = {.id = &rp->id, .listen = listen, .dir_path = dir, .recv = rp_recv, .done = rp_done, .arg = rp,
+                     .backoff_min_ms = 20, .backoff_max_ms = 100, .keepalive_ms = rp_keepalive_ms,
+                     .send_timeout_ms = rp_timeout_ms};
+    uq_errmsg em = {{0}};
+    if (uqn_net_start(&c, &rp->net, &em)) test_fail(__FILE__, __LINE__, "%s: %s", rp->id.name, em.text);
+    snprintf(rp->listen, sizeof rp->listen, "%s", uqn_net_listen_addr(rp->net));
+}
+
+static void rp_init(rawpeer *rp, const char *name, int variant)
+{
+    memset(rp, 0, sizeof *rp);
+    tn_identity(name, variant, &rp->id);
+    pthread_mutex_init(&rp->mu, NULL);
+    pthread_cond_init(&rp->cv, NULL);
+}
+
+static void rp_stop(rawpeer *rp)
+{
+    uqn_net_stop(rp->net);
+    rp->net = NULL;
+}
+
+static void rp_fini(rawpeer *rp)
+{
+    if (rp->net) rp_stop(rp);
+    for (uqi_msg *m = rp->head, *nx; m; m = nx) {
+        nx = m->next;
+        uqi_msg_free(m);
+    }
+    pthread_mutex_destroy(&rp->mu);
+    pthread_cond_destroy(&rp->cv);
+}
+
+static uqi_msg *rp_wait(rawpeer *rp, int ms)
+{
+    uqi_msg *m = NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&rp->mu);
+    while (!rp->head)
+        if (pthread_cond_timedwait(&rp->cv, &rp->mu, &ts) != 0) break;
+    if ((m = rp->head)) {
+        rp->head = m->next;
+        if (!rp->head) rp->tail = NULL;
+        m->next = NULL;
+    }
+    pthread_mutex_unlock(&rp->mu);
+    return m;
+}
+
+/* Send a wire message from rp to node `to` (cookie: 0, or 1..4095 to see its fate in whys). */
+static void rp_send_c(rawpeer *rp, const char *to, const uqi_msg *m, bool with_rsvp, uintptr_t cookie)
+{
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_wire_encode(m, with_rsvp, &b, &len, &em) || uqn_net_send(rp->net, to, b, len, (void *)cookie, &em))
+        test_fail(__FILE__, __LINE__, "%s -> %s: %s", rp->id.name, to, em.text);
+}
+
+static void rp_send(rawpeer *rp, const char *to, const uqi_msg *m, bool with_rsvp)
+{
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_wire_encode(m, with_rsvp, &b, &len, &em) || uqn_net_send(rp->net, to, b, len, NULL, &em))
+        test_fail(__FILE__, __LINE__, "%s -> %s: %s", rp->id.name, to, em.text);
+}
+
+static uqi_msg *mk(uqi_msg_kind kind, uint64_t id, const char *src, const char *dst, const char *body)
+{
+    uqi_msg *m = uqi_msg_new(kind, body, strlen(body));
+    m->id = id;
+    snprintf(m->source.process, sizeof m->source.process, "%s", src);
+    snprintf(m->target.process, sizeof m->target.process, "%s", dst);
+    return m;
+}
+
+/* ---- the rig: a.node (kernel + net), b.node and c.node (bare) ------------ */
+typedef struct rig {
+    uqi_node *n;
+    uqn_identity ida;
+    uqn_net *net;
+    uqi_kproc *port;
+    rawpeer b, c;
+    char dir[1200];
+    int blackhole;
+} rig;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void rig_dir(rig *r, bool wrong_key_for_c)
+{
+    uqn_dir *d = uqn_dir_new();
+    char a[64];
+    tn_dir_add(d, &r->ida, uqn_net_listen_addr(r->net));
+    tn_dir_add(d, &r->b.id, r->b.listen);
+    if (wrong_key_for_c) {
+        uqn_identity other;
+        tn_identity("c.node", 1, &other); /* the directory says c.node has another key */
+        tn_dir_add(d, &other, r->c.listen);
+    } else {
+        tn_dir_add(d, &r->c.id, r->c.listen);
+    }
+    uqn_identity x;
+    tn_identity("dead.node", 0, &x); /* nothing listens there */
+    snprintf(a, sizeof a, "127.0.0.1:%d", free_port());
+    tn_dir_add(d, &x, a);
+    tn_identity("hole.node", 0, &x); /* accepts TCP, never answers the handshake */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (r->blackhole < 0) {
+        r->blackhole = socket(AF_INET, SOCK_STREAM, 0);
+        ASSERT(bind(r->blackhole, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(r->blackhole, 16) == 0);
+    }
+    getsockname(r->blackhole, (struct sockaddr *)&sa, &sl);
+    snprintf(a, sizeof a, "127.0.0.1:%d", ntohs(sa.sin_port));
+    tn_dir_add(d, &x, a);
+    ASSERT_EQ(uqn_dir_save(d, r->dir, NULL), UQ_OK);
+    uqn_dir_free(d);
+}
+
+static void rig_start(rig *r)
+{
+    memset(r, 0, sizeof *r);
+    r->blackhole = -1;
+    snprintf(r->dir, sizeof r->dir, "%s/peers", tb_tmpdir());
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    tn_identity("a.node", 0, &r->ida);
+    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 2, .identity_sk = r->ida.sk};
+    uq_errmsg em = {{0}};
+    if (uqi_node_start(&c, &r->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    uqi_node_engine(r->n)->progress = false;
+    uqn_net_cfg nc = {.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir, .send_timeout_ms = 400,
+                      .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
+                      .done = uqi_node_net_done, .arg = r->n};
+    if (uqn_net_start(&nc, &r->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
+    uqi_node_set_net(r->n, r->net);
+    rp_init(&r->b, "b.node", 0);
+    rp_init(&r->c, "c.node", 0);
+    rp_start(&r->b, "127.0.0.1:0", r->dir);
+    rp_start(&r->c, "127.0.0.1:0", r->dir);
+    rig_dir(r, false);
+    ASSERT_EQ(uqi_node_port(r->n, "tester", &r->port, &em), UQ_OK);
+}
+
+static void rig_stop(rig *r)
+{
+    uqi_node_set_net(r->n, NULL);
+    uqn_net_stop(r->net);
+    rp_fini(&r->b);
+    rp_fini(&r->c);
+    uqi_node_stop(r->n);
+    if (r->blackhole >= 0) close(r->blackhole);
+}
+
+/* Spawn echo on a.node: public or not, with the network capability or not. */
+static void rig_echo(rig *r, const char *id, bool public, bool network)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/apps/echo.wasm", tb_shared());
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_read_file(path, &b, &len, &em), UQ_OK);
+    if (uqi_node_spawn(r->n, id, b, len, public, NULL, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
+    free(b);
+    if (network) {
+        uqi_capref nc = {.params = (char *)"\"network\""};
+        snprintf(nc.issuer.node, sizeof nc.issuer.node, "a.node");
+        snprintf(nc.issuer.process, sizeof nc.issuer.process, "kernel");
+        ASSERT_EQ(uqi_node_grant(r->n, NULL, id, &nc, 1, NULL), UQ_OK);
+    }
+}
+
+static uint64_t send_req(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
+                         uqi_payload *pl, uq_err want)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
+    m->expects_response_s = expects;
+    m->payload = pl;
+    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
+    uint64_t id = 0;
+    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
+    if (e != want) test_fail(__FILE__, __LINE__, "send to %s: %s (want %s)", target, e ? em.text : "OK", uq_strerror(want));
+    if (e) {
+        free(c);
+        uqi_msg_free(m);
+    }
+    return id;
+}
+
+static bool ctx_is(const uqi_msg *m, const char *want)
+{
+    return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+/* Request and response across nodes: the request arrives with the source
+ * node the link authenticated; the response finds the outstanding request
+ * and its context, once, also when sent again, from another node, or
+ * after the link was cut and set up again. */
+TEST(net_node_request_response_with_context_at_most_once)
+{
+    rig r;
+    rig_start(&r);
+    uqi_payload *pl = uqi_payload_new("PAYLOAD", 7, "text/plain");
+    uint64_t id = send_req(r.port, "b.node@srv", "{\"q\":1}", 5, "ctx-one", pl, UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000);
+    ASSERT(in != NULL);
+    ASSERT_EQ(in->kind, UQI_MSG_REQUEST);
+    ASSERT_EQ(in->id, id);
+    ASSERT(strcmp(in->source.node, "a.node") == 0 && strcmp(in->source.process, "tester") == 0);
+    ASSERT(strcmp(in->target.process, "srv") == 0);
+    ASSERT_EQ(in->expects_response_s, 5);
+    ASSERT(in->has_rsvp && strcmp(in->rsvp.process, "tester") == 0);
+    ASSERT(kn_body_is(in, "{\"q\":1}"));
+    ASSERT(in->payload && in->payload->len == 7 && memcmp(in->payload->data, "PAYLOAD", 7) == 0);
+    ASSERT(strcmp(in->payload->mime, "text/plain") == 0);
+    ASSERT(in->context == NULL); /* contexts never leave the node */
+    uqi_msg_free(in);
+
+    /* c.node answers first: it was not asked, so it is not believed */
+    uqi_msg *forged = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"forged\"");
+    rp_send(&r.c, "a.node", forged, false);
+    ASSERT(uqi_port_receive(r.port, 300) == NULL);
+
+    uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"answer\"");
+    resp->payload = uqi_payload_new("BACK", 4, "");
+    rp_send(&r.b, "a.node", resp, false);
+    uqi_msg *got = uqi_port_receive(r.port, 5000);
+    ASSERT(got != NULL);
+    ASSERT_EQ(got->kind, UQI_MSG_RESPONSE);
+    ASSERT_EQ(got->id, id);
+    ASSERT(kn_body_is(got, "\"answer\""));
+    ASSERT(ctx_is(got, "ctx-one"));
+    ASSERT(strcmp(got->source.node, "b.node") == 0 && strcmp(got->source.process, "srv") == 0);
+    ASSERT(got->payload && got->payload->len == 4);
+    uqi_msg_free(got);
+    /* the same response again: not delivered twice */
+    rp_send(&r.b, "a.node", resp, false);
+    ASSERT(uqi_port_receive(r.port, 300) == NULL);
+    /* nor after the link is cut and b.node comes back on the same port */
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s", r.b.listen);
+    rp_stop(&r.b);
+    rp_start(&r.b, addr, r.dir);
+    rp_send(&r.b, "a.node", resp, false);
+    ASSERT(uqi_port_receive(r.port, 400) == NULL);
+    uqi_msg_free(resp);
+    uqi_msg_free(forged);
+    /* and the reconnected link carries a new request and its answer */
+    id = send_req(r.port, "b.node@srv", "2", 5, "ctx-two", NULL, UQ_OK);
+    in = rp_wait(&r.b, 5000);
+    ASSERT(in && in->id == id);
+    uqi_msg_free(in);
+    resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"two\"");
+    rp_send(&r.b, "a.node", resp, false);
+    uqi_msg_free(resp);
+    got = uqi_port_receive(r.port, 5000);
+    ASSERT(got && got->id == id && ctx_is(got, "ctx-two"));
+    uqi_msg_free(got);
+    rig_stop(&r);
+}
+
+/* A remote sender reaches a process that is public and holds the network
+ * capability; otherwise it is told Refused (or NoSuchProcess). A process
+ * without the network capability cannot send to other nodes. */
+TEST(net_node_network_capability_both_ways)
+{
+    rig r;
+    rig_start(&r);
+    rig_echo(&r, "echo", true, true);
+    rig_echo(&r, "nonet", true, false);
+    rig_echo(&r, "private", false, true);
+    uqi_msg *q = mk(UQI_MSG_REQUEST, 77, "client", "echo", "{\"hello\":\"a\"}");
+    q->expects_response_s = 5;
+    rp_send(&r.b, "a.node", q, false);
+    uqi_msg *in = rp_wait(&r.b, 10000);
+    ASSERT(in != NULL);
+    ASSERT_EQ(in->kind, UQI_MSG_RESPONSE);
+    ASSERT_EQ(in->id, 77);
+    ASSERT(strcmp(in->target.process, "client") == 0 && strcmp(in->source.process, "echo") == 0);
+    ASSERT(kn_body_is(in, "{\"hello\":\"a\"}"));
+    uqi_msg_free(in);
+    const char *refused[] = {"nonet", "private"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(q->target.process, sizeof q->target.process, "%s", refused[i]);
+        q->id = 78 + (uint64_t)i;
+        rp_send(&r.b, "a.node", q, false);
+        in = rp_wait(&r.b, 5000);
+        ASSERT(in != NULL);
+        ASSERT_EQ(in->kind, UQI_MSG_ERROR);
+        ASSERT_EQ(in->error, UQI_SEND_REFUSED);
+        ASSERT_EQ(in->id, q->id);
+        uqi_msg_free(in);
+    }
+    snprintf(q->target.process, sizeof q->target.process, "nobody");
+    q->id = 90;
+    rp_send(&r.b, "a.node", q, false);
+    in = rp_wait(&r.b, 5000);
+    ASSERT(in && in->kind == UQI_MSG_ERROR && in->error == UQI_SEND_NO_PROCESS);
+    uqi_msg_free(in);
+    uqi_msg_free(q);
+    /* outgoing: a process without the network capability is refused at send */
+    uqi_kproc *plain;
+    ASSERT_EQ(uqi_node_port_plain(r.n, "plain", &plain, NULL), UQ_OK);
+    send_req(plain, "b.node@srv", "1", 5, "c", NULL, UQ_EPERM);
+    ASSERT(rp_wait(&r.b, 200) == NULL);
+    rig_stop(&r);
+}
+
+/* Offline: unknown name, nothing listening, a peer whose key is not the
+ * directory's, a peer that went away. Timeout: reachable (TCP accepts) but
+ * the message is not out within the send timeout. Each error comes back to
+ * the sender with the message, its payload and its context. */
+TEST(net_node_offline_and_timeout_carry_message_and_context)
+{
+    rig r;
+    rig_start(&r);
+    struct {
+        const char *target, *ctx;
+        uint32_t want;
+    } cases[] = {
+        {"zz.node@x", "unknown-name", UQI_SEND_OFFLINE},
+        {"dead.node@x", "nothing-listens", UQI_SEND_OFFLINE},
+        {"hole.node@x", "no-handshake", UQI_SEND_TIMEOUT},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        uqi_payload *pl = uqi_payload_new("xyz", 3, "a/b");
+        uint64_t id = send_req(r.port, cases[i].target, "{\"n\":1}", 30, cases[i].ctx, pl, UQ_OK);
+        uqi_msg *e = uqi_port_receive(r.port, 5000);
+        ASSERT(e != NULL);
+        ASSERT_EQ(e->kind, UQI_MSG_ERROR);
+        if (e->error != cases[i].want)
+            test_fail(__FILE__, __LINE__, "%s: error %u, want %u", cases[i].target, e->error, cases[i].want);
+        ASSERT_EQ(e->id, id);
+        ASSERT(ctx_is(e, cases[i].ctx));
+        ASSERT(kn_body_is(e, "{\"n\":1}"));
+        ASSERT(e->payload && e->payload->len == 3 && strcmp(e->payload->mime, "a/b") == 0);
+        uqi_msg_free(e);
+    }
+    /* a request that expects no response comes back too (no context) */
+    send_req(r.port, "dead.node@x", "\"fire\"", 0, NULL, NULL, UQ_OK);
+    uqi_msg *e = uqi_port_receive(r.port, 5000);
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && kn_body_is(e, "\"fire\""));
+    uqi_msg_free(e);
+    /* wrong key: the directory says c.node has another key */
+    rig_dir(&r, true);
+    usleep(20000);
+    send_req(r.port, "c.node@x", "1", 30, "wrong-key", NULL, UQ_OK);
+    e = uqi_port_receive(r.port, 5000);
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && ctx_is(e, "wrong-key"));
+    uqi_msg_free(e);
+    ASSERT(rp_wait(&r.c, 100) == NULL); /* nothing reached it */
+    /* a peer killed: Offline; restarted: it comes back */
+    uint64_t id = send_req(r.port, "b.node@srv", "1", 5, "up", NULL, UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000);
+    ASSERT(in && in->id == id);
+    uqi_msg_free(in);
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s", r.b.listen);
+    rp_stop(&r.b);
+    (void)uqi_port_receive(r.port, 100); /* (the outstanding "up" will time out later: not awaited here) */
+    send_req(r.port, "b.node@srv", "2", 30, "down", NULL, UQ_OK);
+    for (;;) {
+        e = uqi_port_receive(r.port, 5000);
+        ASSERT(e != NULL);
+        if (ctx_is(e, "down")) break;
+        uqi_msg_free(e);
+    }
+    ASSERT(e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE);
+    uqi_msg_free(e);
+    rp_start(&r.b, addr, r.dir);
+    bool back = false;
+    for (int tries = 0; tries < 50 && !back; tries++) {
+        id = send_req(r.port, "b.node@srv", "3", 30, "again", NULL, UQ_OK);
+        in = rp_wait(&r.b, 200);
+        back = in && in->id == id;
+        uqi_msg_free(in);
+        while ((e = uqi_port_receive(r.port, 0))) uqi_msg_free(e); /* Offline during back-off */
+    }
+    ASSERT(back);
+    rig_stop(&r);
+}
+
+/* A response that cannot be sent comes back to the responder, and answering
+ * that error resends the response to the original outstanding request. */
+TEST(net_node_failed_response_resends_to_original_request)
+{
+    rig r;
+    rig_start(&r);
+    r.port->public = true; /* reachable by b.node (the port is root: it holds the network capability) */
+    uqi_msg *q = mk(UQI_MSG_REQUEST, 4242, "client", "tester", "\"ask\"");
+    q->expects_response_s = 30;
+    rp_send(&r.b, "a.node", q, false);
+    uqi_msg_free(q);
+    uqi_msg *req = uqi_port_receive(r.port, 5000);
+    ASSERT(req && req->kind == UQI_MSG_REQUEST && req->id == 4242);
+    ASSERT(strcmp(req->source.node, "b.node") == 0 && req->has_rsvp && strcmp(req->rsvp.node, "b.node") == 0);
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s", r.b.listen);
+    rp_stop(&r.b);
+    usleep(50000);
+    uqi_msg *resp = uqi_msg_new(UQI_MSG_RESPONSE, "\"reply\"", 7);
+    resp->id = req->id;
+    resp->target = req->rsvp;
+    ASSERT_EQ(uqi_kernel_send(r.port, resp, NULL, 0, NULL, NULL), UQ_OK);
+    uqi_msg *e = uqi_port_receive(r.port, 5000);
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE);
+    ASSERT(kn_body_is(e, "\"reply\"") && e->id == 4242);
+    ASSERT(e->has_rsvp && strcmp(e->rsvp.node, "b.node") == 0 && strcmp(e->rsvp.process, "client") == 0);
+    rp_start(&r.b, addr, r.dir);
+    usleep(150000); /* past the back-off */
+    /* resend: a response to the error goes where the failed response went */
+    resp = uqi_msg_new(UQI_MSG_RESPONSE, e->body, e->body_len);
+    resp->id = e->id;
+    resp->target = e->rsvp;
+    ASSERT_EQ(uqi_kernel_send(r.port, resp, NULL, 0, NULL, NULL), UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000);
+    ASSERT(in && in->kind == UQI_MSG_RESPONSE && in->id == 4242 && strcmp(in->target.process, "client") == 0);
+    ASSERT(kn_body_is(in, "\"reply\""));
+    uqi_msg_free(in);
+    uqi_msg_free(e);
+    uqi_msg_free(req);
+    rig_stop(&r);
+}
+
+/* Many messages both ways at once, a large payload chunked across frames,
+ * and the size limit. */
+TEST(net_node_bulk_and_many_both_ways)
+{
+    rig r;
+    rig_start(&r);
+    rig_echo(&r, "echo", true, true);
+    /* b.node floods a.node's echo while a.node's port floods b.node */
+    enum { N = 2000 };
+    for (int i = 0; i < N; i++) {
+        uqi_msg *q = mk(UQI_MSG_REQUEST, 100000 + (uint64_t)i, "client", "echo", "{\"i\":1}");
+        q->expects_response_s = 30;
+        rp_send(&r.b, "a.node", q, false);
+        uqi_msg_free(q);
+        send_req(r.port, "b.node@sink", "\"x\"", 0, NULL, NULL, UQ_OK);
+    }
+    /* every message is accounted for: delivered, or an error came back (the
+     * echo's mailbox holds 1024: the rest are refused, never dropped) */
+    int responses = 0, refusals = 0, requests = 0, errors = 0;
+    uint64_t t0 = uqi_now_ns();
+    while (responses + refusals < N || requests + errors < N) {
+        uqi_msg *m = rp_wait(&r.b, 50);
+        if (m) {
+            if (m->kind == UQI_MSG_RESPONSE) responses++;
+            else if (m->kind == UQI_MSG_ERROR) refusals++;
+            else requests++;
+            uqi_msg_free(m);
+        }
+        while ((m = uqi_port_receive(r.port, 0))) {
+            errors++;
+            uqi_msg_free(m);
+        }
+        if (uqi_now_ns() - t0 > 20000000000ull)
+            test_fail(__FILE__, __LINE__, "%d responses + %d refusals, %d requests + %d errors, of %d each", responses,
+                      refusals, requests, errors, N);
+    }
+    test_log("b.node -> echo: %d responses, %d refused (mailbox full); a.node -> b.node: %d delivered, %d errors",
+             responses, refusals, requests, errors);
+    ASSERT(responses >= 1000 && requests >= N / 2);
+    /* 8 MB payload to b.node, and b.node sends it back as the response */
+    size_t big = 8u << 20;
+    uint8_t *data = uqi_xmalloc(big);
+    for (size_t i = 0; i < big; i++) data[i] = (uint8_t)(i * 131 + 7);
+    uint64_t id = send_req(r.port, "b.node@srv", "\"big\"", 30, "big", uqi_payload_new(data, big, "application/octet-stream"), UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 20000);
+    ASSERT(in && in->id == id && in->payload && in->payload->len == big && memcmp(in->payload->data, data, big) == 0);
+    uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"big back\"");
+    resp->payload = uqi_payload_hold(in->payload);
+    rp_send(&r.b, "a.node", resp, false);
+    uqi_msg_free(resp);
+    uqi_msg_free(in);
+    uqi_msg *got = uqi_port_receive(r.port, 20000);
+    ASSERT(got && got->id == id && ctx_is(got, "big") && got->payload && got->payload->len == big);
+    ASSERT(memcmp(got->payload->data, data, big) == 0);
+    uqi_msg_free(got);
+    /* over the limit between nodes (10,485,800 bytes): refused at send */
+    free(data);
+    data = uqi_xcalloc(1, UQN_NET_MSG_MAX);
+    send_req(r.port, "b.node@srv", "\"too big\"", 30, "x", uqi_payload_new(data, UQN_NET_MSG_MAX, ""), UQ_ELIMIT);
+    free(data);
+    rig_stop(&r);
+}
+
+/* ---- network namespaces: delay, loss, a link cut mid-transfer ------------ */
+#include <fcntl.h>
+#include <sched.h>
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return rc;
+}
+
+typedef struct ns_start {
+    rawpeer *rp;
+    const char *ns, *listen, *dir;
+} ns_start;
+
+/* Start rp's net module from a thread inside network namespace ns: its
+ * sockets and its thread (which inherits the namespace) live there. */
+static void *ns_thread(void *arg)
+{
+    ns_start *s = arg;
+    char path[256];
+    snprintf(path, sizeof path, "/run/netns/%s", s->ns);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) return (void *)1;
+    close(fd);
+    rp_start(s->rp, s->listen, s->dir);
+    return NULL;
+}
+
+static void rp_start_in(rawpeer *rp, const char *ns, const char *listen, const char *dir)
+{
+    ns_start s = {rp, ns, listen, dir};
+    pthread_t t;
+    void *rc;
+    pthread_create(&t, NULL, ns_thread, &s);
+    pthread_join(t, &rc);
+    ASSERT(rc == NULL);
+}
+
+static uqi_msg *numbered(uint64_t id, size_t payload)
+{
+    uqi_msg *m = mk(UQI_MSG_REQUEST, id, "x", "y", "\"n\"");
+    if (payload) {
+        uint8_t *d = uqi_xmalloc(payload);
+        for (size_t i = 0; i < payload; i++) d[i] = (uint8_t)(i * 31 + id);
+        m->payload = uqi_payload_new(d, payload, "");
+        free(d);
+    }
+    return m;
+}
+
+static bool intact(const uqi_msg *m)
+{
+    if (!m->payload) return true;
+    for (size_t i = 0; i < m->payload->len; i++)
+        if (m->payload->data[i] != (uint8_t)(i * 31 + m->id)) return false;
+    return true;
+}
+
+TEST_T(net_netns_delay_loss_and_cut_link, 120)
+{
+    if (getuid() != 0 || sh("ip netns add uqprobe%d 2>/dev/null", (int)getpid()) != 0) {
+        test_log("SKIPPED: needs root and ip netns (iproute2)");
+        return;
+    }
+    int pid = (int)getpid();
+    sh("ip netns del uqprobe%d", pid);
+    /* namespaces left by an earlier run that failed half-way */
+    sh("for ns in $(ip netns list | grep -o '^uq[ab][0-9]*'); do p=${ns#uq?}; kill -0 $p 2>/dev/null || "
+       "ip netns del $ns; done");
+    char na[32], nb[32], dir[1200];
+    snprintf(na, sizeof na, "uqa%d", pid);
+    snprintf(nb, sizeof nb, "uqb%d", pid);
+    ASSERT(sh("ip netns add %s && ip netns add %s && ip link add va%d type veth peer name vb%d && "
+              "ip link set va%d netns %s && ip link set vb%d netns %s && "
+              "ip -n %s addr add 10.231.0.1/24 dev va%d && ip -n %s addr add 10.231.0.2/24 dev vb%d && "
+              "ip -n %s link set va%d up && ip -n %s link set vb%d up && ip -n %s link set lo up && ip -n %s link set lo up",
+              na, nb, pid, pid, pid, na, pid, nb, na, pid, nb, pid, na, pid, nb, pid, na, nb) == 0);
+    /* 5 ms each way, 1% loss, 200 Mbit/s; without netem (some kernels lack
+     * sch_netem), at least the rate limit (tbf), so that a 10 MB transfer
+     * lasts long enough to be cut in the middle */
+    bool netem = sh("ip netns exec %s tc qdisc add dev va%d root netem delay 5ms loss 1%% rate 200mbit 2>/dev/null", na, pid) == 0 &&
+                 sh("ip netns exec %s tc qdisc add dev vb%d root netem delay 5ms loss 1%% 2>/dev/null", nb, pid) == 0;
+    if (!netem) {
+        test_log("tc netem is not available in this kernel (no sch_netem): no delay or loss; rate limit by tbf instead");
+        ASSERT(sh("ip netns exec %s tc qdisc add dev va%d root tbf rate 100mbit burst 64kb latency 2000ms", na, pid) == 0);
+    }
+    snprintf(dir, sizeof dir, "%s/peers", tb_tmpdir());
+    rawpeer x, y;
+    rp_init(&x, "x.node", 0);
+    rp_init(&y, "y.node", 0);
+    rp_keepalive_ms = 300; /* a dead link is noticed after 0.9 s */
+    rp_timeout_ms = 3000;
+    rp_start_in(&x, na, "10.231.0.1:7101", dir);
+    rp_start_in(&y, nb, "10.231.0.2:7102", dir);
+    rp_keepalive_ms = rp_timeout_ms = 0;
+    uqn_dir *d = uqn_dir_new();
+    tn_dir_add(d, &x.id, x.listen);
+    tn_dir_add(d, &y.id, y.listen);
+    ASSERT_EQ(uqn_dir_save(d, dir, NULL), UQ_OK);
+    uqn_dir_free(d);
+
+    /* 1. delay and loss: everything arrives, intact, in order */
+    uint64_t t0 = uqi_now_ns();
+    enum { SMALL = 300 };
+    for (int i = 1; i <= SMALL; i++) {
+        uqi_msg *m = numbered((uint64_t)i, i == 150 ? (4u << 20) : (size_t)(i % 7) * 100);
+        rp_send_c(&x, "y.node", m, false, (uintptr_t)i);
+        uqi_msg_free(m);
+    }
+    for (int i = 1; i <= SMALL; i++) {
+        uqi_msg *m = rp_wait(&y, 30000);
+        if (!m) test_fail(__FILE__, __LINE__, "message %d of %d did not arrive", i, SMALL);
+        ASSERT_EQ(m->id, i);
+        ASSERT(intact(m));
+        uqi_msg_free(m);
+    }
+    test_log("%d messages (one of 4 MB) over %s: %.0f ms", SMALL, netem ? "5 ms delay + 1%% loss" : "100 Mbit/s",
+             (double)(uqi_now_ns() - t0) / 1e6);
+
+    /* 2. the link cut in the middle of a large transfer: every message gets
+     * its verdict; what arrived is intact; nothing that timed out arrived */
+    pthread_mutex_lock(&x.mu);
+    memset(x.whys, 0, sizeof x.whys);
+    pthread_mutex_unlock(&x.mu);
+    enum { CUT = 60 };
+    for (int i = 1; i <= CUT; i++) {
+        uqi_msg *m = numbered(1000 + (uint64_t)i, i == 1 ? (10u << 20) - 4096 : 500);
+        rp_send_c(&x, "y.node", m, false, (uintptr_t)i);
+        uqi_msg_free(m);
+    }
+    usleep(150000);
+    ASSERT(sh("ip -n %s link set va%d down", na, pid) == 0);
+    uint64_t end = uqi_now_ns() + 20000000000ull;
+    int done = 0;
+    while (uqi_now_ns() < end) {
+        done = 0;
+        pthread_mutex_lock(&x.mu);
+        for (int i = 1; i <= CUT; i++) done += x.whys[i] != 0;
+        pthread_mutex_unlock(&x.mu);
+        if (done == CUT) break;
+        usleep(20000);
+    }
+    ASSERT_EQ(done, CUT);
+    bool got[CUT + 1] = {0};
+    uqi_msg *m;
+    while ((m = rp_wait(&y, 200))) {
+        ASSERT(m->id > 1000 && m->id <= 1000 + CUT);
+        ASSERT(intact(m));
+        got[m->id - 1000] = true;
+        uqi_msg_free(m);
+    }
+    int sent = 0, offline = 0, timeout = 0, arrived = 0;
+    pthread_mutex_lock(&x.mu); /* every verdict is in (checked above) */
+    int whys[CUT + 1];
+    memcpy(whys, x.whys, sizeof whys);
+    pthread_mutex_unlock(&x.mu);
+    for (int i = 1; i <= CUT; i++) {
+        int w = whys[i] - 1;
+        sent += w == UQN_DONE_SENT;
+        offline += w == UQN_DONE_OFFLINE;
+        timeout += w == UQN_DONE_TIMEOUT;
+        arrived += got[i];
+        if (got[i] && w == UQN_DONE_TIMEOUT) test_fail(__FILE__, __LINE__, "message %d timed out but arrived", i);
+    }
+    test_log("cut mid-transfer: %d written, %d Offline, %d Timeout; %d arrived (intact)", sent, offline, timeout, arrived);
+    ASSERT(offline + timeout > 0);
+
+    /* 3. the link back: the peers reconnect */
+    ASSERT(sh("ip -n %s link set va%d up", na, pid) == 0);
+    bool back = false;
+    for (int tries = 0; tries < 100 && !back; tries++) {
+        m = numbered(5000 + (uint64_t)tries, 100);
+        rp_send_c(&x, "y.node", m, false, 0);
+        uqi_msg_free(m);
+        uqi_msg *r = rp_wait(&y, 200);
+        back = r != NULL;
+        uqi_msg_free(r);
+    }
+    ASSERT(back);
+    rp_fini(&x);
+    rp_fini(&y);
+    sh("ip netns del %s; ip netns del %s", na, nb);
+}
