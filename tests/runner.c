@@ -189,6 +189,11 @@ int main(int argc, char **argv)
     int passed = 0, failed = 0;
     char failures[8192] = "";
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* Nodes booted by the tests (`uqbar boot`) share the test compile cache
+     * instead of compiling every app again in each fresh home. */
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
+    setenv("UQBAR_CACHE", cache, 0);
     for (test_case *t = head; t; t = t->next) {
         if (!selected(t->name, argc, argv)) continue;
         fflush(stdout);

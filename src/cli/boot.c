@@ -250,8 +250,12 @@ int uq_cmd_boot(int argc, char **argv)
         fprintf(stderr, "uqbar boot: --home DIR is required (the node keeps its state there)\n");
         return 2;
     }
+    /* Compiled modules: <home>/cache, or $UQBAR_CACHE (shared by nodes, as
+     * `uqbar run` shares it; the cache is content-addressed). */
     char cache[4096];
-    snprintf(cache, sizeof cache, "%s/cache", home);
+    const char *ec = getenv("UQBAR_CACHE");
+    if (ec && *ec) snprintf(cache, sizeof cache, "%s", ec);
+    else snprintf(cache, sizeof cache, "%s/cache", home);
     uq_errmsg em = {{0}};
     if (uqi_mkdirs(home, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
