@@ -26,7 +26,7 @@ endif
 CFLAGS  := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 # Guest code (dlopen'ed) resolves host imports and wasm_rt_* against us.
 LDFLAGS := -pthread -Wl,--dynamic-list=src/engine/exports.list $(LDSAN)
-LDLIBS  := -lsodium -ljansson -llmdb -ldl -lrt
+LDLIBS  := -lsodium -lcrypto -ljansson -llmdb -ldl -lrt
 
 LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c src/store/*.c src/net/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -6,9 +6,21 @@
  *   net_small_msgs_per_s                        one-way requests (16-byte body) a -> b
  *   net_bulk_mb_per_s                           8 MiB payloads a -> b (MB = 10^6 bytes)
  *   net_link_setup_us                           TCP connect + Noise XX + first message (median)
+ * and, to explain them, the parts:
+ *   libsodium_chacha20_poly1305_64k_mb_per_s   libsodium's AEAD alone on 64 KiB (a frame)
+ *   net_cipher_64k_mb_per_s                     the link's cipher (uqn_cipher_encrypt) on a frame
+ *   net_setup_tcp_connect_us                    loopback TCP connect + accept, no bytes (median)
+ *   net_setup_handshake_us                      two links doing Noise XX + hellos in memory (median)
+ *   net_setup_x25519_us, net_setup_ed25519_sign_us, net_setup_ed25519_verify_us
+ * UQBAR_BENCH_ONLY=rt|small|bulk|setup|crypto runs one phase.
  * Usage: bench_net CACHE_DIR */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "kernel/kernel.h"
@@ -73,8 +85,129 @@ static void send_retry(uqi_kproc *port, uqi_msg *m)
     }
 }
 
+static const char *only;
+static bool phase(const char *name) { return !only || !*only || strcmp(only, name) == 0; }
+
+static double now_s(void) { return (double)uqi_now_ns() / 1e9; }
+
+/* ---- the parts, alone ------------------------------------------------------------- */
+static void bench_crypto(void)
+{
+    static uint8_t buf[65536 + 16];
+    uint8_t k[32] = {1}, nonce[12] = {0};
+    size_t sz = 65536 - 16;
+    double t0 = now_s(), t;
+    uint64_t bytes = 0;
+    while ((t = now_s()) - t0 < 0.5) {
+        for (int i = 0; i < 16; i++)
+            crypto_aead_chacha20poly1305_ietf_encrypt(buf, NULL, buf, sz, NULL, 0, NULL, nonce, k);
+        bytes += 16 * sz;
+    }
+    printf("libsodium_chacha20_poly1305_64k_mb_per_s %.0f MB/s\n", (double)bytes / (t - t0) / 1e6);
+    uqn_cipher cs = {{1}, 0, true};
+    bytes = 0;
+    t0 = now_s();
+    while ((t = now_s()) - t0 < 0.5) {
+        for (int i = 0; i < 16; i++) uqn_cipher_encrypt(&cs, NULL, 0, buf, sz, buf);
+        bytes += 16 * sz;
+    }
+    printf("net_cipher_64k_mb_per_s %.0f MB/s\n", (double)bytes / (t - t0) / 1e6);
+    fflush(stdout);
+}
+
+static uq_err hs_lookup(void *arg, const char *name, uint8_t pk[32], uq_errmsg *em)
+{
+    const uqn_identity *const *ids = arg;
+    for (int i = 0; i < 2; i++)
+        if (strcmp(ids[i]->name, name) == 0) {
+            memcpy(pk, ids[i]->pk, 32);
+            return UQ_OK;
+        }
+    return uqi_errf(em, UQ_ENOENT, "unknown");
+}
+
+/* Move bytes from one link's output to the other's input until neither has any. */
+static void pump(uqn_link *x, uqn_link *y)
+{
+    for (bool moved = true; moved;) {
+        moved = false;
+        uqn_link *pair[2][2] = {{x, y}, {y, x}};
+        for (int i = 0; i < 2; i++) {
+            const uint8_t *p;
+            size_t n;
+            while ((n = uqn_link_output(pair[i][0], &p)) > 0) {
+                uq_errmsg em;
+                if (uqn_link_input(pair[i][1], p, n, &em)) {
+                    fprintf(stderr, "bench_net: handshake: %s\n", em.text);
+                    exit(1);
+                }
+                uqn_link_output_done(pair[i][0], n);
+                moved = true;
+            }
+        }
+    }
+}
+
+static void bench_setup_parts(const uqn_identity *ida, const uqn_identity *idb)
+{
+    enum { N = 200 };
+    static uint64_t t[N];
+    /* TCP connect + accept on loopback */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, 16) || getsockname(lfd, (struct sockaddr *)&sa, &sl))
+        exit(1);
+    for (int i = 0; i < N; i++) {
+        uint64_t t0 = uqi_now_ns();
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) exit(1);
+        int afd = accept(lfd, NULL, NULL);
+        t[i] = uqi_now_ns() - t0;
+        close(fd);
+        close(afd);
+    }
+    close(lfd);
+    qsort(t, N, sizeof t[0], cmp_u64);
+    printf("net_setup_tcp_connect_us %.1f us\n", (double)t[N / 2] / 1e3);
+    /* the handshake alone, both sides on this thread */
+    const uqn_identity *ids[2] = {ida, idb};
+    for (int i = 0; i < N; i++) {
+        uint64_t t0 = uqi_now_ns();
+        uqn_link_cfg ca = {.id = ida, .initiator = true, .expect_name = idb->name, .lookup = hs_lookup, .lookup_arg = ids};
+        uqn_link_cfg cb = {.id = idb, .lookup = hs_lookup, .lookup_arg = ids};
+        uqn_link *la, *lb;
+        if (uqn_link_new(&ca, &la, NULL) || uqn_link_new(&cb, &lb, NULL)) exit(1);
+        pump(la, lb);
+        if (!uqn_link_established(la) || !uqn_link_established(lb)) exit(1);
+        t[i] = uqi_now_ns() - t0;
+        uqn_link_free(la);
+        uqn_link_free(lb);
+    }
+    qsort(t, N, sizeof t[0], cmp_u64);
+    printf("net_setup_handshake_us %.1f us\n", (double)t[N / 2] / 1e3);
+    /* the primitives */
+    uint8_t sk[32], pk[32], q[32], sig[64], m[100] = {0};
+    randombytes_buf(sk, sizeof sk);
+    crypto_scalarmult_base(pk, sk);
+    uint64_t t0 = uqi_now_ns();
+    for (int i = 0; i < N; i++)
+        if (crypto_scalarmult(q, sk, pk)) exit(1);
+    printf("net_setup_x25519_us %.1f us\n", (double)(uqi_now_ns() - t0) / N / 1e3);
+    t0 = uqi_now_ns();
+    for (int i = 0; i < N; i++) uqn_identity_sign(ida, m, sizeof m, sig);
+    printf("net_setup_ed25519_sign_us %.1f us\n", (double)(uqi_now_ns() - t0) / N / 1e3);
+    t0 = uqi_now_ns();
+    for (int i = 0; i < N; i++)
+        if (uqn_sig_verify(ida->pk, m, sizeof m, sig)) exit(1);
+    printf("net_setup_ed25519_verify_us %.1f us\n", (double)(uqi_now_ns() - t0) / N / 1e3);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
+    only = getenv("UQBAR_BENCH_ONLY");
+    if (sodium_init() < 0) return 1;
     const char *cache = argc > 1 ? argv[1] : "/tmp/uqbar-bench-cache";
     char dir[] = "/tmp/uqbar-bench-net-XXXXXX";
     if (!mkdtemp(dir)) return 1;
@@ -83,6 +216,7 @@ int main(int argc, char **argv)
     uqn_identity ida, idb;
     seed_id("a.bench", 1, &ida);
     seed_id("b.bench", 2, &idb);
+    if (phase("crypto")) bench_crypto();
     uqn_net_cfg bc = {.id = &idb, .listen = "127.0.0.1:0", .dir_path = peers, .recv = b_recv};
     if (uqn_net_start(&bc, &bnet, NULL)) return 1;
     uqi_node_config c = {.name = "a.bench", .cache_dir = cache, .workers = 1, .identity_sk = ida.sk};
@@ -112,7 +246,14 @@ int main(int argc, char **argv)
     /* round trip */
     enum { RT = 20000, WARM = 2000 };
     static uint64_t lat[RT];
-    for (int i = 0; i < RT + WARM; i++) {
+    for (int i = 0; i < WARM; i++) { /* the link comes up here, whatever the phase */
+        send_retry(port, req("{\"ping\":1}", 5));
+        uqi_msg *resp = uqi_port_receive(port, 5000);
+        if (!resp) return 1;
+        uqi_msg_free(resp);
+        if (!phase("rt")) break;
+    }
+    for (int i = 0; phase("rt") && i < RT; i++) {
         uint64_t t0 = uqi_now_ns();
         send_retry(port, req("{\"ping\":1}", 5));
         uqi_msg *resp = uqi_port_receive(port, 5000);
@@ -121,24 +262,32 @@ int main(int argc, char **argv)
             return 1;
         }
         uqi_msg_free(resp);
-        if (i >= WARM) lat[i - WARM] = uqi_now_ns() - t0;
+        lat[i] = uqi_now_ns() - t0;
     }
-    qsort(lat, RT, sizeof lat[0], cmp_u64);
-    printf("net_remote_roundtrip_median_us %.1f us\n", (double)lat[RT / 2] / 1e3);
-    printf("net_remote_roundtrip_p99_us %.1f us\n", (double)lat[RT * 99 / 100] / 1e3);
-    fflush(stdout);
+    if (phase("rt")) {
+        qsort(lat, RT, sizeof lat[0], cmp_u64);
+        printf("net_remote_roundtrip_median_us %.1f us\n", (double)lat[RT / 2] / 1e3);
+        printf("net_remote_roundtrip_p99_us %.1f us\n", (double)lat[RT * 99 / 100] / 1e3);
+        fflush(stdout);
+    }
 
     /* small-message throughput */
     enum { SMALL = 1000000 };
-    uint64_t base = got_msgs, t0 = uqi_now_ns();
-    for (int i = 0; i < SMALL; i++) send_retry(port, req("{\"n\":1234567890}", 0));
-    while (got_msgs - base < SMALL) usleep(100);
-    double s = (double)(uqi_now_ns() - t0) / 1e9;
-    printf("net_small_msgs_per_s %.0f msg/s\n", SMALL / s);
-    fflush(stdout);
+    uint64_t base, t0;
+    double s;
+    if (phase("small")) {
+        base = got_msgs;
+        t0 = uqi_now_ns();
+        for (int i = 0; i < SMALL; i++) send_retry(port, req("{\"n\":1234567890}", 0));
+        while (got_msgs - base < SMALL) usleep(100);
+        s = (double)(uqi_now_ns() - t0) / 1e9;
+        printf("net_small_msgs_per_s %.0f msg/s\n", SMALL / s);
+        fflush(stdout);
+    }
 
     /* bulk */
     enum { BULK = 64 };
+    if (!phase("bulk")) goto setup;
     size_t sz = 8u << 20;
     uint8_t *data = calloc(1, sz);
     uqi_payload *pl = uqi_payload_new(data, sz, "application/octet-stream");
@@ -157,7 +306,10 @@ int main(int argc, char **argv)
     uqi_payload_rele(pl);
     fflush(stdout);
 
+setup:
     /* link setup: a fresh client node each time dials b */
+    if (!phase("setup")) goto end;
+    bench_setup_parts(&ida, &idb);
     enum { LS = 200 };
     static uint64_t ls[LS];
     for (int i = 0; i < LS; i++) {
@@ -180,6 +332,7 @@ int main(int argc, char **argv)
     qsort(ls, LS, sizeof ls[0], cmp_u64);
     printf("net_link_setup_us %.0f us\n", (double)ls[LS / 2] / 1e3);
     fflush(stdout);
+end:
 
     uqi_node_set_net(n, NULL);
     uqn_net_stop(anet);

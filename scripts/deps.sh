@@ -2,7 +2,7 @@
 # Install the Debian packages uqbar needs, if any is missing. Runs as root
 # (or with sudo when available). Quiet when everything is there.
 set -e
-PKGS="make gcc clang lld wabt wasi-libc libclang-rt-14-dev-wasm32 libsodium-dev libjansson-dev liblmdb-dev rustc libstd-rust-dev-wasm32 pkg-config nodejs npm"
+PKGS="make gcc clang lld wabt wasi-libc libclang-rt-14-dev-wasm32 libsodium-dev libssl-dev libjansson-dev liblmdb-dev rustc libstd-rust-dev-wasm32 pkg-config nodejs npm"
 [ -n "$UQBAR_EXTRA_PKGS" ] && PKGS="$PKGS $UQBAR_EXTRA_PKGS"
 missing=""
 for p in $PKGS; do

@@ -82,7 +82,7 @@ NET_FUZZ_SRC := src/net/frame.c src/net/noise.c src/net/record.c src/net/identit
                 src/net/dir.c src/kernel/msg.c src/util/err.c src/util/util.c
 $(SHARED)/fuzz/fuzz_net_frame: tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) $(wildcard src/net/*.h)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium -lcrypto
 
 .PHONY: fuzz-net
 fuzz-net: $(SHARED)/fuzz/fuzz_net_frame

@@ -804,6 +804,7 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
     dir_refresh(net);
     net->rbuf = uqi_xmalloc(READ_BUF);
     pthread_create(&net->thread, NULL, net_main, net);
+    pthread_setname_np(net->thread, "uq-net");
     *out = net;
     return UQ_OK;
 }
