@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,7 +31,7 @@
 static uqn_net *bnet;
 static _Atomic uint64_t got_msgs, got_bytes;
 
-static void b_recv(void *arg, const char *peer, uint8_t *msg, size_t len)
+static void b_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
 {
     got_bytes += len;
     uqi_msg *m;
@@ -48,7 +49,6 @@ static void b_recv(void *arg, const char *peer, uint8_t *msg, size_t len)
         }
         uqi_msg_free(m);
     }
-    free(msg);
     got_msgs++;
 }
 
@@ -87,6 +87,15 @@ static void send_retry(uqi_kproc *port, uqi_msg *m)
 
 static const char *only;
 static bool phase(const char *name) { return !only || !*only || strcmp(only, name) == 0; }
+
+/* CPU time of the whole process (both nodes), seconds: steadier than wall
+ * time on a shared machine. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 static double now_s(void) { return (double)uqi_now_ns() / 1e9; }
 
@@ -278,10 +287,12 @@ int main(int argc, char **argv)
     if (phase("small")) {
         base = got_msgs;
         t0 = uqi_now_ns();
+        double c0 = cpu_s();
         for (int i = 0; i < SMALL; i++) send_retry(port, req("{\"n\":1234567890}", 0));
         while (got_msgs - base < SMALL) usleep(100);
         s = (double)(uqi_now_ns() - t0) / 1e9;
         printf("net_small_msgs_per_s %.0f msg/s\n", SMALL / s);
+        printf("net_small_cpu_ns_per_msg %.0f ns\n", (cpu_s() - c0) / SMALL * 1e9);
         fflush(stdout);
     }
 
@@ -295,6 +306,7 @@ int main(int argc, char **argv)
     uint64_t bytes0 = got_bytes;
     base = got_msgs;
     t0 = uqi_now_ns();
+    double c0 = cpu_s();
     for (int i = 0; i < BULK; i++) {
         uqi_msg *m = req("\"bulk\"", 0);
         m->payload = uqi_payload_hold(pl);
@@ -303,6 +315,7 @@ int main(int argc, char **argv)
     while (got_msgs - base < BULK) usleep(100);
     s = (double)(uqi_now_ns() - t0) / 1e9;
     printf("net_bulk_mb_per_s %.0f MB/s\n", (double)(got_bytes - bytes0) / s / 1e6);
+    printf("net_bulk_cpu_ns_per_kb %.0f ns\n", (cpu_s() - c0) / (double)(got_bytes - bytes0) * 1e12);
     uqi_payload_rele(pl);
     fflush(stdout);
 

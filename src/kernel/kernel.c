@@ -1392,8 +1392,11 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
                from->addr.process, (unsigned long long)m->id, m->target.node, m->rsvp.node);
     uint8_t *buf;
     size_t len;
-    uq_err e = uqi_wire_encode(m, with_rsvp, &buf, &len, em);
-    if (e) return e;
+    uq_err e;
+    /* a large message is not encoded (copied) only to find the queue full */
+    size_t bulk = m->body_len + (m->payload ? m->payload->len : 0);
+    if (bulk >= 65536 && (e = uqn_net_room(n->net, m->target.node, bulk, em))) return e;
+    if ((e = uqi_wire_encode(m, with_rsvp, &buf, &len, em))) return e;
     net_out *c = uqi_xcalloc(1, sizeof *c);
     c->n = n;
     c->sender = from->addr;
@@ -1545,13 +1548,12 @@ void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
 }
 
 /* The net module's receive callback (uqn_net_cfg.recv): arg is the node. */
-void uqi_node_net_recv(void *arg, const char *peer, uint8_t *buf, size_t len)
+void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *buf, size_t len)
 {
     uqi_node *n = arg;
     uqi_msg *m;
     uq_errmsg em = {{0}};
     uq_err e = uqi_wire_decode(buf, len, peer, n->name, &m, &em);
-    free(buf);
     if (e) {
         pthread_mutex_lock(&n->lock);
         n->remote_dropped++;

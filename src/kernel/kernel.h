@@ -188,7 +188,7 @@ struct uqn_net;
  * uqn_net_stop, before uqi_node_stop. */
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
 /* The net module's callbacks (uqn_net_cfg.recv and .done), arg = the node. */
-void uqi_node_net_recv(void *arg, const char *peer, uint8_t *msg, size_t len);
+void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *msg, size_t len);
 void uqi_node_net_done(void *arg, void *cookie, int why);
 /* A message from node peer (authenticated by its link), decoded: source.node
  * becomes peer, the REMOTE flag follows; routed to a public target holding

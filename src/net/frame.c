@@ -1,9 +1,11 @@
 /* Link framing: the record encoder (batching and chunking) and the
  * incremental, bounds-checked frame decoder. Format: docs/PROTOCOL.md. */
+#define _GNU_SOURCE /* mremap */
 #include "net/frame.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MSG_HDR 3u     /* kind, u16 len */
 #define CHUNK_HDR 11u  /* kind, u32 id, u32 total|offset, u16 len */
@@ -28,8 +30,10 @@ void uqn_fenc_fini(uqn_fenc *e)
 {
     for (uqn_fenc_msg *m = e->head, *nx; m; m = nx) {
         nx = m->next;
-        free(m->data);
-        free(m);
+        if (m->owned) {
+            free((void *)m->data);
+            free(m);
+        }
     }
     memset(e, 0, sizeof *e);
 }
@@ -39,14 +43,26 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
     if (len > UINT32_MAX)
         return uqi_errf(em, UQ_ELIMIT, "net: a message of %zu bytes is too large for a link", len);
     uqn_fenc_msg *m = uqi_xcalloc(1, sizeof *m);
-    m->data = uqi_xmalloc(len ? len : 1);
-    if (len) memcpy(m->data, msg, len);
+    uint8_t *d = uqi_xmalloc(len ? len : 1);
+    if (len) memcpy(d, msg, len);
+    m->data = d;
     m->len = len;
+    uqn_fenc_push_ref(e, m);
+    m->owned = true;
+    return UQ_OK;
+}
+
+void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m)
+{
+    UQ_VERIFY(m->len <= UINT32_MAX);
+    m->off = 0;
+    m->id = 0;
+    m->owned = false;
+    m->next = NULL;
     if (e->tail) e->tail->next = m;
     else e->head = m;
     e->tail = m;
-    e->queued_bytes += len;
-    return UQ_OK;
+    e->queued_bytes += m->len;
 }
 
 bool uqn_fenc_pending(const uqn_fenc *e) { return e->head != NULL; }
@@ -56,8 +72,10 @@ static void pop(uqn_fenc *e)
     uqn_fenc_msg *m = e->head;
     e->head = m->next;
     if (!e->head) e->tail = NULL;
-    free(m->data);
-    free(m);
+    if (m->owned) {
+        free((void *)m->data);
+        free(m);
+    }
 }
 
 size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
@@ -119,6 +137,8 @@ uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *ou
 
 /* ---- decoder ------------------------------------------------------------ */
 
+static void part_free(uqn_fdec *d, uqn_fdec_part *pt);
+
 void uqn_fdec_init(uqn_fdec *d, size_t max_msg, uqn_deliver_fn deliver, void *arg)
 {
     memset(d, 0, sizeof *d);
@@ -131,21 +151,73 @@ void uqn_fdec_init(uqn_fdec *d, size_t max_msg, uqn_deliver_fn deliver, void *ar
 
 void uqn_fdec_fini(uqn_fdec *d)
 {
-    for (unsigned i = 0; i < d->nparts; i++) free(d->parts[i].buf);
+    for (unsigned i = 0; i < d->nparts; i++) part_free(d, &d->parts[i]);
+    if (d->spare) munmap(d->spare, d->spare_cap);
     free(d->frame);
     memset(d, 0, sizeof *d);
 }
 
-static uq_err deliver(uqn_fdec *d, uint8_t *msg, size_t len, uq_errmsg *em)
+static uq_err deliver(uqn_fdec *d, const uint8_t *msg, size_t len, uq_errmsg *em)
 {
     d->msgs++;
-    if (!d->deliver) {
-        free(msg);
-        return UQ_OK;
-    }
+    if (!d->deliver) return UQ_OK;
     uq_err e = d->deliver(d->arg, msg, len);
     if (e) return uqi_errf(em, e, "net: the receiver refused a message: %s", uq_strerror(e));
     return UQ_OK;
+}
+
+/* Reassembly buffers: malloc'ed while small; past PART_MAP bytes, mapped
+ * pages (cap a multiple of the page size) grown with mremap, which moves
+ * page tables instead of copying (a realloc'ed heap block copied the
+ * message at every doubling). The decoder keeps its last mapped buffer for
+ * the next large message (fresh pages cost a fault and a clearing each:
+ * about a third of a receiving thread's time), marked MADV_FREE so that the
+ * system may take the pages back under memory pressure. */
+#define PART_MAP ((size_t)256 << 10)
+
+static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+static void part_free(uqn_fdec *d, uqn_fdec_part *pt)
+{
+    if (!pt->buf) return;
+    if (pt->cap <= PART_MAP) {
+        free(pt->buf);
+    } else if (pt->cap > d->spare_cap) {
+        if (d->spare) munmap(d->spare, d->spare_cap);
+        madvise(pt->buf, pt->cap, MADV_FREE);
+        d->spare = pt->buf;
+        d->spare_cap = pt->cap;
+    } else {
+        munmap(pt->buf, pt->cap);
+    }
+    pt->buf = NULL;
+}
+
+static void part_grow(uqn_fdec *d, uqn_fdec_part *pt, size_t cap)
+{
+    uint8_t *nb;
+    if (cap <= PART_MAP) {
+        nb = realloc(pt->buf, cap);
+        UQ_VERIFY(nb != NULL);
+    } else if (pt->cap <= PART_MAP) {
+        if (d->spare) { /* reuse, at whatever size it has */
+            nb = d->spare;
+            if (d->spare_cap >= cap) cap = d->spare_cap;
+            else nb = mremap(nb, d->spare_cap, page_round(cap), MREMAP_MAYMOVE);
+            d->spare = NULL;
+            d->spare_cap = 0;
+        } else {
+            nb = mmap(NULL, page_round(cap), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        }
+        UQ_VERIFY(nb != MAP_FAILED);
+        memcpy(nb, pt->buf, pt->got);
+        free(pt->buf);
+    } else {
+        nb = mremap(pt->buf, pt->cap, page_round(cap), MREMAP_MAYMOVE);
+        UQ_VERIFY(nb != MAP_FAILED);
+    }
+    pt->buf = nb;
+    pt->cap = cap <= PART_MAP ? cap : page_round(cap);
 }
 
 static uqn_fdec_part *find_part(uqn_fdec *d, uint32_t id)
@@ -171,9 +243,7 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
             if (len > d->max_msg)
                 return uqi_errf(em, UQ_ELIMIT, "net: a %zu-byte message exceeds the %zu-byte limit",
                                 len, d->max_msg);
-            uint8_t *m = uqi_xmalloc(len ? len : 1);
-            memcpy(m, p + i + MSG_HDR, len);
-            if ((e = deliver(d, m, len, em))) return e;
+            if ((e = deliver(d, p + i + MSG_HDR, len, em))) return e;
             i += MSG_HDR + len;
         } else if (kind == UQN_REC_FIRST || kind == UQN_REC_MORE) {
             if (n - i < CHUNK_HDR) return BAD("net: frame ends inside a chunk header at byte %zu", i);
@@ -198,7 +268,7 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                 pt->id = id;
                 pt->total = val;
                 pt->got = (uint32_t)len;
-                pt->cap = (uint32_t)len;
+                pt->cap = len;
                 pt->buf = uqi_xmalloc(len);
                 memcpy(pt->buf, data, len);
             } else {
@@ -213,18 +283,16 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                     uint64_t cap = (uint64_t)pt->cap * 2;
                     if (cap < pt->got + len) cap = pt->got + len;
                     if (cap > pt->total) cap = pt->total;
-                    uint8_t *nb = realloc(pt->buf, (size_t)cap);
-                    UQ_VERIFY(nb != NULL);
-                    pt->buf = nb;
-                    pt->cap = (uint32_t)cap;
+                    part_grow(d, pt, (size_t)cap);
                 }
                 memcpy(pt->buf + pt->got, data, len);
                 pt->got += (uint32_t)len;
                 if (pt->got == pt->total) {
-                    uint8_t *m = pt->buf;
-                    size_t mlen = pt->total;
+                    uqn_fdec_part done = *pt;
                     *pt = d->parts[--d->nparts]; /* unordered removal */
-                    if ((e = deliver(d, m, mlen, em))) return e;
+                    e = deliver(d, done.buf, done.total, em);
+                    part_free(d, &done);
+                    if (e) return e;
                 }
             }
             i += CHUNK_HDR + len;
@@ -254,7 +322,10 @@ uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n,
         }
         size_t take = d->frame_len - d->frame_got;
         if (take > n - i) take = n - i;
-        memcpy(d->frame + d->frame_got, data + i, take);
+        /* a frame whole in the input is decrypted from there (no copy first) */
+        const uint8_t *src = d->frame;
+        if (crypt && d->frame_got == 0 && take == d->frame_len) src = data + i;
+        else memcpy(d->frame + d->frame_got, data + i, take);
         d->frame_got += take;
         i += take;
         if (d->frame_got < d->frame_len) break;
@@ -262,7 +333,7 @@ uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n,
         d->hdr_got = 0;
         size_t plen = d->frame_len;
         if (crypt) {
-            e = uqn_cipher_decrypt(cs, NULL, 0, d->frame, d->frame_len, d->frame);
+            e = uqn_cipher_decrypt(cs, NULL, 0, src, d->frame_len, d->frame);
             if (e == UQ_ECRYPTO) {
                 e = uqi_errf(em, e, "net: frame %llu failed authentication (wrong key, altered, "
                              "replayed or reordered)", (unsigned long long)d->frames + 1);

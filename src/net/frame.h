@@ -22,9 +22,10 @@
 /* ---- encoder ------------------------------------------------------------ */
 
 typedef struct uqn_fenc_msg {
-    uint8_t *data;           /* owned copy */
+    const uint8_t *data;
     size_t len, off;         /* bytes sent so far */
     uint32_t id;             /* chunk id, once the first chunk is out */
+    bool owned;              /* uqn_fenc_push: data and this record are freed once framed */
     struct uqn_fenc_msg *next;
 } uqn_fenc_msg;
 
@@ -39,6 +40,10 @@ void uqn_fenc_init(uqn_fenc *e);
 void uqn_fenc_fini(uqn_fenc *e);   /* drops what is still queued */
 /* Queue a copy of msg. UQ_ELIMIT if len does not fit in 32 bits. */
 uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em);
+/* Queue m (m->data, m->len set, len < 2^32) without copying: m and its data
+ * stay the caller's and must live until they are framed (the queue is empty)
+ * or dropped (uqn_fenc_fini). No allocation. */
+void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m);
 bool uqn_fenc_pending(const uqn_fenc *e);
 /* Fill out (UQN_FRAME_PLAIN_MAX bytes) with the next frame's plaintext:
  * whole messages while they fit, a message longer than a frame in chunks.
@@ -52,13 +57,15 @@ uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *ou
 
 /* ---- decoder ------------------------------------------------------------ */
 
-/* Called with each complete message; msg is malloc'ed and now the callee's
- * (free it). A non-OK return stops the decoder with that error. */
-typedef uq_err (*uqn_deliver_fn)(void *arg, uint8_t *msg, size_t len);
+/* Called with each complete message. msg is lent: valid during the call
+ * only (a copy of what the callee keeps; small messages are delivered
+ * straight from the decrypted frame). A non-OK return stops the decoder
+ * with that error. */
+typedef uq_err (*uqn_deliver_fn)(void *arg, const uint8_t *msg, size_t len);
 
 typedef struct uqn_fdec_part {
     uint32_t id, total, got;
-    uint32_t cap;            /* grows with what arrived, not with what was announced */
+    size_t cap;              /* grows with what arrived, not with what was announced */
     uint8_t *buf;
 } uqn_fdec_part;
 
@@ -73,6 +80,8 @@ typedef struct uqn_fdec {
     size_t frame_len, frame_got;
     uqn_fdec_part parts[UQN_PARTIAL_MAX];
     unsigned nparts;
+    uint8_t *spare;          /* the last large reassembly buffer, mapped, kept for the next one */
+    size_t spare_cap;
     uint64_t frames, msgs;   /* counts, for diagnostics */
 } uqn_fdec;
 

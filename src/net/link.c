@@ -22,7 +22,7 @@ struct uqn_link {
     uqn_fdec dec;
     uint8_t hin[UQN_FRAME_WIRE_MAX]; /* a handshake message being read */
     size_t hin_got;
-    uint8_t out[2 * UQN_FRAME_WIRE_MAX];
+    uint8_t out[UQN_LINK_OUT_FRAMES * UQN_FRAME_WIRE_MAX];
     size_t out_len, out_off;
 };
 
@@ -221,14 +221,37 @@ uq_err uqn_link_send(uqn_link *l, const void *msg, size_t len, uq_errmsg *em)
     return uqn_fenc_push(&l->enc, msg, len, em);
 }
 
+uq_err uqn_link_send_ref(uqn_link *l, uqn_fenc_msg *m, uq_errmsg *em)
+{
+    if (l->err) return uqi_errf(em, UQ_ECLOSED, "net: the link failed (%s)", uq_strerror(l->err));
+    if (m->len > UINT32_MAX)
+        return uqi_errf(em, UQ_ELIMIT, "net: a message of %zu bytes is too large for a link", m->len);
+    uqn_fenc_push_ref(&l->enc, m);
+    return UQ_OK;
+}
+
+void uqn_link_cancel_output(uqn_link *l)
+{
+    uqn_fenc_fini(&l->enc);
+    uqn_fenc_init(&l->enc);
+    l->out_off = l->out_len = 0;
+}
+
 size_t uqn_link_output(uqn_link *l, const uint8_t **p)
 {
     if (l->out_off == l->out_len) {
         l->out_off = l->out_len = 0;
-        if (l->established && !l->err && uqn_fenc_pending(&l->enc)) {
+        /* as many frames as fit, for one write */
+        while (l->established && !l->err && uqn_fenc_pending(&l->enc) &&
+               sizeof l->out - l->out_len >= UQN_FRAME_WIRE_MAX) {
             uq_errmsg em;
-            uq_err e = uqn_fenc_next_frame(&l->enc, &l->tx, l->out, &l->out_len, &em);
-            if (e) fail(l, e);
+            size_t n;
+            uq_err e = uqn_fenc_next_frame(&l->enc, &l->tx, l->out + l->out_len, &n, &em);
+            if (e) {
+                fail(l, e);
+                break;
+            }
+            l->out_len += n;
         }
     }
     *p = l->out + l->out_off;

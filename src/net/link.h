@@ -41,7 +41,7 @@ typedef struct uqn_link_cfg {
     const char *expect_name;  /* initiator: the node we dialed (required); responder: NULL */
     uqn_lookup_fn lookup;     /* required: name -> key, e.g. uqn_dir_lookup */
     void *lookup_arg;
-    uqn_deliver_fn deliver;   /* each received message (ownership passes) */
+    uqn_deliver_fn deliver;   /* each received message (lent for the call) */
     void *deliver_arg;
     size_t max_msg;           /* largest message received; 0: UQN_MSG_MAX_DEFAULT */
     uqn_hash hash;            /* UQN_HASH_BLAKE2B (both sides must agree) */
@@ -62,9 +62,16 @@ void uqn_link_free(uqn_link *l);  /* NULL is a no-op; wipes keys */
 uq_err uqn_link_input(uqn_link *l, const uint8_t *data, size_t n, uq_errmsg *em);
 /* Queue a message (copied). Sent once the handshake is done. */
 uq_err uqn_link_send(uqn_link *l, const void *msg, size_t len, uq_errmsg *em);
+/* Queue m (m->data and m->len set, len < 2^32) without a copy: m and its
+ * data stay the caller's until the link has framed them all (output drained
+ * and uqn_link_queued is 0), or uqn_link_cancel_output, or uqn_link_free. */
+uq_err uqn_link_send_ref(uqn_link *l, uqn_fenc_msg *m, uq_errmsg *em);
+/* Forget what is queued and not yet written (the link is being closed). */
+void uqn_link_cancel_output(uqn_link *l);
 /* The bytes to write now (*p valid until the next call on the link); 0 if
- * none. Frames are made one at a time, so a large queue costs no more than
- * one frame of buffer. */
+ * none. Up to UQN_LINK_OUT_FRAMES frames are made at a time (one write for
+ * several frames), so a large queue costs no more than that much buffer. */
+#define UQN_LINK_OUT_FRAMES 4
 size_t uqn_link_output(uqn_link *l, const uint8_t **p);
 /* n bytes of the last output were written. */
 void uqn_link_output_done(uqn_link *l, size_t n);

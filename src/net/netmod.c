@@ -23,7 +23,7 @@
 
 #define TICK_MS 20
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
-#define READ_BUF (64u << 10)
+#define READ_BUF (256u << 10)  /* several frames per recv */
 
 typedef struct qent {
     struct qent *next;
@@ -31,6 +31,7 @@ typedef struct qent {
     size_t len;
     void *cookie;
     uint64_t deadline;
+    uqn_fenc_msg fm;         /* how the link queues it: no copy (uqn_link_send_ref) */
 } qent;
 
 typedef enum { P_IDLE = 0, P_DIALING, P_UP, P_BACKOFF } pstate;
@@ -236,6 +237,19 @@ out:
     return e;
 }
 
+uq_err uqn_net_room(uqn_net *net, const char *name, size_t len, uq_errmsg *em)
+{
+    pthread_mutex_lock(&net->lock);
+    peer *p = peer_find(net, name);
+    bool full = p && (p->qn >= net->cfg.queue_msgs || (p->qn && p->qbytes + len > net->cfg.queue_bytes));
+    uint32_t qn = p ? p->qn : 0;
+    size_t qb = p ? p->qbytes : 0;
+    pthread_mutex_unlock(&net->lock);
+    if (full)
+        return uqi_errf(em, UQ_ELIMIT, "net: the queue to %s is full (%u messages, %zu bytes): try again", name, qn, qb);
+    return UQ_OK;
+}
+
 /* Take the whole queue of p into d (lock held). */
 static void take_queue(peer *p, donelist *d)
 {
@@ -267,7 +281,7 @@ static void ep_update(uqn_net *net, conn *c, bool want_out)
     epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-static uq_err deliver(void *arg, uint8_t *msg, size_t len);
+static uq_err deliver(void *arg, const uint8_t *msg, size_t len);
 
 static conn *conn_new(uqn_net *net, int fd, bool outbound, peer *p)
 {
@@ -311,6 +325,7 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
     epoll_ctl(net->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    if (c->link) uqn_link_cancel_output(c->link); /* it lent the messages below */
     donelist d = {c->fl_head, c->fl_tail};
     c->fl_head = c->fl_tail = NULL;
     bool was_up = c->link && uqn_link_established(c->link);
@@ -424,21 +439,16 @@ static void adopt(uqn_net *net, conn *c)
     }
 }
 
-static uq_err deliver(void *arg, uint8_t *msg, size_t len)
+static uq_err deliver(void *arg, const uint8_t *msg, size_t len)
 {
     conn *c = arg;
     uqn_net *net = cur_net;
-    c->last_rx = uqi_now_ns();
-    if (len == 0) { /* keepalive */
-        free(msg);
-        return UQ_OK;
-    }
+    if (len == 0) return UQ_OK; /* keepalive (on_readable set last_rx) */
     c->last_msg = c->last_rx;
     net->st.msgs_recv++;
     net->st.bytes_recv += len;
     const uqn_peer *who = uqn_link_peer(c->link);
     if (net->cfg.recv) net->cfg.recv(net->cfg.arg, who->name, msg, len);
-    else free(msg);
     return UQ_OK;
 }
 
@@ -508,12 +518,12 @@ static void feed(uqn_net *net, peer *p)
     c->fl_bytes = bytes;
     for (qent *q = first; q; q = q->next) {
         uq_errmsg em;
-        if (uqn_link_send(c->link, q->data, q->len, &em)) {
+        q->fm.data = q->data; /* lent to the link until the batch is written */
+        q->fm.len = q->len;
+        if (uqn_link_send_ref(c->link, &q->fm, &em)) {
             conn_close(net, c, em.text);
             return;
         }
-        free(q->data); /* the link holds a copy */
-        q->data = NULL;
     }
     c->last_msg = uqi_now_ns();
     flush(net, c);

@@ -39,8 +39,9 @@ typedef struct uqn_net_cfg {
     uint32_t idle_ms;               /* 0 = 300000: a link no message used for this long is closed */
     uint32_t backoff_min_ms;        /* 0 = 100: after a failed dial, sends fail Offline this long */
     uint32_t backoff_max_ms;        /* 0 = 5000: doubling up to this */
-    /* A message from an authenticated peer (net thread; msg is the callee's). */
-    void (*recv)(void *arg, const char *peer, uint8_t *msg, size_t len);
+    /* A message from an authenticated peer (net thread; msg is lent for the
+     * call: copy what you keep). */
+    void (*recv)(void *arg, const char *peer, const uint8_t *msg, size_t len);
     /* Each message queued with uqn_net_send ends here once (net thread, or
      * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
     void (*done)(void *arg, void *cookie, int why);
@@ -57,6 +58,12 @@ void uqn_net_stop(uqn_net *net);
  * (backpressure: try again); UQ_ECLOSED stopping. Callable from any thread,
  * also from inside recv/done. cookie comes back in done (may be NULL). */
 uq_err uqn_net_send(uqn_net *net, const char *peer, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em);
+
+/* Would a message of len bytes for peer fit in its queue now? UQ_ELIMIT
+ * (with the same message as uqn_net_send) if not. Only a hint, for a
+ * sender about to encode a large message: the queue may fill meanwhile, and
+ * uqn_net_send decides. */
+uq_err uqn_net_room(uqn_net *net, const char *peer, size_t len, uq_errmsg *em);
 
 /* The address actually listened on ("host:port"), or "" when not listening. */
 const char *uqn_net_listen_addr(const uqn_net *net);

@@ -28,13 +28,12 @@ typedef struct rawpeer {
     int whys[4096];          /* per cookie (1..4095): 1 + the done reason */
 } rawpeer;
 
-static void rp_recv(void *arg, const char *peer, uint8_t *msg, size_t len)
+static void rp_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
 {
     rawpeer *rp = arg;
     uqi_msg *m;
     uq_errmsg em = {{0}};
     uq_err e = uqi_wire_decode(msg, len, peer, rp->id.name, &m, &em);
-    free(msg);
     if (e) {
         test_log("%s: undecodable message: %s", rp->id.name, em.text);
         return;

@@ -34,7 +34,7 @@ static void fill(uint8_t seed, size_t off, uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++) p[i] = (uint8_t)((off + i) * 131 + seed + ((off + i) >> 12));
 }
 
-static uq_err on_msg(void *arg, uint8_t *msg, size_t len)
+static uq_err on_msg(void *arg, const uint8_t *msg, size_t len)
 {
     node *nd = arg;
     if (len < 16 && len > 0 && msg[0] == 's') {
@@ -44,7 +44,6 @@ static uq_err on_msg(void *arg, uint8_t *msg, size_t len)
         nd->got_bytes += len;
         nd->got_msgs++;
     }
-    free(msg);
     return UQ_OK;
 }
 

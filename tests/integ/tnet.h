@@ -47,14 +47,14 @@ typedef struct tn_inbox {
     size_t bytes;
 } tn_inbox;
 
-static inline uq_err tn_deliver(void *arg, uint8_t *msg, size_t len)
+static inline uq_err tn_deliver(void *arg, const uint8_t *msg, size_t len)
 {
     tn_inbox *b = arg;
-    if (b->n < 256) {
-        b->msgs[b->n] = msg;
+    if (b->n < 256) { /* msg is lent: keep a copy */
+        uint8_t *c = malloc(len ? len : 1);
+        if (len) memcpy(c, msg, len);
+        b->msgs[b->n] = c;
         b->lens[b->n++] = len;
-    } else {
-        free(msg);
     }
     b->bytes += len;
     return UQ_OK;
