@@ -15,6 +15,7 @@
  * UQBAR_BENCH_ONLY=rt|small|bulk|setup|crypto runs one phase.
  * Usage: bench_net CACHE_DIR */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -30,6 +31,11 @@
 
 static uqn_net *bnet;
 static _Atomic uint64_t got_msgs, got_bytes;
+/* the link-setup phase sleeps until b has a message (no polling thread
+ * competing with the two net threads for the cores) */
+static _Atomic bool waiter;
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
 
 static void b_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
 {
@@ -50,6 +56,11 @@ static void b_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
         uqi_msg_free(m);
     }
     got_msgs++;
+    if (waiter) {
+        pthread_mutex_lock(&wmu);
+        pthread_cond_broadcast(&wcv);
+        pthread_mutex_unlock(&wmu);
+    }
 }
 
 static void seed_id(const char *name, uint8_t tag, uqn_identity *id)
@@ -335,11 +346,15 @@ setup:
         size_t bl;
         uqi_wire_encode(m, false, &b, &bl, NULL);
         uqi_msg_free(m);
+        pthread_mutex_lock(&wmu);
+        waiter = true;
         base = got_msgs;
         t0 = uqi_now_ns();
         uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
-        while (got_msgs == base) usleep(10);
+        while (got_msgs == base) pthread_cond_wait(&wcv, &wmu);
         ls[i] = uqi_now_ns() - t0;
+        waiter = false;
+        pthread_mutex_unlock(&wmu);
         uqn_net_stop(cn);
     }
     qsort(ls, LS, sizeof ls[0], cmp_u64);

@@ -58,6 +58,15 @@ uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *
     return UQ_OK;
 }
 
+/* dst = a node name known to be valid (at most UQI_NAME_MAX bytes): no
+ * snprintf per message. */
+static void set_node(char dst[UQI_NAME_MAX + 1], const char *node)
+{
+    size_t l = strnlen(node, UQI_NAME_MAX);
+    memcpy(dst, node, l);
+    dst[l] = '\0';
+}
+
 #define BAD(...) (uqi_errf(em, UQ_ECORRUPT, "net: from %s: " __VA_ARGS__), UQ_ECORRUPT)
 
 /* A process name of u8 length at *i into out. */
@@ -102,12 +111,12 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
     m->id = id;
     m->error = error;
     m->expects_response_s = expects;
-    snprintf(src.node, sizeof src.node, "%s", peer);
-    snprintf(dst.node, sizeof dst.node, "%s", self);
+    set_node(src.node, peer);
+    set_node(dst.node, self);
     m->source = src;
     m->target = dst;
     if (flags & UQI_WIRE_RSVP) {
-        snprintf(rsvp.node, sizeof rsvp.node, "%s", peer);
+        set_node(rsvp.node, peer);
         m->rsvp = rsvp;
         m->has_rsvp = true;
     }

@@ -2,6 +2,7 @@
  * frames both ways (docs/PROTOCOL.md, "Handshake" and "Framing"). */
 #include "net/link.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,16 +38,90 @@ static size_t signed_msg(const uint8_t x_pk[32], const char *name, uint8_t *out)
     return n + 32 + nl;
 }
 
+/* Link setup is a chain of public-key operations, each 40-100 us here
+ * (docs/PERFORMANCE.md, "Network"). Two of them need not be redone for
+ * every link, and are remembered process-wide (a few entries, under a
+ * lock):
+ * - our hello: its bytes depend only on the identity (Ed25519 signatures
+ *   are deterministic), so it is signed once per identity;
+ * - a peer's hello that verified, with the Noise static key it was
+ *   checked against: the same bytes again (the peer reconnecting) verify
+ *   the same way, since verification is a function of exactly those bytes
+ *   (key, signed message, signature). Only successes are remembered. */
+#define HELLO_CACHE 4
+#define VERIFIED_CACHE 64
+
+typedef struct hello_ent {
+    uint8_t pk[32], x_pk[32];
+    char name[UQN_NAME_MAX + 1];
+    uint8_t hello[UQN_HELLO_MAX];
+    size_t len;
+} hello_ent;
+
+typedef struct verified_ent {
+    uint8_t rs[32];
+    uint8_t hello[UQN_HELLO_MAX];
+    size_t len;
+} verified_ent;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static hello_ent hello_cache[HELLO_CACHE];
+static unsigned hello_next;
+static verified_ent verified_cache[VERIFIED_CACHE];
+static unsigned verified_next;
+
 size_t uqn_hello_encode(const uqn_identity *id, uint8_t *out)
 {
+    size_t nl = strlen(id->name), len = 2 + nl + 32 + 64;
+    pthread_mutex_lock(&cache_lock);
+    for (unsigned i = 0; i < HELLO_CACHE; i++) {
+        hello_ent *h = &hello_cache[i];
+        if (h->len == len && memcmp(h->pk, id->pk, 32) == 0 && memcmp(h->x_pk, id->x_pk, 32) == 0 &&
+            strcmp(h->name, id->name) == 0) {
+            memcpy(out, h->hello, len);
+            pthread_mutex_unlock(&cache_lock);
+            return len;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
     uint8_t m[sizeof SIG_CONTEXT + 32 + UQN_NAME_MAX];
-    size_t nl = strlen(id->name), ml = signed_msg(id->x_pk, id->name, m);
+    size_t ml = signed_msg(id->x_pk, id->name, m);
     out[0] = UQN_HELLO_VERSION;
     out[1] = (uint8_t)nl;
     memcpy(out + 2, id->name, nl);
     memcpy(out + 2 + nl, id->pk, 32);
     uqn_identity_sign(id, m, ml, out + 2 + nl + 32);
-    return 2 + nl + 32 + 64;
+    pthread_mutex_lock(&cache_lock);
+    hello_ent *h = &hello_cache[hello_next++ % HELLO_CACHE];
+    memcpy(h->pk, id->pk, 32);
+    memcpy(h->x_pk, id->x_pk, 32);
+    snprintf(h->name, sizeof h->name, "%s", id->name);
+    memcpy(h->hello, out, len);
+    h->len = len;
+    pthread_mutex_unlock(&cache_lock);
+    return len;
+}
+
+static bool verified_before(const uint8_t *p, size_t n, const uint8_t rs[32])
+{
+    bool hit = false;
+    pthread_mutex_lock(&cache_lock);
+    for (unsigned i = 0; i < VERIFIED_CACHE && !hit; i++) {
+        verified_ent *v = &verified_cache[i];
+        hit = v->len == n && memcmp(v->rs, rs, 32) == 0 && memcmp(v->hello, p, n) == 0;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return hit;
+}
+
+static void verified_now(const uint8_t *p, size_t n, const uint8_t rs[32])
+{
+    pthread_mutex_lock(&cache_lock);
+    verified_ent *v = &verified_cache[verified_next++ % VERIFIED_CACHE];
+    memcpy(v->rs, rs, 32);
+    memcpy(v->hello, p, n);
+    v->len = n;
+    pthread_mutex_unlock(&cache_lock);
 }
 
 uq_err uqn_hello_decode(const uint8_t *p, size_t n, const uint8_t remote_static[32],
@@ -65,11 +140,13 @@ uq_err uqn_hello_decode(const uint8_t *p, size_t n, const uint8_t remote_static[
     if (strlen(out->name) != nl || !uqi_node_name_valid(out->name))
         return uqi_errf(em, UQ_ECORRUPT, "net: the peer's hello carries an invalid node name");
     memcpy(out->pk, p + 2 + nl, 32);
+    if (verified_before(p, n, remote_static)) return UQ_OK;
     uint8_t m[sizeof SIG_CONTEXT + 32 + UQN_NAME_MAX];
     size_t ml = signed_msg(remote_static, out->name, m);
     if (uqn_sig_verify(out->pk, m, ml, p + 2 + nl + 32) != UQ_OK)
         return uqi_errf(em, UQ_ECRYPTO, "net: the peer claiming to be %s did not sign its Noise key "
                         "with that node's identity key", out->name);
+    verified_now(p, n, remote_static);
     return UQ_OK;
 }
 
@@ -113,8 +190,8 @@ uq_err uqn_link_new(const uqn_link_cfg *cfg, uqn_link **out, uq_errmsg *em)
     l->cfg.expect_name = cfg->expect_name ? l->expect : NULL;
     uqn_fenc_init(&l->enc);
     uqn_fdec_init(&l->dec, cfg->max_msg, cfg->deliver, cfg->deliver_arg);
-    uq_err e = uqn_hs_init(&l->hs, cfg->hash, cfg->initiator, (const uint8_t *)UQN_PROLOGUE,
-                           strlen(UQN_PROLOGUE), cfg->id->x_sk, em);
+    uq_err e = uqn_hs_init_pair(&l->hs, cfg->hash, cfg->initiator, (const uint8_t *)UQN_PROLOGUE,
+                                strlen(UQN_PROLOGUE), cfg->id->x_sk, cfg->id->x_pk, em);
     if (!e && cfg->initiator) e = hs_write(l, NULL, 0, em); /* -> e */
     if (e) {
         uqn_link_free(l);

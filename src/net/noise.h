@@ -72,6 +72,10 @@ typedef struct uqn_hs {
  * s_sk is our X25519 static secret. UQ_EINVAL on a bad hash choice. */
 uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue,
                    size_t plen, const uint8_t s_sk[32], uq_errmsg *em);
+/* The same with our static key pair given whole (s_pk must be s_sk's public
+ * key): saves deriving it on every handshake. */
+uq_err uqn_hs_init_pair(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
+                        const uint8_t s_sk[32], const uint8_t s_pk[32], uq_errmsg *em);
 /* For test vectors only: use e_sk as the ephemeral secret instead of a
  * fresh random one. Call before the first message. */
 void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32]);
@@ -96,6 +100,12 @@ const uint8_t *uqn_hs_hash(const uqn_hs *hs, size_t *len);
  * ours to receive), and the handshake state is wiped except h. */
 uq_err uqn_hs_split(uqn_hs *hs, uqn_cipher *send, uqn_cipher *recv, uq_errmsg *em);
 void uqn_hs_wipe(uqn_hs *hs);
+
+/* Make one ephemeral key pair ahead for a future handshake, if the small
+ * pool (4) is not full (false when it is): call it when idle (the net
+ * thread does when no event waits). Handshakes work without it (they make
+ * their own). */
+bool uqn_noise_prepare(void);
 
 /* X25519 public key for a secret (clamped as X25519 does). */
 void uqn_x25519_public(const uint8_t sk[32], uint8_t pk[32]);
