@@ -84,8 +84,17 @@ $(SHARED)/fuzz/fuzz_net_frame: tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) $(wil
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium -lcrypto
 
+# The kernel's decoder of messages from other nodes (src/kernel/remote.c).
+WIRE_FUZZ_SRC := src/kernel/remote.c src/kernel/msg.c src/util/err.c src/util/util.c
+$(SHARED)/fuzz/fuzz_wire_decode: tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) src/kernel/remote.h src/kernel/msg.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) -lsodium
+
 .PHONY: fuzz-net
-fuzz-net: $(SHARED)/fuzz/fuzz_net_frame
-	@mkdir -p $(SHARED)/fuzz/corpus-net
+fuzz-net: $(SHARED)/fuzz/fuzz_net_frame $(SHARED)/fuzz/fuzz_wire_decode
+	@mkdir -p $(SHARED)/fuzz/corpus-net $(SHARED)/fuzz/corpus-wire
+	printf '\001\001\005\000\000\000\000\000\000\000\000\052\000\000\000\005\001a\001b\001r\000\000\000\002{}\020application/json\000\000\000\003xyz' \
+	    > $(SHARED)/fuzz/corpus-wire/request
 	$(SHARED)/fuzz/fuzz_net_frame -max_total_time=$(FUZZ_SECONDS) -max_len=140000 $(SHARED)/fuzz/corpus-net
+	$(SHARED)/fuzz/fuzz_wire_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(SHARED)/fuzz/corpus-wire
 fuzz: fuzz-net
