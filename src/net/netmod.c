@@ -773,10 +773,15 @@ static void *net_main(void *arg)
         bool stop = net->stopping;
         pthread_mutex_unlock(&net->lock);
         if (stop) break;
-        int n = epoll_wait(net->ep, evs, 64, 0);
-        /* idle: make an ephemeral key for a future handshake, off its path */
-        if (n == 0 && uqn_noise_prepare()) continue;
-        if (n == 0) n = epoll_wait(net->ep, evs, 64, TICK_MS);
+        /* idle (no event waiting): make an ephemeral key for a future
+         * handshake, off its path; the pool is usually full, and then this
+         * costs no system call */
+        int n = uqn_noise_pool_full() ? -1 : epoll_wait(net->ep, evs, 64, 0);
+        if (n == 0) {
+            uqn_noise_prepare();
+            continue;
+        }
+        if (n < 0) n = epoll_wait(net->ep, evs, 64, TICK_MS);
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
             if (ptr == &net->lfd) {

@@ -106,6 +106,7 @@ void uqn_hs_wipe(uqn_hs *hs);
  * thread does when no event waits). Handshakes work without it (they make
  * their own). */
 bool uqn_noise_prepare(void);
+bool uqn_noise_pool_full(void);
 
 /* X25519 public key for a secret (clamped as X25519 does). */
 void uqn_x25519_public(const uint8_t sk[32], uint8_t pk[32]);

@@ -184,3 +184,49 @@ TEST(net_noise_nonce_encoding_and_exhaustion)
     ASSERT_EQ(uqn_cipher_decrypt(&b, NULL, 0, ct, 18, pt), UQ_OK);
     ASSERT(memcmp(pt, "rk", 2) == 0);
 }
+
+/* The transport cipher is libsodium's below 1 KiB and OpenSSL's above: both
+ * must give libsodium's bytes, with and without associated data, in place
+ * or not, and refuse (leaving no plaintext) a frame with a flipped bit. */
+TEST(net_noise_cipher_matches_libsodium_at_every_size)
+{
+    static const size_t sizes[] = {0, 1, 63, 64, 1000, 1023, 1024, 1025, 4096, 65519};
+    static uint8_t pt[65536], ct[65536 + 16], ref[65536 + 16], back[65536];
+    for (size_t i = 0; i < sizeof pt; i++) pt[i] = (uint8_t)(i * 7 + 3);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        for (int with_ad = 0; with_ad < 2; with_ad++) {
+            size_t len = sizes[si];
+            const uint8_t ad[5] = {9, 8, 7, 6, 5};
+            uqn_cipher tx = {{0}, 0x0102030405060708ull, true}, rx;
+            for (int k = 0; k < 32; k++) tx.k[k] = (uint8_t)(k + si);
+            rx = tx;
+            uint8_t nonce[12] = {0};
+            for (int b = 0; b < 8; b++) nonce[4 + b] = (uint8_t)(tx.n >> (8 * b));
+            unsigned long long rl;
+            crypto_aead_chacha20poly1305_ietf_encrypt(ref, &rl, pt, len, with_ad ? ad : NULL, with_ad ? 5 : 0, NULL,
+                                                      nonce, tx.k);
+            ASSERT_EQ(rl, len + 16);
+            ASSERT_EQ(uqn_cipher_encrypt(&tx, with_ad ? ad : NULL, with_ad ? 5 : 0, pt, len, ct), UQ_OK);
+            ASSERT(memcmp(ct, ref, len + 16) == 0);
+            /* in place gives the same */
+            uqn_cipher tx2 = rx;
+            memcpy(back, pt, len);
+            static uint8_t inplace[65536 + 16];
+            memcpy(inplace, pt, len);
+            ASSERT_EQ(uqn_cipher_encrypt(&tx2, with_ad ? ad : NULL, with_ad ? 5 : 0, inplace, len, inplace), UQ_OK);
+            ASSERT(memcmp(inplace, ref, len + 16) == 0);
+            /* a flipped bit is refused, the nonce stays, no plaintext is left */
+            uqn_cipher bad = rx;
+            ct[len / 2] ^= 0x10;
+            memset(back, 0xaa, sizeof back);
+            ASSERT_EQ(uqn_cipher_decrypt(&bad, with_ad ? ad : NULL, with_ad ? 5 : 0, ct, len + 16, back), UQ_ECRYPTO);
+            ASSERT_EQ(bad.n, rx.n);
+            for (size_t b = 0; b < len; b++)
+                if (back[b] == pt[b] && pt[b] != 0xaa && back[b] != 0) ASSERT(!"plaintext left after a refusal");
+            ct[len / 2] ^= 0x10;
+            ASSERT_EQ(uqn_cipher_decrypt(&rx, with_ad ? ad : NULL, with_ad ? 5 : 0, ct, len + 16, back), UQ_OK);
+            ASSERT(memcmp(back, pt, len) == 0);
+            ASSERT_EQ(rx.n, tx.n);
+        }
+    }
+}
