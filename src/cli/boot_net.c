@@ -79,7 +79,8 @@ uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const 
     snprintf(peers, sizeof peers, "%s/peers", home);
     uqn_net_cfg cfg = {.id = id, .listen = o->listen, .dir_path = o->peers ? o->peers : peers,
                        .send_timeout_ms = o->timeout_ms, .keepalive_ms = o->keepalive_ms, .idle_ms = o->idle_ms,
-                       .recv = uqi_node_net_recv, .done = uqi_node_net_done, .arg = node};
+                       .recv = uqi_node_net_recv, .done = uqi_node_net_done,
+                       .down = uqi_node_net_down, .arg = node};
     uq_err e = uqn_net_start(&cfg, out, em);
     if (e) return e;
     const char *addr = uqn_net_listen_addr(*out);

@@ -1563,3 +1563,22 @@ void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *buf, size_t l
     }
     uqi_node_deliver_remote(n, m, peer);
 }
+
+void uqi_node_net_down(void *arg, const char *peer)
+{
+    uqi_node *n = arg;
+    uint32_t k = 0;
+    pthread_mutex_lock(&n->lock);
+    for (int b = 0; b < OTAB; b++) {
+        for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {
+            nx = o->hnext;
+            if (strcmp(o->target.node, peer) == 0 || strcmp(o->fwd_node, peer) == 0) {
+                out_unlink(n, o);
+                fail_outstanding(n, o, UQI_SEND_OFFLINE);
+                k++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (k) uq_log(UQ_LOG_INFO, "kernel", "the link to %s was cut: %u requests waiting on it fail Offline", peer, k);
+}

@@ -190,6 +190,9 @@ void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
 /* The net module's callbacks (uqn_net_cfg.recv and .done), arg = the node. */
 void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *msg, size_t len);
 void uqi_node_net_done(void *arg, void *cookie, int why);
+/* The link to peer was cut: requests written to it that await an answer
+ * fail Offline now ("connection refused or cut"), with their context. */
+void uqi_node_net_down(void *arg, const char *peer);
 /* A message from node peer (authenticated by its link), decoded: source.node
  * becomes peer, the REMOTE flag follows; routed to a public target holding
  * the network capability, or matched to our outstanding request. Takes m. */

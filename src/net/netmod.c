@@ -87,6 +87,7 @@ struct uqn_net {
     peer *peers;             /* under lock */
     uint32_t npeers;         /* under lock */
     bool stopping;           /* under lock */
+    bool joined;             /* the thread is gone: uqn_net_stop closes what is left */
     bool kicked;             /* under lock: the eventfd was written and not yet read */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
@@ -413,6 +414,11 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
         }
     }
     dl_report(net, &d, UQN_DONE_OFFLINE);
+    if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0) {
+        for (conn *o = net->conns; o; o = o->next)
+            if (o != c && !o->dead && o->peer == p && o->link && uqn_link_established(o->link)) return;
+        net->cfg.down(net->cfg.arg, p->name);
+    }
 }
 
 static void conn_free(uqn_net *net, conn *c)
@@ -896,6 +902,7 @@ void uqn_net_stop(uqn_net *net)
     net->stopping = true;
     pthread_mutex_unlock(&net->lock);
     pthread_join(net->thread, NULL);
+    net->joined = true;
     for (conn *c = net->conns, *nx; c; c = nx) {
         nx = c->next;
         if (c->peer) c->peer->out = NULL; /* no back-off bookkeeping now */

@@ -45,6 +45,11 @@ typedef struct uqn_net_cfg {
     /* Each message queued with uqn_net_send ends here once (net thread, or
      * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
     void (*done)(void *arg, void *cookie, int why);
+    /* An established link to peer was cut (closed by the peer, reset, dead
+     * after silence; not an idle close) and no other link to it is up: what
+     * was written and awaits an answer may never get one (net thread; may be
+     * NULL). */
+    void (*down)(void *arg, const char *peer);
     void *arg;
 } uqn_net_cfg;
 

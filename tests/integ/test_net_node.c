@@ -209,7 +209,7 @@ static void rig_start(rig *r)
     uqi_node_engine(r->n)->progress = false;
     uqn_net_cfg nc = {.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir, .send_timeout_ms = 400,
                       .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
-                      .done = uqi_node_net_done, .arg = r->n};
+                      .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = r->n};
     if (uqn_net_start(&nc, &r->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
     uqi_node_set_net(r->n, r->net);
     rp_init(&r->b, "b.node", 0);
@@ -440,7 +440,12 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
     char addr[128];
     snprintf(addr, sizeof addr, "%s", r.b.listen);
     rp_stop(&r.b);
-    (void)uqi_port_receive(r.port, 100); /* (the outstanding "up" will time out later: not awaited here) */
+    /* "Offline: the target node cannot be reached (... connection refused or
+     * cut)": the request written before the peer died fails Offline when its
+     * link is cut, with its context, without waiting for its 5 s timeout */
+    e = uqi_port_receive(r.port, 3000);
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && e->id == id && ctx_is(e, "up"));
+    uqi_msg_free(e);
     send_req(r.port, "b.node@srv", "2", 30, "down", NULL, UQ_OK);
     for (;;) {
         e = uqi_port_receive(r.port, 5000);
