@@ -148,7 +148,8 @@ void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
 static void kproc_free(uqi_kproc *kp)
 {
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
-    for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
+    for (int i = 0; i < UQI_MAX_HELD; i++)
+        if (kp->held[i]) uqi_msg_free(kp->held[i]);
     uqi_mailbox_fini(&kp->mbox);
     pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
@@ -346,16 +347,21 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     return true;
 }
 
-static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
+static uqi_cap *grant_one_h(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params, uint32_t h)
 {
-    uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, uqi_cap_hash(issuer, params));
+    uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, h);
     if (c) return c;
-    c = uqi_cap_new(issuer, params, &holder->addr, n->sk);
+    c = uqi_cap_new_h(issuer, params, h, &holder->addr, n->sk);
     c->holder_kp = holder;
     uqi_capset_add(&holder->caps, c);
     issued_push(issuer_list(n, issuer), c);
     persist(n, holder);
     return c;
+}
+
+static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
+{
+    return grant_one_h(n, holder, issuer, params, uqi_cap_hash(issuer, params));
 }
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
@@ -467,7 +473,8 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             goto out;
         }
     }
-    if (m->kind == UQI_MSG_REQUEST && strcmp(m->target.node, n->name) == 0 && strcmp(m->target.process, "kernel") == 0) {
+    bool local = strcmp(m->target.node, n->name) == 0;
+    if (m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
         /* The kernel is a process too: its commands run outside the lock
          * (initializing a process may compile it). */
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, MESSAGING)) {
@@ -480,7 +487,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         uqi_kcmd_handle(from, m, context, context_len);
         return UQ_OK;
     }
-    if (strcmp(m->target.node, n->name) != 0) {
+    if (!local) {
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, NETWORK)) {
             err = uqi_errf(em, UQ_EPERM, "%s may not reach other nodes: it does not hold the network capability",
                            from->addr.process);
@@ -490,7 +497,20 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         goto out;
     }
     if (m->kind == UQI_MSG_REQUEST) {
-        uqi_kproc *to = find(n, m->target.process);
+        /* The sender's last target, looked up before: valid while the
+         * capability generation has not moved (every exit advances it, so
+         * the pointer is never followed after its process went). */
+        uqi_last_target *lt = m->target_cached ? from->last_target : NULL;
+        uqi_kproc *to;
+        if (lt && lt->to && lt->gen == n->cap_gen) {
+            to = lt->to;
+        } else {
+            to = find(n, m->target.process);
+            if (lt && to && !to->dead) {
+                lt->to = to;
+                lt->gen = n->cap_gen;
+            }
+        }
         if (m->expects_response_s) {
             m->rsvp = from->addr;
             m->has_rsvp = true;
@@ -1337,7 +1357,7 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
                        parent->addr.process, refused);
     } else {
         for (uint32_t i = 0; i < ncaps; i++) grant_one(n, kp, &caps[i].issuer, caps[i].params);
-        if (!public) grant_one(n, parent, &kp->addr, MESSAGING);
+        if (!public) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
         err = run_locked(n, kp, id, em);
     }
     pthread_mutex_unlock(&n->lock);
