@@ -275,7 +275,7 @@ static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_
     o->target_kp = to;
     if (to) to->awaited++;
     o->target = m->target;
-    o->deadline_ns = uqi_now_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
+    o->deadline_ns = uqi_now_coarse_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
     o->ctx = ctx;
     o->ctx_len = ctx_len;
     o->orig = copy_for_error(m);
@@ -884,7 +884,7 @@ static uq_err run_locked(uqi_node *n, uqi_kproc *kp, const char *id, uq_errmsg *
     deliver_state(n, kp);
     if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) return uqi_errf(em, err, "cannot start %s", id);
     kp->running = true;
-    kp->started_ns = uqi_now_ns();
+    kp->started_ns = uqi_now_coarse_ns(); /* ms precision is enough: restart back-off */
     persist(n, kp);
     return UQ_OK;
 }
