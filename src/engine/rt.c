@@ -2,6 +2,7 @@
  * Debian's libwasm-rt-impl: it keeps one global trap jmp_buf, pays a
  * sigprocmask per call, turns any SIGSEGV into a guest trap and leaks the
  * memory reservation of every freed instance (see docs/ENGINE.md). */
+#define _GNU_SOURCE /* PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP */
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -146,7 +147,7 @@ typedef struct pooled_mem {
     bool dirty;
 } pooled_mem;
 
-static pthread_mutex_t mem_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t mem_pool_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP; /* held briefly: spin, do not sleep */
 static pthread_cond_t cleaner_cond = PTHREAD_COND_INITIALIZER;
 static pooled_mem mem_pool[MEM_POOL_MAX];
 static int mem_pool_n, mem_pool_dirty; /* under mem_pool_lock */
@@ -187,6 +188,7 @@ static pooled_mem pool_take(int k)
 static void *cleaner_main(void *arg)
 {
     (void)arg;
+    pooled_mem batch[CLEAN_BATCH];
     pthread_mutex_lock(&mem_pool_lock);
     for (;;) {
         while (!mem_pool_dirty) {
@@ -194,19 +196,29 @@ static void *cleaner_main(void *arg)
             pthread_cond_wait(&cleaner_cond, &mem_pool_lock);
             cleaner_waits = false;
         }
-        int k = 0; /* the oldest dirty entry: workers take the most recent */
-        while (!mem_pool[k].dirty) k++;
-        pooled_mem e = pool_take(k);
+        /* Up to a batch of dirty entries out in one locked step, cleaned,
+         * and back in one: the workers take this lock on every spawn and
+         * exit, and one that found it held slept on it (a context switch
+         * per spawn). A bounded batch: what is out is neither clean nor
+         * there to be cleaned inline, and a worker that finds nothing maps
+         * a fresh reservation. */
+        int nb = 0;
+        for (int k = 0; k < mem_pool_n && nb < CLEAN_BATCH;) {
+            if (mem_pool[k].dirty) batch[nb++] = pool_take(k);
+            else k++;
+        }
         pthread_mutex_unlock(&mem_pool_lock);
-        clean(e.lo, e.rw);
+        for (int i = 0; i < nb; i++) {
+            clean(batch[i].lo, batch[i].rw);
+            batch[i].dirty = false;
+        }
         pthread_mutex_lock(&mem_pool_lock);
-        if (mem_pool_n < MEM_POOL_MAX) {
-            e.dirty = false;
-            mem_pool[mem_pool_n++] = e;
-        } else {
-            mem_mapped--;
+        int i = 0;
+        while (i < nb && mem_pool_n < MEM_POOL_MAX) mem_pool[mem_pool_n++] = batch[i++];
+        if (i < nb) {
+            mem_mapped -= nb - i;
             pthread_mutex_unlock(&mem_pool_lock);
-            munmap(e.lo, UQI_MEM_RESERVE);
+            for (; i < nb; i++) munmap(batch[i].lo, UQI_MEM_RESERVE);
             pthread_mutex_lock(&mem_pool_lock);
         }
     }
