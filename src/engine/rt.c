@@ -2,7 +2,9 @@
  * Debian's libwasm-rt-impl: it keeps one global trap jmp_buf, pays a
  * sigprocmask per call, turns any SIGSEGV into a guest trap and leaks the
  * memory reservation of every freed instance (see docs/ENGINE.md). */
+#define _GNU_SOURCE /* PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP */
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -113,46 +115,176 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...)
 
 /* ---- memories ---------------------------------------------------------------- */
 /* Freed reservations are pooled ready for the next instance: their first
- * `rw` bytes are readable, writable and all zero, the rest PROT_NONE. A
- * memory is cleaned when it is freed (on the worker that ran it): up to
- * SCAN_MAX bytes, each 4 KiB page is checked and only pages the guest left
- * non-zero are cleared, with no system call; beyond that, madvise
- * (MADV_DONTNEED) drops the pages and keeps the access. An instance whose
- * initial size equals a pooled entry's `rw` then starts with no mprotect,
- * madvise or page fault on pages the last one touched; before, every spawn
- * paid mprotect + madvise + mprotect, each a TLB shootdown across the
- * node's threads. Pages never touched read as the shared zero page, so a
- * pooled entry keeps at most SCAN_MAX bytes resident (64 entries: 8 MiB). */
+ * `rw` bytes are readable and writable, the rest PROT_NONE. An instance
+ * whose initial size equals a pooled entry's `rw` then starts with no
+ * mprotect, madvise or page fault on pages the last one touched; before,
+ * every spawn paid mprotect + madvise + mprotect, each a TLB shootdown
+ * across the node's threads.
+ *
+ * A freed memory must be zero before it is reused. Cleaning it: up to
+ * SCAN_MAX bytes, each 4 KiB page is compared with zero and only pages the
+ * guest left non-zero are cleared, with no system call; beyond that,
+ * madvise (MADV_DONTNEED) drops the pages and keeps the access. Comparing a
+ * 64 KiB memory costs about 1.2 us here, a quarter of a spawn, so it is
+ * done off the freeing worker when it can be: a freed memory enters the
+ * pool *dirty*, and a cleaner thread (started on the first free) cleans
+ * dirty entries in batches, woken once per CLEAN_BATCH of them (a wake-up
+ * costs a system call; a worker must not pay one per exit). reserve()
+ * prefers clean entries and cleans a dirty one itself when no clean one is
+ * left, so a memory is never handed out dirty, and with the cleaner starved
+ * of CPU a spawn costs what it did before. Pages never touched read as the
+ * shared zero page, so a pooled entry keeps at most SCAN_MAX bytes resident
+ * (64 entries: 8 MiB). */
 #define MEM_POOL_MAX 64
 #define SCAN_MAX ((uint64_t)128 << 10)
 #define OS_PAGE 4096
+#define CLEAN_BATCH 8
+#define MEM_STOCK 32 /* with the cleaner: map fresh rather than clean, up to this many */
 
 typedef struct pooled_mem {
     uint8_t *lo;
-    uint64_t rw; /* [lo, lo + rw) is PROT_READ|WRITE and zero */
+    uint64_t rw;   /* [lo, lo + rw) is PROT_READ|WRITE, and zero unless dirty */
+    bool dirty;
 } pooled_mem;
 
-static pthread_mutex_t mem_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t mem_pool_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP; /* held briefly: spin, do not sleep */
+static pthread_cond_t cleaner_cond = PTHREAD_COND_INITIALIZER;
 static pooled_mem mem_pool[MEM_POOL_MAX];
-static int mem_pool_n;
+static int mem_pool_n, mem_pool_dirty; /* under mem_pool_lock */
+static int mem_mapped;                 /* reservations mapped, pooled or in use */
+static bool cleaner_on, cleaner_waits; /* under mem_pool_lock */
+static pthread_once_t cleaner_once = PTHREAD_ONCE_INIT;
+
+/* memcmp against a zero page runs at vector speed; a scalar loop took
+ * 2.3 us for 64 KiB. Untouched pages read the kernel's zero page, which
+ * stays in the cache. */
+static const uint8_t zero_page[OS_PAGE];
+
+static bool page_is_zero(const uint8_t *p)
+{
+    return memcmp(p, zero_page, OS_PAGE) == 0;
+}
+
+/* Make [lo, lo + used) zero again, keeping its access. */
+static void clean(uint8_t *lo, uint64_t used)
+{
+    if (used <= SCAN_MAX) {
+        for (uint64_t off = 0; off < used; off += OS_PAGE)
+            if (!page_is_zero(lo + off)) memset(lo + off, 0, OS_PAGE);
+    } else {
+        madvise(lo, used, MADV_DONTNEED);
+    }
+}
+
+/* Take entry k out of the pool (lock held). */
+static pooled_mem pool_take(int k)
+{
+    pooled_mem e = mem_pool[k];
+    mem_pool[k] = mem_pool[--mem_pool_n];
+    if (e.dirty) mem_pool_dirty--;
+    return e;
+}
+
+static void *cleaner_main(void *arg)
+{
+    (void)arg;
+    pooled_mem batch[CLEAN_BATCH];
+    pthread_mutex_lock(&mem_pool_lock);
+    for (;;) {
+        while (!mem_pool_dirty) {
+            cleaner_waits = true;
+            pthread_cond_wait(&cleaner_cond, &mem_pool_lock);
+            cleaner_waits = false;
+        }
+        /* Up to a batch of dirty entries out in one locked step, cleaned,
+         * and back in one: the workers take this lock on every spawn and
+         * exit, and one that found it held slept on it (a context switch
+         * per spawn). A bounded batch: what is out is neither clean nor
+         * there to be cleaned inline, and a worker that finds nothing maps
+         * a fresh reservation. */
+        int nb = 0;
+        for (int k = 0; k < mem_pool_n && nb < CLEAN_BATCH;) {
+            if (mem_pool[k].dirty) batch[nb++] = pool_take(k);
+            else k++;
+        }
+        pthread_mutex_unlock(&mem_pool_lock);
+        for (int i = 0; i < nb; i++) {
+            clean(batch[i].lo, batch[i].rw);
+            batch[i].dirty = false;
+        }
+        pthread_mutex_lock(&mem_pool_lock);
+        int i = 0;
+        while (i < nb && mem_pool_n < MEM_POOL_MAX) mem_pool[mem_pool_n++] = batch[i++];
+        if (i < nb) {
+            mem_mapped -= nb - i;
+            pthread_mutex_unlock(&mem_pool_lock);
+            for (; i < nb; i++) munmap(batch[i].lo, UQI_MEM_RESERVE);
+            pthread_mutex_lock(&mem_pool_lock);
+        }
+    }
+    return NULL;
+}
+
+static void cleaner_start(void)
+{
+    /* No signal for this thread: SIGURG and guest faults concern workers. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 64 << 10);
+    pthread_t t;
+    bool ok = pthread_create(&t, &a, cleaner_main, NULL) == 0;
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_lock(&mem_pool_lock);
+    cleaner_on = ok; /* else every free cleans its own memory */
+    pthread_mutex_unlock(&mem_pool_lock);
+}
+
+static void unmapped(void)
+{
+    pthread_mutex_lock(&mem_pool_lock);
+    mem_mapped--;
+    pthread_mutex_unlock(&mem_pool_lock);
+}
 
 /* A reservation whose first `want` bytes are writable and zero, the rest
  * inaccessible; NULL if none can be had. */
 static uint8_t *reserve(uint64_t want)
 {
-    pooled_mem e = {NULL, 0};
+    pooled_mem e = {NULL, 0, false};
     pthread_mutex_lock(&mem_pool_lock);
     if (mem_pool_n) {
-        int k = mem_pool_n - 1; /* the most recent (warm) entry, unless another fits exactly */
-        for (int i = mem_pool_n - 1; i >= 0; i--)
-            if (mem_pool[i].rw == want) { k = i; break; }
-        e = mem_pool[k];
-        mem_pool[k] = mem_pool[--mem_pool_n];
+        /* the most recent (warm) entry of the same size, clean first; else
+         * the most recent clean one; else the most recent */
+        int k = -1, clean_k = -1, dirty_fit = -1;
+        for (int i = mem_pool_n - 1; i >= 0 && k < 0; i--) {
+            if (mem_pool[i].dirty) {
+                if (mem_pool[i].rw == want && dirty_fit < 0) dirty_fit = i;
+            } else {
+                if (mem_pool[i].rw == want) k = i;
+                if (clean_k < 0) clean_k = i;
+            }
+        }
+        if (k < 0) k = dirty_fit >= 0 ? dirty_fit : clean_k >= 0 ? clean_k : mem_pool_n - 1;
+        /* Only dirty ones: while there are few reservations, a fresh one
+         * builds the stock that lets the cleaner stay ahead (a spawner
+         * whose children end at once would otherwise always find only its
+         * last child's memory, dirty). */
+        if (!(mem_pool[k].dirty && cleaner_on && mem_mapped < MEM_STOCK)) e = pool_take(k);
     }
+    if (!e.lo) mem_mapped++;
     pthread_mutex_unlock(&mem_pool_lock);
+    if (e.dirty) clean(e.lo, e.rw);
     if (!e.lo) {
         e.lo = mmap(NULL, UQI_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (e.lo == MAP_FAILED) return NULL;
+        if (e.lo == MAP_FAILED) {
+            unmapped();
+            return NULL;
+        }
     }
     if (e.rw > want) { /* shrink: drop the pages and the access past want */
         madvise(e.lo + want, e.rw - want, MADV_DONTNEED);
@@ -163,45 +295,43 @@ static uint8_t *reserve(uint64_t want)
     return e.lo;
 fail:
     munmap(e.lo, UQI_MEM_RESERVE);
+    unmapped();
     return NULL;
 }
 
-/* memcmp against a zero page runs at vector speed (a 64 KiB memory in about
- * 0.3 us); a scalar loop took 2.3 us. Untouched pages read the kernel's
- * zero page, which stays in the cache. */
-static const uint8_t zero_page[OS_PAGE];
-
-static bool page_is_zero(const uint8_t *p)
-{
-    return memcmp(p, zero_page, OS_PAGE) == 0;
-}
-
-/* Back to the pool with [lo, lo + used) zeroed (accessible), or unmapped
- * when the pool is full. */
+/* Back to the pool: dirty, for the cleaner thread; or zeroed here when
+ * there is no cleaner; or unmapped when the pool is full. */
 static void unreserve(uint8_t *lo, uint64_t used)
 {
+    pthread_once(&cleaner_once, cleaner_start);
     pthread_mutex_lock(&mem_pool_lock);
-    bool room = mem_pool_n < MEM_POOL_MAX;
+    bool room = mem_pool_n < MEM_POOL_MAX, later = cleaner_on, wake = false;
+    if (room && later) {
+        mem_pool[mem_pool_n++] = (pooled_mem){lo, used, true};
+        wake = ++mem_pool_dirty >= CLEAN_BATCH && cleaner_waits;
+        if (wake) cleaner_waits = false; /* one signal per batch */
+    }
     pthread_mutex_unlock(&mem_pool_lock);
-    if (!room) {
-        munmap(lo, UQI_MEM_RESERVE);
+    if (room && later) {
+        if (wake) pthread_cond_signal(&cleaner_cond);
         return;
     }
-    if (used <= SCAN_MAX) {
-        for (uint64_t off = 0; off < used; off += OS_PAGE)
-            if (!page_is_zero(lo + off)) memset(lo + off, 0, OS_PAGE);
-    } else {
-        madvise(lo, used, MADV_DONTNEED);
+    if (!room) {
+        munmap(lo, UQI_MEM_RESERVE);
+        unmapped();
+        return;
     }
+    clean(lo, used);
     pthread_mutex_lock(&mem_pool_lock);
     if (mem_pool_n < MEM_POOL_MAX) {
-        mem_pool[mem_pool_n].lo = lo;
-        mem_pool[mem_pool_n].rw = used;
-        mem_pool_n++;
+        mem_pool[mem_pool_n++] = (pooled_mem){lo, used, false};
         lo = NULL;
     }
     pthread_mutex_unlock(&mem_pool_lock);
-    if (lo) munmap(lo, UQI_MEM_RESERVE);
+    if (lo) {
+        munmap(lo, UQI_MEM_RESERVE);
+        unmapped();
+    }
 }
 
 static uint64_t cap_pages(uqi_proc *p, uint32_t max_pages)

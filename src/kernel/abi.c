@@ -235,7 +235,9 @@ static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_
             memcpy(lt->text, target, tlen);
             lt->len = tlen;
             lt->addr = m->target;
+            lt->to = NULL;
         }
+        m->target_cached = true;
         m->expects_response_s = expects;
         if (expects && get32(d + 36)) {
             ctx = copy_in(p, get32(d + 32), get32(d + 36), &err);

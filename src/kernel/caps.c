@@ -158,12 +158,18 @@ static uint64_t next_serial(void)
 
 uqi_cap *uqi_cap_new(const uqi_addr *issuer, const char *params, const uqi_addr *holder, const uint8_t sk[64])
 {
+    return uqi_cap_new_h(issuer, params, uqi_cap_hash(issuer, params), holder, sk);
+}
+
+uqi_cap *uqi_cap_new_h(const uqi_addr *issuer, const char *params, uint32_t hash, const uqi_addr *holder,
+                       const uint8_t sk[64])
+{
     size_t pl = strlen(params);
     uqi_cap *c = uqi_xcalloc(1, sizeof *c + pl + 1);
     memcpy(c->params, params, pl + 1);
     c->issuer = *issuer;
     c->holder = *holder;
-    c->hash = uqi_cap_hash(issuer, params);
+    c->hash = hash;
     c->serial = next_serial();
     c->signer = sk;
     return c;

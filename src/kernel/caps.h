@@ -55,6 +55,9 @@ void uqi_capset_remove(uqi_capset *s, uqi_cap *c);
  * capabilities (those a spawn gives a parent over its child) never leave
  * the node as a token. */
 uqi_cap *uqi_cap_new(const uqi_addr *issuer, const char *params, const uqi_addr *holder, const uint8_t sk[64]);
+/* The same with hash = uqi_cap_hash(issuer, params) already known. */
+uqi_cap *uqi_cap_new_h(const uqi_addr *issuer, const char *params, uint32_t hash, const uqi_addr *holder,
+                       const uint8_t sk[64]);
 
 /* ---- signatures and tokens ---------------------------------------------- */
 /* The signed bytes (see docs/CAPABILITIES.md); returns their length. */

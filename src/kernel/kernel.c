@@ -148,7 +148,8 @@ void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
 static void kproc_free(uqi_kproc *kp)
 {
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
-    for (int i = 0; i < UQI_MAX_HELD; i++) uqi_msg_free(kp->held[i]);
+    for (int i = 0; i < UQI_MAX_HELD; i++)
+        if (kp->held[i]) uqi_msg_free(kp->held[i]);
     uqi_mailbox_fini(&kp->mbox);
     pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
@@ -274,7 +275,7 @@ static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_
     o->target_kp = to;
     if (to) to->awaited++;
     o->target = m->target;
-    o->deadline_ns = uqi_now_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
+    o->deadline_ns = uqi_now_coarse_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
     o->ctx = ctx;
     o->ctx_len = ctx_len;
     o->orig = copy_for_error(m);
@@ -346,16 +347,21 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     return true;
 }
 
-static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
+static uqi_cap *grant_one_h(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params, uint32_t h)
 {
-    uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, uqi_cap_hash(issuer, params));
+    uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, h);
     if (c) return c;
-    c = uqi_cap_new(issuer, params, &holder->addr, n->sk);
+    c = uqi_cap_new_h(issuer, params, h, &holder->addr, n->sk);
     c->holder_kp = holder;
     uqi_capset_add(&holder->caps, c);
     issued_push(issuer_list(n, issuer), c);
     persist(n, holder);
     return c;
+}
+
+static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
+{
+    return grant_one_h(n, holder, issuer, params, uqi_cap_hash(issuer, params));
 }
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
@@ -467,7 +473,8 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             goto out;
         }
     }
-    if (m->kind == UQI_MSG_REQUEST && strcmp(m->target.node, n->name) == 0 && strcmp(m->target.process, "kernel") == 0) {
+    bool local = strcmp(m->target.node, n->name) == 0;
+    if (m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
         /* The kernel is a process too: its commands run outside the lock
          * (initializing a process may compile it). */
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, MESSAGING)) {
@@ -480,7 +487,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         uqi_kcmd_handle(from, m, context, context_len);
         return UQ_OK;
     }
-    if (strcmp(m->target.node, n->name) != 0) {
+    if (!local) {
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, NETWORK)) {
             err = uqi_errf(em, UQ_EPERM, "%s may not reach other nodes: it does not hold the network capability",
                            from->addr.process);
@@ -490,7 +497,20 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         goto out;
     }
     if (m->kind == UQI_MSG_REQUEST) {
-        uqi_kproc *to = find(n, m->target.process);
+        /* The sender's last target, looked up before: valid while the
+         * capability generation has not moved (every exit advances it, so
+         * the pointer is never followed after its process went). */
+        uqi_last_target *lt = m->target_cached ? from->last_target : NULL;
+        uqi_kproc *to;
+        if (lt && lt->to && lt->gen == n->cap_gen) {
+            to = lt->to;
+        } else {
+            to = find(n, m->target.process);
+            if (lt && to && !to->dead) {
+                lt->to = to;
+                lt->gen = n->cap_gen;
+            }
+        }
         if (m->expects_response_s) {
             m->rsvp = from->addr;
             m->has_rsvp = true;
@@ -753,41 +773,59 @@ uq_err uqi_node_set_on_exit(uqi_node *n, const char *id, uqi_on_exit how, uqi_ex
     return UQ_OK;
 }
 
-static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
-                          uq_errmsg *em);
+static uqi_kproc *install_locked(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em,
+                                 uq_err *err);
+
+/* The id (a fresh UUID if none), checked, and its module loaded (no node
+ * lock: loading may compile). id points to uuid when one is made. */
+static uq_err load_for(uqi_node *n, const char **id, char uuid[37], const uint8_t *wasm, size_t len,
+                       uqi_module **mod, uq_errmsg *em)
+{
+    if (!*id || !**id) {
+        uqi_uuid_new(uuid);
+        *id = uuid;
+    }
+    if (!uqi_process_name_valid(*id))
+        return uqi_errf(em, UQ_EINVAL, "bad process id \"%s\": use 1-%d characters of a-z, 0-9 and '-'", *id, UQI_NAME_MAX);
+    if (strcmp(*id, "kernel") == 0) return uqi_errf(em, UQ_EEXIST, "the process id \"kernel\" is reserved");
+    return uqi_engine_load(&n->eng, wasm, len, *id, mod, em);
+}
+
+/* The store key of a module's bytes: "w/" + BLAKE2b-256 hex. */
+static void wasm_key_of(const uint8_t *wasm, size_t len, char key[68])
+{
+    uint8_t h[32];
+    memcpy(key, "w/", 3);
+    crypto_generichash(h, sizeof h, wasm, len, NULL, 0);
+    sodium_bin2hex(key + 2, 66, h, sizeof h);
+}
+
+/* Persisted: the module's bytes once (by content), then kp's record
+ * (node lock held). */
+static void persist_new(uqi_node *n, uqi_kproc *kp, const char key[68], const uint8_t *wasm, size_t len)
+{
+    if (!kp->mod->persisted && !n->frozen) {
+        uqi_persist_wasm(n->store, key, wasm, len);
+        kp->mod->persisted = true;
+    }
+    memcpy(kp->wasm_key, key, 68);
+    persist(n, kp);
+}
 
 uq_err uqi_node_init_process(uqi_node *n, const char *id, const uint8_t *wasm, size_t len, bool public,
                              char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
 {
-    char uuid[37];
-    if (!id || !*id) {
-        uqi_uuid_new(uuid);
-        id = uuid;
-    }
-    if (!uqi_process_name_valid(id))
-        return uqi_errf(em, UQ_EINVAL, "bad process id \"%s\": use 1-%d characters of a-z, 0-9 and '-'", id, UQI_NAME_MAX);
-    if (strcmp(id, "kernel") == 0) return uqi_errf(em, UQ_EEXIST, "the process id \"kernel\" is reserved");
+    char uuid[37], key[68];
     uqi_module *mod;
-    uq_err err = uqi_engine_load(&n->eng, wasm, len, id, &mod, em);
+    uq_err err = load_for(n, &id, uuid, wasm, len, &mod, em);
     if (err) return err;
-    if ((err = init_loaded(n, id, mod, public, out_id, em)) || !n->store) return err;
-    /* Persisted: the module's bytes once (by content), then the record. */
-    uint8_t h[32];
-    char key[68] = "w/";
-    crypto_generichash(h, sizeof h, wasm, len, NULL, 0);
-    sodium_bin2hex(key + 2, sizeof key - 2, h, sizeof h);
+    if (n->store) wasm_key_of(wasm, len, key);
     pthread_mutex_lock(&n->lock);
-    if (!mod->persisted && !n->frozen) {
-        uqi_persist_wasm(n->store, key, wasm, len);
-        mod->persisted = true;
-    }
-    uqi_kproc *kp = find(n, id);
-    if (kp) {
-        memcpy(kp->wasm_key, key, sizeof key);
-        persist(n, kp);
-    }
+    uqi_kproc *kp = install_locked(n, id, mod, public, em, &err);
+    if (kp && n->store) persist_new(n, kp, key, wasm, len);
     pthread_mutex_unlock(&n->lock);
-    return UQ_OK;
+    if (kp && out_id) name_copy(out_id, id);
+    return err;
 }
 
 /* A fresh instance record for kp (node lock held). */
@@ -802,18 +840,18 @@ static uqi_proc *new_instance(uqi_kproc *kp)
     return p;
 }
 
-/* Install a process of an already loaded module. */
-static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, char out_id[UQI_NAME_MAX + 1],
-                          uq_errmsg *em)
+/* Install a process of an already loaded module (node lock held); NULL
+ * with *err set if it cannot be. */
+static uqi_kproc *install_locked(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em,
+                                 uq_err *err)
 {
-    pthread_mutex_lock(&n->lock);
     if (find(n, id)) {
-        pthread_mutex_unlock(&n->lock);
-        return uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
+        *err = uqi_errf(em, UQ_EEXIST, "a process named %s already exists", id);
+        return NULL;
     }
     if (n->nprocs >= n->max_processes) {
-        pthread_mutex_unlock(&n->lock);
-        return uqi_errf(em, UQ_ELIMIT, "the node runs %u processes, its limit", n->max_processes);
+        *err = uqi_errf(em, UQ_ELIMIT, "the node runs %u processes, its limit", n->max_processes);
+        return NULL;
     }
     n->nprocs++;
     uqi_kproc *kp = kproc_new(n, id);
@@ -824,28 +862,37 @@ static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool pub
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
     if (n->orphans) caps_adopt(n, kp);
-    if (out_id) name_copy(out_id, id);
+    *err = UQ_OK;
+    return kp;
+}
+
+static uq_err init_loaded(uqi_node *n, const char *id, uqi_module *mod, bool public, uq_errmsg *em)
+{
+    uq_err err;
+    pthread_mutex_lock(&n->lock);
+    install_locked(n, id, mod, public, em, &err);
     pthread_mutex_unlock(&n->lock);
+    return err;
+}
+
+/* Start kp (node lock held). */
+static uq_err run_locked(uqi_node *n, uqi_kproc *kp, const char *id, uq_errmsg *em)
+{
+    uq_err err = UQ_OK;
+    if (!kp || !kp->proc) return uqi_errf(em, UQ_ENOENT, "no process %s to run (initialize it first)", id);
+    if (kp->running) return uqi_errf(em, UQ_EBUSY, "%s is already running", id);
+    deliver_state(n, kp);
+    if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) return uqi_errf(em, err, "cannot start %s", id);
+    kp->running = true;
+    kp->started_ns = uqi_now_coarse_ns(); /* ms precision is enough: restart back-off */
+    persist(n, kp);
     return UQ_OK;
 }
 
 uq_err uqi_node_run_process(uqi_node *n, const char *id, uq_errmsg *em)
 {
     pthread_mutex_lock(&n->lock);
-    uqi_kproc *kp = find(n, id);
-    uq_err err = UQ_OK;
-    if (!kp || !kp->proc) err = uqi_errf(em, UQ_ENOENT, "no process %s to run (initialize it first)", id);
-    else if (kp->running) err = uqi_errf(em, UQ_EBUSY, "%s is already running", id);
-    else {
-        deliver_state(n, kp);
-        if ((err = uqi_proc_start(kp->proc, -1)) != UQ_OK) {
-            uqi_errf(em, err, "cannot start %s", id);
-        } else {
-            kp->running = true;
-            kp->started_ns = uqi_now_ns();
-            persist(n, kp);
-        }
-    }
+    uq_err err = run_locked(n, find(n, id), id, em);
     pthread_mutex_unlock(&n->lock);
     return err;
 }
@@ -854,7 +901,7 @@ uq_err uqi_node_spawn_module(uqi_node *n, const char *id, uqi_module *mod, bool 
 {
     if (!uqi_process_name_valid(id) || strcmp(id, "kernel") == 0)
         return uqi_errf(em, UQ_EINVAL, "bad process id \"%s\"", id);
-    uq_err err = init_loaded(n, id, mod, public, NULL, em);
+    uq_err err = init_loaded(n, id, mod, public, em);
     if (!err) err = uqi_node_run_process(n, id, em);
     return err;
 }
@@ -1279,23 +1326,46 @@ void uqi_node_bench_cap_checks(uqi_node *n, bool on)
     pthread_mutex_unlock(&n->lock);
 }
 
+/* Spawned by a process: installed, granted and started in one locked step
+ * (it was four: init, grant, run, each through the public calls), with the
+ * same persistence hooks as those calls. */
 uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, const uint8_t *wasm, size_t len,
                             bool public, bool restart, const uqi_capref *caps, uint32_t ncaps,
                             char out_id[UQI_NAME_MAX + 1], uq_errmsg *em)
 {
     uq_err err = ncaps ? uqi_node_check_held(n, parent, caps, ncaps, em) : UQ_OK;
     if (err) return err;
-    char got[UQI_NAME_MAX + 1];
-    if ((err = uqi_node_init_process(n, id, wasm, len, public, got, em))) return err;
-    if (restart) err = uqi_node_set_on_exit(n, got, UQI_ON_EXIT_RESTART, NULL, 0, em);
-    if (!err && ncaps) err = uqi_node_grant(n, parent, got, caps, ncaps, em);
-    if (!err && !public) err = uqi_node_grant_messaging(n, parent->addr.process, got, em);
-    if (!err) err = uqi_node_run_process(n, got, em);
-    if (err) {
-        uqi_node_kill(n, got, NULL);
+    char uuid[37], key[68], refused[600];
+    uqi_module *mod;
+    if ((err = load_for(n, &id, uuid, wasm, len, &mod, em))) return err;
+    if (n->store) wasm_key_of(wasm, len, key);
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *kp = install_locked(n, id, mod, public, em, &err);
+    if (!kp) {
+        pthread_mutex_unlock(&n->lock);
         return err;
     }
-    name_copy(out_id, got);
+    if (n->store) persist_new(n, kp, key, wasm, len);
+    if (restart) {
+        kp->on_exit = UQI_ON_EXIT_RESTART;
+        persist(n, kp);
+    }
+    if (parent->dead) {
+        err = uqi_errf(em, UQ_ENOENT, "no process %s", parent->addr.process);
+    } else if (ncaps && refused_list(n, parent, caps, ncaps, refused, sizeof refused)) {
+        err = uqi_errf(em, UQ_EPERM, "%s may grant only capabilities it holds or issued; refused: %s",
+                       parent->addr.process, refused);
+    } else {
+        for (uint32_t i = 0; i < ncaps; i++) grant_one(n, kp, &caps[i].issuer, caps[i].params);
+        if (!public) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
+        err = run_locked(n, kp, id, em);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (err) {
+        uqi_node_kill(n, id, NULL);
+        return err;
+    }
+    name_copy(out_id, id);
     return UQ_OK;
 }
 

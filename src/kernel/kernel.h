@@ -71,6 +71,8 @@ typedef struct uqi_last_target {
     uint32_t len;
     char text[2 * UQI_NAME_MAX + 2];
     uqi_addr addr;
+    struct uqi_kproc *to;        /* kernel.c: the local process it named, while gen is the node's cap_gen */
+    uint64_t gen;
 } uqi_last_target;
 
 typedef struct uqi_node_config {

@@ -87,6 +87,7 @@ typedef struct uqi_msg {
     uint32_t n_attach;
     char *caps;              /* on delivery: JSON array of the tokens granted with it, or NULL */
     bool small;              /* of the size class the per-thread cache keeps */
+    bool target_cached;      /* target is the sender's last_target (kernel.h): the kernel may use its lookup */
 } uqi_msg;
 
 /* A message with a copy of body. Small ones (body up to UQI_MSG_SMALL_BODY

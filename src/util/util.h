@@ -61,6 +61,9 @@ char *uqi_xstrdup(const char *s);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t uqi_now_ns(void);     /* CLOCK_MONOTONIC */
+/* At least uqi_now_ns(), at most a clock tick (1-4 ms) ahead, for a few ns
+ * instead of a clock read: for deadlines in seconds, which must not fire early. */
+uint64_t uqi_now_coarse_ns(void);
 /* A time in nanoseconds as a timespec (for absolute deadlines on the
  * monotonic clock, or for intervals). */
 struct timespec uqi_ns_to_timespec(uint64_t ns);
