@@ -222,32 +222,49 @@ void tns_tamper(tns *t, const char *dir, int min)
     tunem_cmd(t, false, "tamper %s %d", dir, min);
 }
 
-unsigned long long tns_bytes(tns *t, const char *dir)
+/* The number after key in tunem's counters of dir ("read 12", "loss 3"),
+ * or before it for "bytes" ("(1234 bytes"). */
+static unsigned long long tunem_stat(tns *t, const char *dir, const char *key)
 {
-    bool ab = strcmp(dir, "a2b") == 0;
-    if (t->netem) { /* what the sending side's veth sent */
-        char path[256];
-        snprintf(path, sizeof path, "ip netns exec %s cat /sys/class/net/%s/statistics/tx_bytes", ab ? t->a : t->b,
-                 ab ? t->dev_a : t->dev_b);
-        FILE *f = popen(path, "r");
-        unsigned long long v = 0;
-        if (f) {
-            if (fscanf(f, "%llu", &v) != 1) v = 0;
-            pclose(f);
-        }
-        return v;
-    }
     static const char cmd[] = "stats\n";
     ASSERT(write(t->to, cmd, sizeof cmd - 1) == (ssize_t)sizeof cmd - 1);
     unsigned long long v = 0;
-    char *l, want[8];
+    char *l, want[8], pat[40];
     snprintf(want, sizeof want, "%s: ", dir);
+    snprintf(pat, sizeof pat, " %s ", key);
     while ((l = tunem_line(t, 5000)) && strncmp(l, "ok", 2) != 0) {
-        char *f = strstr(l, " forwarded ");
-        if (strncmp(l, want, strlen(want)) == 0 && f && strchr(f, '('))
-            v = strtoull(strchr(f, '(') + 1, NULL, 10);
+        if (strncmp(l, want, strlen(want)) != 0) continue;
+        if (strcmp(key, "bytes") == 0) {
+            char *f = strstr(l, " bytes)");
+            while (f && f > l && f[-1] != '(') f--;
+            if (f) v = strtoull(f, NULL, 10);
+        } else {
+            char *f = strstr(l, pat);
+            if (!f) { /* "(loss 3," */
+                snprintf(pat, sizeof pat, "(%s ", key);
+                f = strstr(l, pat);
+            }
+            if (f) v = strtoull(f + strlen(pat), NULL, 10);
+        }
     }
     ASSERT(l != NULL);
+    return v;
+}
+
+unsigned long long tns_stat(tns *t, const char *dir, const char *key)
+{
+    bool ab = strcmp(dir, "a2b") == 0;
+    if (!t->netem) return tunem_stat(t, dir, key);
+    if (strcmp(key, "bytes") != 0) return 0; /* netem: bytes only */
+    char cmd[256]; /* what the sending side's veth sent */
+    snprintf(cmd, sizeof cmd, "ip netns exec %s cat /sys/class/net/%s/statistics/tx_bytes", ab ? t->a : t->b,
+             ab ? t->dev_a : t->dev_b);
+    FILE *f = popen(cmd, "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) v = 0;
+        pclose(f);
+    }
     return v;
 }
 

@@ -51,8 +51,11 @@ void tns_cut(tns *t, bool cut);
 /* tunem only: flip a byte of the next TCP packet of dir ("a2b" or "b2a")
  * carrying at least min payload bytes. */
 void tns_tamper(tns *t, const char *dir, int min);
-/* tunem only: bytes forwarded so far in dir ("a2b" or "b2a"). */
-unsigned long long tns_bytes(tns *t, const char *dir);
+/* A counter of dir ("a2b" or "b2a"): "bytes" forwarded (netem too: what
+ * the sending veth sent); with tunem also "read", "forwarded", "loss",
+ * "cut", "overflow", "delayed", "tampered" (netem: 0). Reading them also
+ * reads tunem's "tampered" reports (t->tampered). */
+unsigned long long tns_stat(tns *t, const char *dir, const char *key);
 /* Log the link's counters (tunem's, or netem's qdisc statistics), stop
  * tunem, delete the namespaces. */
 void tns_down(tns *t);
