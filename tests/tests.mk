@@ -32,7 +32,13 @@ $(BUILD)/tests/%.o: tests/%.c tests/runner.h $(wildcard tests/integ/*.h src/*/*.
 $(BUILD)/uqbar_tests: $(TEST_OBJ) $(BUILD)/libuqbar.a
 	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
 
-test: all guests $(BUILD)/uqbar_tests
+# tunem: a userspace netem over TUN for the network-namespace tests, used
+# when the kernel has no sch_netem (tests/tools/tunem.c, tests/integ/tnetns.h).
+$(BUILD)/tunem: tests/tools/tunem.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(EXTRA_CFLAGS) $(LDSAN) -o $@ $<
+
+test: all guests $(BUILD)/uqbar_tests $(BUILD)/tunem
 	UQ_BUILD=$(BUILD) UQ_SHARED=$(SHARED) $(BUILD)/uqbar_tests $(T)
 
 # Fuzzing: libFuzzer + ASan on the module reader; seeds are the test guests.

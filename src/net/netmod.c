@@ -203,7 +203,8 @@ static void dir_refresh(uqn_net *net)
 static uq_err lookup(void *arg, const char *name, uint8_t pk[32], uq_errmsg *em)
 {
     uqn_net *net = arg;
-    if (net->dir && uqn_dir_lookup(net->dir, name, pk, NULL) == UQ_OK) return UQ_OK;
+    /* reread first (a stat when nothing changed): a key the operator just
+     * corrected applies to the next handshake, incoming ones too */
     dir_refresh(net);
     if (!net->dir) return uqi_errf(em, UQ_ENOENT, "net: no directory: %s is unknown", name);
     return uqn_dir_lookup(net->dir, name, pk, em);

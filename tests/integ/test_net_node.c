@@ -577,17 +577,7 @@ TEST(net_node_bulk_and_many_both_ways)
 #include <fcntl.h>
 #include <sched.h>
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return rc;
-}
+#include "tnetns.h"
 
 typedef struct ns_start {
     rawpeer *rp;
@@ -640,32 +630,14 @@ static bool intact(const uqi_msg *m)
 
 TEST_T(net_netns_delay_loss_and_cut_link, 120)
 {
-    if (getuid() != 0 || sh("ip netns add uqprobe%d 2>/dev/null", (int)getpid()) != 0) {
-        test_log("SKIPPED: needs root and ip netns (iproute2)");
-        return;
-    }
-    int pid = (int)getpid();
-    sh("ip netns del uqprobe%d", pid);
-    /* namespaces left by an earlier run that failed half-way */
-    sh("for ns in $(ip netns list | grep -o '^uq[ab][0-9]*'); do p=${ns#uq?}; kill -0 $p 2>/dev/null || "
-       "ip netns del $ns; done");
-    char na[32], nb[32], dir[1200];
-    snprintf(na, sizeof na, "uqa%d", pid);
-    snprintf(nb, sizeof nb, "uqb%d", pid);
-    ASSERT(sh("ip netns add %s && ip netns add %s && ip link add va%d type veth peer name vb%d && "
-              "ip link set va%d netns %s && ip link set vb%d netns %s && "
-              "ip -n %s addr add 10.231.0.1/24 dev va%d && ip -n %s addr add 10.231.0.2/24 dev vb%d && "
-              "ip -n %s link set va%d up && ip -n %s link set vb%d up && ip -n %s link set lo up && ip -n %s link set lo up",
-              na, nb, pid, pid, pid, na, pid, nb, na, pid, nb, pid, na, pid, nb, pid, na, nb) == 0);
-    /* 5 ms each way, 1% loss, 200 Mbit/s; without netem (some kernels lack
-     * sch_netem), at least the rate limit (tbf), so that a 10 MB transfer
-     * lasts long enough to be cut in the middle */
-    bool netem = sh("ip netns exec %s tc qdisc add dev va%d root netem delay 5ms loss 1%% rate 200mbit 2>/dev/null", na, pid) == 0 &&
-                 sh("ip netns exec %s tc qdisc add dev vb%d root netem delay 5ms loss 1%% 2>/dev/null", nb, pid) == 0;
-    if (!netem) {
-        test_log("tc netem is not available in this kernel (no sch_netem): no delay or loss; rate limit by tbf instead");
-        ASSERT(sh("ip netns exec %s tc qdisc add dev va%d root tbf rate 100mbit burst 64kb latency 2000ms", na, pid) == 0);
-    }
+    /* 5 ms each way, 1% loss, 200 Mbit/s, so that a 10 MB transfer lasts
+     * long enough to be cut in the middle: tc netem on a veth pair, or tunem
+     * where the kernel has no sch_netem (tnetns.h; the log says which) */
+    tns t;
+    tns_shape shape = {.delay_ms = 5, .loss = 1, .rate_mbit = 200};
+    if (!tns_up(&t, &shape, false)) return;
+    const char *na = t.a, *nb = t.b;
+    char dir[1200];
     snprintf(dir, sizeof dir, "%s/peers", tb_tmpdir());
     rawpeer x, y;
     rp_init(&x, "x.node", 0);
@@ -696,8 +668,8 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
         ASSERT(intact(m));
         uqi_msg_free(m);
     }
-    test_log("%d messages (one of 4 MB) over %s: %.0f ms", SMALL, netem ? "5 ms delay + 1%% loss" : "100 Mbit/s",
-             (double)(uqi_now_ns() - t0) / 1e6);
+    test_log("%d messages (one of 4 MB) over %s at 5 ms delay, 1%% loss, 200 Mbit/s: %.0f ms", SMALL,
+             t.netem ? "netem" : "tunem", (double)(uqi_now_ns() - t0) / 1e6);
 
     /* 2. the link cut in the middle of a large transfer: every message gets
      * its verdict; what arrived is intact; nothing that timed out arrived */
@@ -711,7 +683,7 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
         uqi_msg_free(m);
     }
     usleep(150000);
-    ASSERT(sh("ip -n %s link set va%d down", na, pid) == 0);
+    tns_cut(&t, true);
     uint64_t end = uqi_now_ns() + 20000000000ull;
     int done = 0;
     while (uqi_now_ns() < end) {
@@ -748,7 +720,7 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     ASSERT(offline + timeout > 0);
 
     /* 3. the link back: the peers reconnect */
-    ASSERT(sh("ip -n %s link set va%d up", na, pid) == 0);
+    tns_cut(&t, false);
     bool back = false;
     for (int tries = 0; tries < 100 && !back; tries++) {
         m = numbered(5000 + (uint64_t)tries, 100);
@@ -761,5 +733,5 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     ASSERT(back);
     rp_fini(&x);
     rp_fini(&y);
-    sh("ip netns del %s; ip netns del %s", na, nb);
+    tns_down(&t);
 }
