@@ -1,0 +1,313 @@
+/* Encrypted remote backups with real nodes (uqbar boot, one OS process
+ * each) on loopback: x.local backs up to y.local and w.local, its tally
+ * persists a count; x's home is wiped but for its keyfile; `uqbar restore`
+ * brings the tally back with its count. Peers cannot read (the count is not
+ * in their store files), a flipped byte in a peer's copy is refused by name
+ * (and another peer's copy taken), and a peer answers only the owner. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kernel/backup_crypt.h"
+#include "net/identity.h"
+#include "runner.h"
+#include "store/store.h"
+#include "util/util.h"
+
+typedef struct bnode {
+    pid_t pid;
+    int in, out;
+    char name[32], home[1200], listen[64], backup[64];
+    char buf[65536];
+    size_t have;
+} bnode;
+
+static char dir_path[1300];
+
+static int any_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void bn_boot(bnode *b, const char *manifest)
+{
+    int pin[2], pout[2];
+    ASSERT(pipe(pin) == 0 && pipe(pout) == 0);
+    char exe[1100];
+    snprintf(exe, sizeof exe, "%s/uqbar", tb_build());
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        dup2(pin[0], 0);
+        dup2(pout[1], 1);
+        dup2(pout[1], 2);
+        close(pin[1]);
+        close(pout[0]);
+        const char *argv[24] = {exe, "boot", "--home", b->home, "--name", b->name, "--listen", b->listen,
+                                "--dev-unencrypted-key", "--net-timeout", "2000", "--workers", "1",
+                                "--peers", dir_path};
+        int k = 15;
+        if (b->backup[0]) argv[k++] = "--backup-peers", argv[k++] = b->backup;
+        if (manifest) argv[k++] = "--install", argv[k++] = manifest, argv[k++] = "--yes";
+        argv[k] = NULL;
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    close(pin[0]);
+    close(pout[1]);
+    b->pid = pid;
+    b->in = pin[1];
+    b->out = pout[0];
+    b->have = 0;
+}
+
+static bool bn_expect(bnode *b, const char *want, int ms)
+{
+    uint64_t end = uqi_now_ns() + (uint64_t)ms * 1000000ull;
+    for (;;) {
+        b->buf[b->have] = '\0';
+        char *hit = strstr(b->buf, want);
+        if (hit) {
+            char *nl = strchr(hit, '\n');
+            size_t cut = nl ? (size_t)(nl + 1 - b->buf) : b->have;
+            memmove(b->buf, b->buf + cut, b->have - cut + 1);
+            b->have -= cut;
+            return true;
+        }
+        if (uqi_now_ns() >= end) return false;
+        struct pollfd pf = {b->out, POLLIN, 0};
+        if (poll(&pf, 1, 20) <= 0) continue;
+        if (b->have > sizeof b->buf - 4096) {
+            memmove(b->buf, b->buf + b->have - 2048, 2048);
+            b->have = 2048;
+        }
+        ssize_t n = read(b->out, b->buf + b->have, sizeof b->buf - 1 - b->have);
+        if (n <= 0) return false;
+        if (getenv("UQ_NET_DEBUG")) fprintf(stderr, "[%s] %.*s", b->name, (int)n, b->buf + b->have);
+        b->have += (size_t)n;
+    }
+}
+
+static void bn_say(bnode *b, const char *line)
+{
+    ASSERT(write(b->in, line, strlen(line)) == (ssize_t)strlen(line));
+}
+
+static void bn_exit(bnode *b)
+{
+    bn_say(b, "exit\n");
+    ASSERT(bn_expect(b, "shutting down", 10000));
+    waitpid(b->pid, NULL, 0);
+    close(b->in);
+    close(b->out);
+}
+
+static void bn_up(bnode *b, const char *manifest)
+{
+    bn_boot(b, manifest);
+    if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", b->name, b->buf);
+}
+
+/* Wait until every entry is acknowledged by every backup peer. */
+static void bn_backed_up(bnode *b)
+{
+    for (int i = 0; i < 200; i++) {
+        bn_say(b, "backup\n");
+        if (bn_expect(b, "backup: 0 pending", 300)) return;
+    }
+    test_fail(__FILE__, __LINE__, "%s: backups still pending: %s", b->name, b->buf);
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    uint8_t *d;
+    size_t n;
+    ASSERT_EQ(uqi_read_file(path, &d, &n, NULL), UQ_OK);
+    bool has = memmem(d, n, needle, strlen(needle)) != NULL;
+    free(d);
+    return has;
+}
+
+static cmd_result restore(const char *home, const char *peers)
+{
+    char exe[1100];
+    snprintf(exe, sizeof exe, "%s/uqbar", tb_build());
+    const char *argv[] = {exe, "restore", "--home", home, "--peers", dir_path, "--backup-peers", peers,
+                          "--dev-unencrypted-key", NULL};
+    cmd_result r = tb_run(argv, NULL, 120);
+    if (getenv("UQ_NET_DEBUG")) fprintf(stderr, "[restore %s] %s%s", peers, r.out, r.err);
+    return r;
+}
+
+static void rm_store(const char *home)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/store'", home);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char manifest[1300], shared[1024], text[2048];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/tally.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"tally\",\"process_wasm_path\":\"%s/apps/tally.wasm\","
+             "\"on_exit\":\"None\",\"public\":false}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    bnode nodes[3];
+    bnode *x = &nodes[0], *y = &nodes[1], *w = &nodes[2];
+    const char *names[3] = {"x.local", "y.local", "w.local"};
+    for (int i = 0; i < 3; i++) {
+        bnode *b = &nodes[i];
+        memset(b, 0, sizeof *b);
+        snprintf(b->name, sizeof b->name, "%s", names[i]);
+        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
+        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
+    }
+    snprintf(x->backup, sizeof x->backup, "y.local,w.local");
+    bn_up(y, NULL);
+    bn_up(w, NULL);
+    bn_up(x, manifest);
+    char dir[8192] = "";
+    for (int i = 0; i < 3; i++) {
+        char path[1300];
+        snprintf(path, sizeof path, "%s/record", nodes[i].home);
+        uint8_t *rec;
+        size_t len;
+        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
+        strncat(dir, (char *)rec, len);
+        free(rec);
+    }
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, dir, strlen(dir), NULL), UQ_OK);
+
+    /* x's tally persists a count; its backups reach both peers */
+    bn_say(x, "m tally {\"add\":987654321}\n");
+    ASSERT(bn_expect(x, "{\"count\":987654321,\"rc\":0}", 20000));
+    bn_say(x, "m tally {\"add\":1}\n");
+    ASSERT(bn_expect(x, "{\"count\":987654322,\"rc\":0}", 10000));
+    uint64_t t0 = uqi_now_ns();
+    bn_backed_up(x);
+    test_log("backed up to two peers %.0f ms after the last state write", (double)(uqi_now_ns() - t0) / 1e6);
+    /* a node other than the owner (w's terminal) cannot list at y */
+    bn_say(w, "m y.local@backup \"List\"\n");
+    ASSERT(bn_expect(w, "backup keeps entries for the backup process of other nodes only", 10000));
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+
+    /* peers cannot read: the count is in x's store, not in theirs (which do hold x's entries) */
+    char path[1400];
+    snprintf(path, sizeof path, "%s/store/data.mdb", x->home);
+    ASSERT(file_has(path, "987654322"));
+    for (int i = 1; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/store/data.mdb", nodes[i].home);
+        ASSERT(file_has(path, "h/x.local/"));
+        ASSERT(!file_has(path, "987654322"));
+        ASSERT(!file_has(path, "\"id\":\"tally\"")); /* the process record */
+    }
+
+    /* w lies: its copy of the tally's state gets a flipped byte and claims the highest sequence */
+    uqn_identity xid;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqn_identity_load(x->home, NULL, &xid, &em), UQ_OK);
+    uqi_bkeys keys;
+    uqi_bkeys_derive(xid.sk, &keys);
+    char eid[UQI_BID_HEX + 1], hkey[128];
+    uqi_bentry_id(&keys, UQI_BDB_STATE, "tally", 5, eid);
+    snprintf(hkey, sizeof hkey, "h/x.local/%s", eid);
+    uint64_t yseq = 0;
+    {
+        uqs_store *s;
+        ASSERT_EQ(uqs_open(y->home, NULL, &s, &em), UQ_OK);
+        uint8_t *v;
+        size_t n;
+        ASSERT_EQ(uqs_get(s, UQS_DB_BACKUP, hkey, strlen(hkey), &v, &n, &em), UQ_OK);
+        memcpy(&yseq, v, 8); /* little-endian host */
+        free(v);
+        uqs_close(s);
+    }
+    {
+        uqs_store *s;
+        ASSERT_EQ(uqs_open(w->home, NULL, &s, &em), UQ_OK);
+        uint8_t *v;
+        size_t n;
+        ASSERT_EQ(uqs_get(s, UQS_DB_BACKUP, hkey, strlen(hkey), &v, &n, &em), UQ_OK);
+        ASSERT(n > 8 + UQI_BENTRY_OVERHEAD);
+        uint64_t high = yseq + 1000;
+        memcpy(v, &high, 8);
+        v[n - 20] ^= 0x01; /* one byte of the ciphertext */
+        uqs_op op = {.db = UQS_DB_BACKUP, .key = hkey, .klen = strlen(hkey), .val = v, .vlen = n};
+        ASSERT_EQ(uqs_write(s, &op, 1, &em), UQ_OK);
+        free(v);
+        uqs_close(s);
+    }
+
+    /* x's machine is gone: its home is only its keyfile */
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "cd '%s' && find . -mindepth 1 -maxdepth 1 ! -name identity.key -exec rm -rf {} +", x->home);
+    ASSERT_EQ(system(cmd), 0);
+    bn_up(y, NULL);
+    bn_up(w, NULL);
+
+    /* from w alone: the tampered entry is refused, by name, and reported lost */
+    cmd_result r = restore(x->home, "w.local");
+    ASSERT_EQ(r.status, 1);
+    ASSERT_STR_HAS(r.out, eid);
+    ASSERT_STR_HAS(r.out, "REFUSED the copy from backup peer w.local");
+    ASSERT_STR_HAS(r.out, "fails authentication");
+    ASSERT_STR_HAS(r.out, "no good copy on any backup peer");
+    tb_result_free(&r);
+    rm_store(x->home);
+
+    /* from both: w's copy is refused, y's taken */
+    r = restore(x->home, "w.local,y.local");
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "REFUSED the copy from backup peer w.local");
+    ASSERT_STR_HAS(r.out, "trying another copy");
+    ASSERT_STR_HAS(r.out, "0 lost");
+    test_log("restore: %.2f s", r.seconds);
+    tb_result_free(&r);
+    /* a second restore into a home with processes is refused */
+    r = restore(x->home, "y.local");
+    ASSERT(r.status != 0);
+    ASSERT_STR_HAS(r.err, "holds processes already");
+    tb_result_free(&r);
+
+    /* the owner check: w's key, in a fresh home, lists nothing of x's at y */
+    char wfresh[1300];
+    snprintf(wfresh, sizeof wfresh, "%s/w-fresh", tb_tmpdir());
+    bn_exit(w); /* one w at a time */
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/identity.key' '%s/'", wfresh, w->home, wfresh);
+    ASSERT_EQ(system(cmd), 0);
+    r = restore(wfresh, "y.local");
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "backup peer y.local holds 0 entries for this node");
+    tb_result_free(&r);
+    bn_up(w, NULL);
+
+    /* x boots from the restored store: the tally is back with its count */
+    bn_up(x, NULL);
+    bn_say(x, "m tally {\"get\":1}\n");
+    ASSERT(bn_expect(x, "{\"count\":987654322,", 10000));
+    /* and its backups go on */
+    bn_say(x, "m tally {\"add\":1}\n");
+    ASSERT(bn_expect(x, "{\"count\":987654323,\"rc\":0}", 10000));
+    bn_backed_up(x);
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+    uqn_identity_wipe(&xid);
+}
