@@ -8,6 +8,16 @@
 #include <string.h>
 #include <time.h>
 
+/* "64" (MB), or with a suffix: "512K", "64M", "2G"; at least 1 byte. */
+static uint64_t quota_bytes(const char *s)
+{
+    char *end;
+    uint64_t v = strtoull(s, &end, 10);
+    unsigned shift = *end == 'K' || *end == 'k' ? 10 : *end == 'G' || *end == 'g' ? 30 : 20;
+    v <<= shift;
+    return v ? v : 1;
+}
+
 bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
@@ -20,7 +30,7 @@ bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i)
     else if (strcmp(a, "--net-keepalive") == 0 && has) o->keepalive_ms = (uint32_t)atoi(argv[++*i]);
     else if (strcmp(a, "--net-idle") == 0 && has) o->idle_ms = (uint32_t)atoi(argv[++*i]);
     else if (strcmp(a, "--backup-peers") == 0 && has) o->backup_peers = argv[++*i];
-    else if (strcmp(a, "--backup-quota") == 0 && has) o->backup_quota = strtoull(argv[++*i], NULL, 10) << 20;
+    else if (strcmp(a, "--backup-quota") == 0 && has) o->backup_quota = quota_bytes(argv[++*i]);
     else if (strcmp(a, "--restore") == 0) o->restore = true;
     else return false;
     return true;

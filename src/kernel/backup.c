@@ -104,6 +104,7 @@ typedef struct bpeer {
     uint64_t retry_at_ns;
     uint32_t backoff_ms;
     atomic_bool down;      /* the last attempt failed (logged once) */
+    char why[400];         /* why, under b->mu */
     _Atomic uint64_t acked, failures;
 } bpeer;
 
@@ -348,6 +349,7 @@ static void serve_batch(uqi_backup *b, uqi_msg **ms, size_t n)
                 free(old);
                 owner_use *o = owner_of(b, owner);
                 uint64_t add = strlen(keys[np]) + 8 + len, sub = !e ? strlen(keys[np]) + ol : 0;
+                if (sub > o->bytes) sub = o->bytes;
                 if (e && e != UQ_ENOENT) {
                     ans = err_json("cannot read entry %s: %s", id, em.text);
                 } else if (old_seq > seq) {
@@ -432,6 +434,9 @@ static void peer_failed(uqi_backup *b, bpeer *p, const char *why)
     p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (p->backoff_ms > BACKOFF_MAX_MS) p->backoff_ms = BACKOFF_MAX_MS;
     p->retry_at_ns = uqi_now_ns() + (uint64_t)p->backoff_ms * 1000000ull;
+    pthread_mutex_lock(&b->mu);
+    snprintf(p->why, sizeof p->why, "%s", why);
+    pthread_mutex_unlock(&b->mu);
     if (!p->down)
         uq_log(UQ_LOG_WARN, "backup", "backup peer %s: %s; trying again (every %u s at most)", p->name, why,
                BACKOFF_MAX_MS / 1000);
@@ -572,6 +577,7 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
 typedef struct resync {
     uqi_backup *b;
     dset acked;
+    dset dirty;            /* merged into the peer's set after the scan */
     size_t plen;
     char db;
     uint32_t peer;
@@ -600,7 +606,7 @@ static int compare_one(void *arg, const void *key, size_t klen, const void *val,
     uint8_t h[32];
     crypto_generichash(h, 32, val, vlen, NULL, 0);
     if (d) d->seen = true;
-    if (!d || memcmp(d->digest, h, 32) != 0) dset_add2(&r->b->peers[r->peer].dirty, r->db, key, klen);
+    if (!d || memcmp(d->digest, h, 32) != 0) dset_add2(&r->dirty, r->db, key, klen);
     return 0;
 }
 
@@ -614,7 +620,6 @@ static void resync_all(uqi_backup *b)
         uq_errmsg em;
         if (uqs_each(b->s, UQS_DB_BACKUP, prefix, r.plen, load_acked, &r, &em))
             uq_log(UQ_LOG_ERROR, "backup", "cannot read what %s acknowledged: %s", b->peers[i].name, em.text);
-        pthread_mutex_lock(&b->mu); /* compare_one adds to the dirty set */
         r.db = UQI_BDB_PROCS;
         uq_err e = uqs_each(b->s, UQS_DB_PROCS, NULL, 0, compare_one, &r, &em);
         r.db = UQI_BDB_STATE;
@@ -622,7 +627,9 @@ static void resync_all(uqi_backup *b)
         /* acknowledged, but gone from the store: the peer gets the deletion */
         for (size_t k = 0; k < DSET_BUCKETS; k++)
             for (dnode *d = r.acked.b[k]; d; d = d->next)
-                if (!d->seen) dset_add2(&b->peers[i].dirty, d->key[0], d->key + 1, d->len - 1);
+                if (!d->seen) dset_add2(&r.dirty, d->key[0], d->key + 1, d->len - 1);
+        pthread_mutex_lock(&b->mu);
+        for (dnode *d; (d = dset_pop(&r.dirty)); free(d)) dset_add2(&b->peers[i].dirty, d->key[0], d->key + 1, d->len - 1);
         size_t dirty = b->peers[i].dirty.n;
         pthread_mutex_unlock(&b->mu);
         if (e) uq_log(UQ_LOG_ERROR, "backup", "cannot compare the store with backups: %s", em.text);
@@ -725,9 +732,9 @@ void uqi_backup_status(uqi_backup *b, char *buf, size_t cap)
     if (!b->npeers) at += (size_t)snprintf(buf, cap, "backup: no backup peers (--backup-peers)\n");
     for (uint32_t i = 0; i < b->npeers && at < cap; i++) {
         bpeer *p = &b->peers[i];
-        at += (size_t)snprintf(buf + at, cap - at, "backup peer %s: %llu acknowledged, %zu waiting, %u in flight, %llu failures%s\n",
+        at += (size_t)snprintf(buf + at, cap - at, "backup peer %s: %llu acknowledged, %zu waiting, %u in flight, %llu failures%s%s\n",
                                p->name, (unsigned long long)p->acked, p->dirty.n, (unsigned)p->inflight,
-                               (unsigned long long)p->failures, p->down ? " (not answering)" : "");
+                               (unsigned long long)p->failures, p->down ? "; failing: " : "", p->down ? p->why : "");
     }
     uint64_t pending = 0;
     for (uint32_t i = 0; i < b->npeers; i++) pending += b->peers[i].dirty.n + b->peers[i].inflight;

@@ -24,6 +24,7 @@ typedef struct bnode {
     pid_t pid;
     int in, out;
     char name[32], home[1200], listen[64], backup[64];
+    const char *extra[4];  /* more boot options */
     char buf[65536];
     size_t have;
 } bnode;
@@ -60,6 +61,7 @@ static void bn_boot(bnode *b, const char *manifest)
                                 "--peers", dir_path};
         int k = 15;
         if (b->backup[0]) argv[k++] = "--backup-peers", argv[k++] = b->backup;
+        for (int j = 0; j < 4 && b->extra[j]; j++) argv[k++] = b->extra[j];
         if (manifest) argv[k++] = "--install", argv[k++] = manifest, argv[k++] = "--yes";
         argv[k] = NULL;
         execv(exe, (char *const *)argv);
@@ -310,4 +312,98 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     bn_backed_up(x);
     for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
     uqn_identity_wipe(&xid);
+}
+
+/* Boot each node once to learn its record; write the directory. */
+static void make_directory(bnode *nodes, int n)
+{
+    char dir[8192] = "";
+    for (int i = 0; i < n; i++) {
+        bnode plain = nodes[i];
+        plain.backup[0] = '\0';
+        memset(plain.extra, 0, sizeof plain.extra);
+        bn_up(&plain, NULL);
+        bn_exit(&plain);
+        char path[1300];
+        snprintf(path, sizeof path, "%s/record", nodes[i].home);
+        uint8_t *rec;
+        size_t len;
+        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
+        strncat(dir, (char *)rec, len);
+        free(rec);
+    }
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, dir, strlen(dir), NULL), UQ_OK);
+}
+
+/* "A peer that is offline gets the entries when it comes back", also after
+ * the owner restarted meanwhile (the store is compared with what each peer
+ * acknowledged); a peer over its quota refuses with a clear error. */
+TEST_T(backup_offline_peer_catches_up_and_quota, 240)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char manifest[1300], shared[1024], text[2048];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/tally.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"tally\",\"process_wasm_path\":\"%s/apps/tally.wasm\","
+             "\"on_exit\":\"None\",\"public\":false}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    bnode nodes[3];
+    bnode *x = &nodes[0], *y = &nodes[1], *q = &nodes[2];
+    const char *names[3] = {"x.local", "y.local", "q.local"};
+    for (int i = 0; i < 3; i++) {
+        bnode *b = &nodes[i];
+        memset(b, 0, sizeof *b);
+        snprintf(b->name, sizeof b->name, "%s", names[i]);
+        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
+        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
+    }
+    make_directory(nodes, 3);
+    snprintf(x->backup, sizeof x->backup, "y.local,q.local");
+    q->extra[0] = "--backup-quota";
+    q->extra[1] = "1K";
+    bn_up(q, NULL);
+    bn_up(x, manifest); /* y is down */
+    bn_say(x, "m tally {\"add\":5}\n");
+    ASSERT(bn_expect(x, "{\"count\":5,\"rc\":0}", 20000));
+    /* q's refusal names its quota; y is Offline */
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        bn_say(x, "backup\n");
+        seen = bn_expect(x, "quota of 1024 bytes (--backup-quota)", 300);
+    }
+    ASSERT(seen);
+    bn_say(x, "backup\n");
+    ASSERT(bn_expect(x, "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 5000));
+    bn_say(x, "backup\n");
+    ASSERT(bn_expect(x, "failing: Offline", 5000));
+    /* x goes down before y ever answered; then y comes back, then x */
+    bn_exit(x);
+    bn_up(y, NULL);
+    bn_up(x, NULL);
+    bool caught_up = false;
+    for (int i = 0; i < 200 && !caught_up; i++) {
+        bn_say(x, "backup\n");
+        caught_up = bn_expect(x, "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 300);
+    }
+    ASSERT(caught_up);
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+    /* what y holds brings x back */
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "cd '%s' && find . -mindepth 1 -maxdepth 1 ! -name identity.key -exec rm -rf {} +", x->home);
+    ASSERT_EQ(system(cmd), 0);
+    bn_up(y, NULL);
+    cmd_result r = restore(x->home, "y.local");
+    ASSERT_EQ(r.status, 0);
+    ASSERT_STR_HAS(r.out, "3 entries");
+    tb_result_free(&r);
+    x->backup[0] = '\0';
+    bn_up(x, NULL);
+    bn_say(x, "m tally {\"get\":1}\n");
+    ASSERT(bn_expect(x, "{\"count\":5,", 10000));
+    bn_exit(x);
+    bn_exit(y);
 }
