@@ -20,7 +20,7 @@
 #define DSET_BUCKETS 1024
 #define PUT_TIMEOUT_S 30
 #define BACKOFF_MIN_MS 500
-#define BACKOFF_MAX_MS 30000
+#define BACKOFF_MAX_MS 10000
 #define SERVE_BATCH 64
 #define OPS_TEXT "Put, List, Get"
 
@@ -431,9 +431,11 @@ static void redirty(uqi_backup *b, uint32_t peer, const char *dkey, size_t len)
 static void peer_failed(uqi_backup *b, bpeer *p, const char *why)
 {
     p->failures++;
+    uint64_t now = uqi_now_ns();
+    if (p->retry_at_ns > now) return; /* the rest of a window that failed together: one back-off */
     p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (p->backoff_ms > BACKOFF_MAX_MS) p->backoff_ms = BACKOFF_MAX_MS;
-    p->retry_at_ns = uqi_now_ns() + (uint64_t)p->backoff_ms * 1000000ull;
+    p->retry_at_ns = now + (uint64_t)p->backoff_ms * 1000000ull;
     pthread_mutex_lock(&b->mu);
     snprintf(p->why, sizeof p->why, "%s", why);
     pthread_mutex_unlock(&b->mu);
