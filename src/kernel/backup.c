@@ -545,7 +545,8 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
     if (!ok || !json_is_integer(kept)) {
         const char *err = json_string_value(json_object_get(v, "Err"));
         char why[300];
-        snprintf(why, sizeof why, "refused the entry of %s: %s", c->key + 1, err ? err : "an answer it cannot read");
+        snprintf(why, sizeof why, "refused the entry of %.*s: %s", (int)c->len - 1, c->key + 1,
+                 err ? err : "an answer it cannot read");
         redirty(b, c->peer, c->key, c->len);
         peer_failed(b, p, why);
         json_decref(v);

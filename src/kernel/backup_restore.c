@@ -215,8 +215,13 @@ static void on_get(rstate *r, const rctx *c, const uqi_msg *m)
             uint64_t seq = (uint64_t)json_integer_value(sq);
             uqi_bentry e;
             uq_errmsg em = {{0}};
-            /* the sequence the peer says is checked: it is in the associated data */
-            if (uqi_bentry_open(&r->keys, uqi_node_name(r->n), g->eid, seq, m->payload->data, m->payload->len, &e, &em)) {
+            /* the sequence the peer says is checked: it is in the associated data; and it must be
+             * the one it listed (an older authentic entry in its place would be a rollback) */
+            if (seq != t->seq) {
+                r->rep->refused++;
+                snprintf(why, sizeof why, "REFUSED the copy from backup peer %s: it listed sequence %llu but sent %llu",
+                         peer, (unsigned long long)t->seq, (unsigned long long)seq);
+            } else if (uqi_bentry_open(&r->keys, uqi_node_name(r->n), g->eid, seq, m->payload->data, m->payload->len, &e, &em)) {
                 r->rep->refused++;
                 snprintf(why, sizeof why, "REFUSED the copy from backup peer %s: %s", peer, em.text);
             } else {
