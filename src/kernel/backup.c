@@ -129,6 +129,11 @@ struct uqi_backup {
     bpeer peers[UQI_BACKUP_PEERS_MAX];
     uint32_t npeers;
     owner_use *owners;     /* the thread's only */
+    /* acknowledgements of one round of answers, written together (thread only) */
+    uqs_op ack_ops[SERVE_BATCH];
+    char ack_keys[SERVE_BATCH][UQS_KEY_MAX + 1];
+    uint8_t ack_recs[SERVE_BATCH][40];
+    size_t nacks;
 };
 
 /* What travels as the context of a Put (the kernel gives it back with the answer). */
@@ -564,16 +569,27 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
     p->backoff_ms = 0;
     p->retry_at_ns = 0;
     p->acked++;
-    char key[UQS_KEY_MAX + 1];
-    int kl = snprintf(key, sizeof key, "a/%s/%.*s", p->name, (int)c->len, c->key);
+    UQ_VERIFY(b->nacks < SERVE_BATCH);
+    char *key = b->ack_keys[b->nacks], tmp[UQS_KEY_MAX + 1];
+    uint8_t *rec = b->ack_recs[b->nacks];
+    int kl = snprintf(tmp, sizeof tmp, "a/%s/%.*s", p->name, (int)c->len, c->key);
     if (kl <= 0 || kl > UQS_KEY_MAX) return;
-    uint8_t rec[40];
+    memcpy(key, tmp, (size_t)kl + 1);
     put_u64(rec, c->seq);
     memcpy(rec + 8, c->digest, 32);
-    uqs_op op = {.db = UQS_DB_BACKUP, .key = key, .klen = (size_t)kl, .val = rec, .vlen = 40, .del = c->deleted};
+    b->ack_ops[b->nacks++] =
+        (uqs_op){.db = UQS_DB_BACKUP, .key = key, .klen = (size_t)kl, .val = rec, .vlen = 40, .del = c->deleted};
+}
+
+/* Record the round's acknowledgements in one store write (asynchronous: if
+ * the node dies first, the next start sends those entries again). */
+static void flush_acks(uqi_backup *b)
+{
+    if (!b->nacks) return;
     uq_errmsg em;
-    if (uqs_write_async(b->s, &op, 1, ack_done, NULL, &em))
-        uq_log(UQ_LOG_ERROR, "backup", "cannot record an acknowledged backup: %s", em.text);
+    if (uqs_write_async(b->s, b->ack_ops, b->nacks, ack_done, NULL, &em))
+        uq_log(UQ_LOG_ERROR, "backup", "cannot record acknowledged backups: %s", em.text);
+    b->nacks = 0;
 }
 
 /* ---- resync at start: the store against what each peer acknowledged ---------------------- */
@@ -663,6 +679,7 @@ static void *backup_main(void *arg)
             }
             m = n < SERVE_BATCH ? uqi_port_receive(b->port, 0) : NULL;
         }
+        flush_acks(b);
         if (n) serve_batch(b, batch, n);
         for (size_t i = 0; i < n; i++) uqi_msg_free(batch[i]);
     }
