@@ -323,8 +323,8 @@ uq_err uqi_backup_restore(uqi_node *n, uqs_store *s, const uint8_t sk[64], const
         *em = r->write_em;
         goto done;
     }
-    fprintf(out, "restore: %u entries (%.1f MB) written to %s in %.1f s; %u refused cop%s, %u lost\n", rep->restored,
-            (double)rep->bytes / 1e6, uqs_path(s), (double)(uqi_now_ns() - t0) / 1e9, rep->refused,
+    fprintf(out, "restore: %u entries (%.1f MB) written to %s in %.1f s (%u recorded deletions); %u refused cop%s, %u lost\n",
+            rep->restored, (double)rep->bytes / 1e6, uqs_path(s), (double)(uqi_now_ns() - t0) / 1e9, rep->deleted, rep->refused,
             rep->refused == 1 ? "y" : "ies", rep->lost);
     fflush(out);
     if (rep->lost)

@@ -163,13 +163,14 @@ static void rm_store(const char *home)
 TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
 {
     signal(SIGPIPE, SIG_IGN);
-    char manifest[1300], shared[1024], text[2048];
+    char manifest[1300], shared[1024], text[4096];
     ASSERT(realpath(tb_shared(), shared) != NULL);
     snprintf(manifest, sizeof manifest, "%s/tally.json", tb_tmpdir());
     snprintf(text, sizeof text,
              "{\"package\":\"t\",\"processes\":[{\"process_name\":\"tally\",\"process_wasm_path\":\"%s/apps/tally.wasm\","
-             "\"on_exit\":\"None\",\"public\":false}]}",
-             shared);
+             "\"on_exit\":\"None\",\"public\":false},{\"process_name\":\"gone\",\"process_wasm_path\":"
+             "\"%s/apps/tally.wasm\",\"on_exit\":\"None\",\"public\":false}]}",
+             shared, shared);
     ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
     snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
     ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
@@ -204,6 +205,11 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     ASSERT(bn_expect(x, "{\"count\":987654321,\"rc\":0}", 20000));
     bn_say(x, "m tally {\"add\":1}\n");
     ASSERT(bn_expect(x, "{\"count\":987654322,\"rc\":0}", 10000));
+    /* a process that ends is gone from the backups too (its deletion is sent) */
+    bn_say(x, "m gone {\"add\":7}\n");
+    ASSERT(bn_expect(x, "{\"count\":7,\"rc\":0}", 10000));
+    bn_say(x, "kill gone\n");
+    ASSERT(bn_expect(x, "response from x.local@kernel", 10000));
     uint64_t t0 = uqi_now_ns();
     bn_backed_up(x);
     test_log("backed up to two peers %.0f ms after the last state write", (double)(uqi_now_ns() - t0) / 1e6);
@@ -281,7 +287,8 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     ASSERT_EQ(r.status, 0);
     ASSERT_STR_HAS(r.out, "REFUSED the copy from backup peer w.local");
     ASSERT_STR_HAS(r.out, "trying another copy");
-    ASSERT_STR_HAS(r.out, "0 lost");
+    ASSERT_STR_HAS(r.out, "restore: 3 entries");
+    ASSERT_STR_HAS(r.out, "(2 recorded deletions); 1 refused copy, 0 lost");
     test_log("restore: %.2f s", r.seconds);
     tb_result_free(&r);
     /* a second restore into a home with processes is refused */
@@ -302,8 +309,12 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     tb_result_free(&r);
     bn_up(w, NULL);
 
-    /* x boots from the restored store: the tally is back with its count */
-    bn_up(x, NULL);
+    /* x boots from the restored store: the tally is back with its count, gone is not */
+    bn_boot(x, NULL);
+    ASSERT(bn_expect(x, "restored 1 process in", 30000));
+    ASSERT(bn_expect(x, "is up", 30000));
+    bn_say(x, "m gone {\"get\":1}\n");
+    ASSERT(bn_expect(x, "error NoSuchProcess", 10000));
     bn_say(x, "m tally {\"get\":1}\n");
     ASSERT(bn_expect(x, "{\"count\":987654322,", 10000));
     /* and its backups go on */
