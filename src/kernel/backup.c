@@ -130,10 +130,11 @@ struct uqi_backup {
     uint32_t npeers;
     owner_use *owners;     /* the thread's only */
     /* acknowledgements of one round of answers, written together (thread only) */
-    uqs_op ack_ops[SERVE_BATCH];
-    char ack_keys[SERVE_BATCH][UQS_KEY_MAX + 1];
-    uint8_t ack_recs[SERVE_BATCH][40];
+    uqs_op ack_ops[2 * SERVE_BATCH];
+    char ack_keys[2 * SERVE_BATCH][UQS_KEY_MAX + 1];
+    uint8_t ack_recs[2 * SERVE_BATCH][40];
     size_t nacks;
+    uint64_t ack_first_ns; /* when the oldest unwritten acknowledgement came */
 };
 
 /* What travels as the context of a Put (the kernel gives it back with the answer). */
@@ -569,7 +570,8 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
     p->backoff_ms = 0;
     p->retry_at_ns = 0;
     p->acked++;
-    UQ_VERIFY(b->nacks < SERVE_BATCH);
+    UQ_VERIFY(b->nacks < 2 * SERVE_BATCH);
+    if (!b->nacks) b->ack_first_ns = uqi_now_ns();
     char *key = b->ack_keys[b->nacks], tmp[UQS_KEY_MAX + 1];
     uint8_t *rec = b->ack_recs[b->nacks];
     int kl = snprintf(tmp, sizeof tmp, "a/%s/%.*s", p->name, (int)c->len, c->key);
@@ -581,11 +583,15 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
         (uqs_op){.db = UQS_DB_BACKUP, .key = key, .klen = (size_t)kl, .val = rec, .vlen = 40, .del = c->deleted};
 }
 
-/* Record the round's acknowledgements in one store write (asynchronous: if
- * the node dies first, the next start sends those entries again). */
-static void flush_acks(uqi_backup *b)
+/* Record acknowledgements in one store write, at most every ACK_DELAY_MS
+ * (so they do not add a commit to every state_set of a busy process), or
+ * when many wait, or at stop (force). Asynchronous: if the node dies first,
+ * the next start sends those entries again. */
+#define ACK_DELAY_MS 200
+static void flush_acks(uqi_backup *b, bool force)
 {
     if (!b->nacks) return;
+    if (!force && b->nacks < SERVE_BATCH && uqi_now_ns() - b->ack_first_ns < ACK_DELAY_MS * 1000000ull) return;
     uq_errmsg em;
     if (uqs_write_async(b->s, b->ack_ops, b->nacks, ack_done, NULL, &em))
         uq_log(UQ_LOG_ERROR, "backup", "cannot record acknowledged backups: %s", em.text);
@@ -679,10 +685,11 @@ static void *backup_main(void *arg)
             }
             m = n < SERVE_BATCH ? uqi_port_receive(b->port, 0) : NULL;
         }
-        flush_acks(b);
+        flush_acks(b, false);
         if (n) serve_batch(b, batch, n);
         for (size_t i = 0; i < n; i++) uqi_msg_free(batch[i]);
     }
+    flush_acks(b, true);
     return NULL;
 }
 
