@@ -302,7 +302,7 @@ uq_err uqi_backup_restore(uqi_node *n, uqs_store *s, const uint8_t sk[64], const
         goto done;
     }
     /* one group per entry id, its copies highest sequence first */
-    qsort(r->t, r->nt, sizeof *r->t, triple_cmp);
+    if (r->nt) qsort(r->t, r->nt, sizeof *r->t, triple_cmp);
     r->g = uqi_xcalloc(r->nt ? r->nt : 1, sizeof *r->g);
     for (size_t i = 0; i < r->nt; i++) {
         if (r->ng && strcmp(r->g[r->ng - 1].eid, r->t[i].eid) == 0) {
