@@ -120,6 +120,7 @@ struct uqi_backup {
     uqi_kproc *port;
     pthread_t thread;
     atomic_bool stop;
+    atomic_bool compared;  /* the comparison at start is done: pending counts are complete */
     uqi_bkeys keys;
     char self[UQI_NAME_MAX + 1];
     uint64_t quota;
@@ -670,6 +671,7 @@ static void *backup_main(void *arg)
 {
     uqi_backup *b = arg;
     resync_all(b);
+    atomic_store(&b->compared, true);
     uqi_msg *batch[SERVE_BATCH];
     while (!atomic_load(&b->stop)) {
         pump(b);
@@ -766,7 +768,10 @@ void uqi_backup_status(uqi_backup *b, char *buf, size_t cap)
     uint64_t pending = 0;
     for (uint32_t i = 0; i < b->npeers; i++) pending += b->peers[i].dirty.n + b->peers[i].inflight;
     pthread_mutex_unlock(&b->mu);
-    if (b->npeers && at < cap) snprintf(buf + at, cap - at, "backup: %llu pending\n", (unsigned long long)pending);
+    if (b->npeers && at < cap) {
+        if (atomic_load(&b->compared)) snprintf(buf + at, cap - at, "backup: %llu pending\n", (unsigned long long)pending);
+        else snprintf(buf + at, cap - at, "backup: comparing the store with what the peers acknowledged\n");
+    }
 }
 
 uint64_t uqi_backup_pending(uqi_backup *b)
@@ -775,5 +780,5 @@ uint64_t uqi_backup_pending(uqi_backup *b)
     pthread_mutex_lock(&b->mu);
     for (uint32_t i = 0; i < b->npeers; i++) k += b->peers[i].dirty.n + b->peers[i].inflight;
     pthread_mutex_unlock(&b->mu);
-    return k;
+    return atomic_load(&b->compared) ? k : UINT64_MAX;
 }

@@ -52,7 +52,8 @@ void uqi_backup_stop(uqi_backup *b);
 
 /* One line per backup peer: entries acknowledged, waiting, failures. */
 void uqi_backup_status(uqi_backup *b, char *buf, size_t cap);
-/* Entries not yet acknowledged by every peer (dirty or in flight). */
+/* Entries not yet acknowledged by every peer (dirty or in flight);
+ * UINT64_MAX until the comparison at start is done. */
 uint64_t uqi_backup_pending(uqi_backup *b);
 
 typedef struct uqi_restore_report {
