@@ -176,6 +176,8 @@ uq_err uqi_backup_parse_peers(char *buf, const char **names, uint32_t max, uint3
         if (!*t) continue;
         if (!uqi_node_name_valid(t)) return uqi_errf(em, UQ_EINVAL, "backup peer \"%.64s\" is not a node name", t);
         if (*n >= max) return uqi_errf(em, UQ_EINVAL, "at most %u backup peers", max);
+        for (uint32_t i = 0; i < *n; i++)
+            if (strcmp(names[i], t) == 0) return uqi_errf(em, UQ_EINVAL, "backup peer %s is named twice", t);
         names[(*n)++] = t;
     }
     return UQ_OK;

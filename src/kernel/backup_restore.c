@@ -274,6 +274,9 @@ uq_err uqi_backup_restore(uqi_node *n, uqs_store *s, const uint8_t sk[64], const
 {
     memset(rep, 0, sizeof *rep);
     if (!npeers) return uqi_errf(em, UQ_EINVAL, "restore needs the backup peers (--backup-peers a,b)");
+    for (uint32_t i = 0; i < npeers; i++)
+        if (strcmp(peers[i], uqi_node_name(n)) == 0)
+            return uqi_errf(em, UQ_EINVAL, "%s is this node: its backups are on other nodes", peers[i]);
     bool any = false;
     uq_err e = uqs_each(s, UQS_DB_PROCS, "p/", 2, has_proc, &any, em);
     if (e) return e;
