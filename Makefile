@@ -30,7 +30,7 @@ LDLIBS  := -lsodium -lcrypto -ljansson -llmdb -ldl -lrt
 
 LIB_SRC := $(wildcard src/util/*.c src/engine/*.c src/sched/*.c src/kernel/*.c src/store/*.c src/net/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-CLI_OBJ := $(BUILD)/src/cli/main.o $(BUILD)/src/cli/boot.o $(BUILD)/src/cli/boot_net.o
+CLI_OBJ := $(BUILD)/src/cli/main.o $(BUILD)/src/cli/boot.o $(BUILD)/src/cli/boot_net.o $(BUILD)/src/cli/restore.o
 
 .PHONY: all deps test bench run fuzz clean guests
 all: deps $(BUILD)/uqbar

@@ -10,6 +10,7 @@
 
 #include "cli/boot_net.h"
 #include "cli/cli.h"
+#include "kernel/backup.h"
 #include "kernel/fsmod.h"
 #include "kernel/install.h"
 #include "kernel/kernel.h"
@@ -26,6 +27,7 @@ static const char *help_text =
     "  kill ID                       kill a process (its queued messages are dropped)\n"
     "  ps                            processes with mailbox depth and message counts\n"
     "  debug [ID]                    the kernel's Debug output (process map, or one process)\n"
+    "  backup                        what the backup peers acknowledged, what waits\n"
     "  help                          this text\n"
     "  exit                          shut the node down (so does end of input)\n";
 
@@ -33,6 +35,7 @@ typedef struct term {
     uqi_node *node;
     uqi_kproc *port;
     bool tty;
+    uqi_backup *backup;
 } term;
 
 static void print_msg(const uqi_msg *r)
@@ -215,6 +218,11 @@ static bool handle_line(term *t, char *line)
         char *id = next_word(&rest);
         if (!id) printf("usage: kill ID\n");
         else kernel_cmd(t, json_pack("{s:s}", "KillProcess", id));
+    } else if (strcmp(cmd, "backup") == 0) {
+        char buf[4096];
+        if (t->backup) uqi_backup_status(t->backup, buf, sizeof buf);
+        else snprintf(buf, sizeof buf, "backup: off (the node is not networked: --listen)\n");
+        fputs(buf, stdout);
     } else if (strcmp(cmd, "debug") == 0) {
         char *id = next_word(&rest);
         kernel_cmd(t, id ? json_pack("{s:{s:s}}", "Debug", "Process", id) : json_pack("{s:s}", "Debug", "ProcessMap"));
@@ -248,6 +256,10 @@ int uq_cmd_boot(int argc, char **argv)
     }
     if (!home) {
         fprintf(stderr, "uqbar boot: --home DIR is required (the node keeps its state there)\n");
+        return 2;
+    }
+    if ((nopt.restore || nopt.backup_peers) && !nopt.on) {
+        fprintf(stderr, "uqbar boot: backups travel over the network: --restore and --backup-peers need --listen\n");
         return 2;
     }
     /* Compiled modules: <home>/cache, or $UQBAR_CACHE (shared by nodes, as
@@ -291,7 +303,7 @@ int uq_cmd_boot(int argc, char **argv)
         uqs_close(store);
         return EXIT_FAILED;
     }
-    term t = {node, NULL, isatty(0) == 1};
+    term t = {node, NULL, isatty(0) == 1, NULL};
     if (uqi_node_port(node, "terminal", &t.port, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
         uq_boot_net_stop(node, net);
@@ -310,11 +322,22 @@ int uq_cmd_boot(int argc, char **argv)
         uqs_close(store);
         return EXIT_FAILED;
     }
+    /* Backups (restored first with --restore), before the processes come back. */
+    if (nopt.on && uq_boot_backup(node, store, &nopt, &ident, &t.backup, &em)) {
+        fprintf(stderr, "uqbar: %s\n", em.text);
+        uq_boot_net_stop(node, net);
+        uqi_fsmod_stop(fsmod);
+        uqi_node_stop(node);
+        uqs_files_close(files);
+        uqs_close(store);
+        return EXIT_FAILED;
+    }
     /* The processes that ran before the node went down come back. */
     uint64_t t0 = uqi_now_ns();
     uint32_t restored, failed;
     if (uqi_node_restore(node, &restored, &failed, &em)) {
         fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
+        uqi_backup_stop(t.backup);
         uq_boot_net_stop(node, net);
         uqi_fsmod_stop(fsmod);
         uqi_node_stop(node);
@@ -367,6 +390,7 @@ int uq_cmd_boot(int argc, char **argv)
 shutdown:
     printf("shutting down\n");
     fflush(stdout);
+    uqi_backup_stop(t.backup);
     uq_boot_net_stop(node, net);
     if (nopt.on) uqn_identity_wipe(&ident);
     uqi_fsmod_stop(fsmod);

@@ -1,10 +1,22 @@
 /* Networking for `uqbar boot` (boot_net.h). */
 #include "cli/boot_net.h"
 
+#include "kernel/backup.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+/* "64" (MB), or with a suffix: "512K", "64M", "2G"; at least 1 byte. */
+static uint64_t quota_bytes(const char *s)
+{
+    char *end;
+    uint64_t v = strtoull(s, &end, 10);
+    unsigned shift = *end == 'K' || *end == 'k' ? 10 : *end == 'G' || *end == 'g' ? 30 : 20;
+    v <<= shift;
+    return v ? v : 1;
+}
 
 bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i)
 {
@@ -17,6 +29,9 @@ bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i)
     else if (strcmp(a, "--net-timeout") == 0 && has) o->timeout_ms = (uint32_t)atoi(argv[++*i]);
     else if (strcmp(a, "--net-keepalive") == 0 && has) o->keepalive_ms = (uint32_t)atoi(argv[++*i]);
     else if (strcmp(a, "--net-idle") == 0 && has) o->idle_ms = (uint32_t)atoi(argv[++*i]);
+    else if (strcmp(a, "--backup-peers") == 0 && has) o->backup_peers = argv[++*i];
+    else if (strcmp(a, "--backup-quota") == 0 && has) o->backup_quota = quota_bytes(argv[++*i]);
+    else if (strcmp(a, "--restore") == 0) o->restore = true;
     else return false;
     return true;
 }
@@ -101,6 +116,25 @@ fail:
     uqn_net_stop(*out);
     *out = NULL;
     return e;
+}
+
+uq_err uq_boot_backup(uqi_node *node, struct uqs_store *store, const uq_netopts *o, const uqn_identity *id,
+                      struct uqi_backup **out, uq_errmsg *em)
+{
+    char buf[1024];
+    const char *peers[UQI_BACKUP_PEERS_MAX];
+    uint32_t np = 0;
+    snprintf(buf, sizeof buf, "%s", o->backup_peers ? o->backup_peers : "");
+    uq_err e = uqi_backup_parse_peers(buf, peers, UQI_BACKUP_PEERS_MAX, &np, em);
+    if (e) return e;
+    if (o->restore) {
+        uqi_restore_report rep;
+        if ((e = uqi_backup_restore(node, store, id->sk, peers, np, stdout, &rep, em))) return e;
+    }
+    uqi_backup_cfg cfg = {.sk = id->sk, .peers = peers, .npeers = np, .quota = o->backup_quota};
+    if ((e = uqi_backup_start(node, store, &cfg, out, em))) return e;
+    if (np) printf("backup: this node's process table and state go, encrypted, to %s\n", o->backup_peers);
+    return UQ_OK;
 }
 
 void uq_boot_net_stop(uqi_node *node, uqn_net *net)

@@ -15,6 +15,9 @@ typedef struct uq_netopts {
     uint32_t timeout_ms;        /* --net-timeout MS: not sent by then -> Timeout */
     uint32_t keepalive_ms;      /* --net-keepalive MS */
     uint32_t idle_ms;           /* --net-idle MS */
+    const char *backup_peers;   /* --backup-peers a,b: where this node's backups go */
+    uint64_t backup_quota;      /* --backup-quota MB: kept per other node (bytes; 0: default) */
+    bool restore;               /* --restore: fetch the store from the backup peers first */
 } uq_netopts;
 
 /* Consume a networking option at argv[*i] (advancing *i past its value);
@@ -28,6 +31,14 @@ uq_err uq_boot_identity(const char *home, const char **name, bool name_given, co
  * node's signed directory record, one line) for others' directory files. */
 uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const uqn_identity *id, uqn_net **out,
                    uq_errmsg *em);
+/* Backups (kernel/backup.h): with o->restore, restore the store from the
+ * backup peers first (a fresh home); then start the process `backup`
+ * (keeps other nodes' backups; sends ours to o->backup_peers). */
+struct uqi_backup;
+struct uqs_store;
+uq_err uq_boot_backup(uqi_node *node, struct uqs_store *store, const uq_netopts *o, const uqn_identity *id,
+                      struct uqi_backup **out, uq_errmsg *em);
+
 /* Detach and stop (before uqi_node_stop). */
 void uq_boot_net_stop(uqi_node *node, uqn_net *net);
 

@@ -3,5 +3,6 @@
 #define UQ_CLI_H
 
 int uq_cmd_boot(int argc, char **argv);
+int uq_cmd_restore(int argc, char **argv);
 
 #endif

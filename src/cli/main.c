@@ -26,6 +26,10 @@ static void usage(FILE *f)
             "                                             --install shows what a package asks for and asks\n"
             "                                             you to approve (--yes: approve, for scripts);\n"
             "                                             compiled code goes to DIR/cache, or $UQBAR_CACHE\n"
+            "  uqbar restore --home DIR --backup-peers A,B [--peers FILE] [--password-file FILE]\n"
+            "                                             bring a node back on a fresh machine: DIR holds only\n"
+            "                                             its identity.key; its process table and state come\n"
+            "                                             from its backup peers (then uqbar boot it)\n"
             "  uqbar run [options] FILE.wasm [ARGS...]   run a WASI command module as one process\n"
             "  uqbar help                                 this text\n"
             "  uqbar version                              print the version\n"
@@ -37,6 +41,10 @@ static void usage(FILE *f)
             "  --dev-unencrypted-key    a development node: the identity key is not encrypted\n"
             "  --net-timeout MS         Timeout for a message not sent in time (default 5000)\n"
             "  --net-keepalive MS, --net-idle MS   link keepalive and idle limits\n"
+            "  --backup-peers A,B       send this node's process table and state, encrypted, to these nodes\n"
+            "                           (docs/PERSISTENCE.md, \"Backups\"); every networked node keeps\n"
+            "                           others' backups, --backup-quota MB each (default 64)\n"
+            "  --restore                first fetch the store from the backup peers (a fresh home)\n"
             "  --workers N              scheduler threads (default: one per CPU)\n"
             "  -v                       log what the kernel refuses and why\n"
             "\n"
@@ -183,6 +191,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
     if (strcmp(cmd, "boot") == 0) return uq_cmd_boot(argc - 2, argv + 2);
+    if (strcmp(cmd, "restore") == 0) return uq_cmd_restore(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return 0;

@@ -157,6 +157,14 @@ void *uqi_store_committer(void *arg)
         unsigned commits = 0;
         run_batch(s, batch, &commits);
 
+        /* The watcher first (before anyone hears the write is durable). */
+        pthread_mutex_lock(&s->mu);
+        if (s->watch)
+            for (uqs_req *r = batch; r; r = r->next)
+                if (!r->err)
+                    for (size_t i = 0; i < r->n; i++) s->watch(s->watch_arg, r->ops[i].db, r->ops[i].key, r->ops[i].klen);
+        pthread_mutex_unlock(&s->mu);
+
         /* Async callbacks first, outside the lock (they may queue more);
          * the sync requests are kept aside on their own list. */
         uint64_t ok = 0, bad = 0;
@@ -186,4 +194,12 @@ void *uqi_store_committer(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+void uqs_set_watch(uqs_store *s, uqs_watch_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->watch = fn;
+    s->watch_arg = arg;
+    pthread_mutex_unlock(&s->mu);
 }

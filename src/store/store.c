@@ -18,7 +18,7 @@
 #define DEFAULT_MAP_SIZE (1ull << 30)
 #define DEFAULT_BATCH_MAX 4096
 
-static const char *const db_names[UQS_DB_N] = {"procs", "state", "handles", "files"};
+static const char *const db_names[UQS_DB_N] = {"procs", "state", "handles", "files", "backup"};
 
 const char *uqs_path(const uqs_store *s) { return s->path; }
 
@@ -174,8 +174,13 @@ static uq_err validate_or_init(uqs_store *s, uq_errmsg *em)
                      s->data_path, ver, UQS_FORMAT_VERSION);
         goto out;
     }
+    bool add_backup = false;
     for (int i = 0; i < UQS_DB_N; i++) {
         rc = mdb_dbi_open(t, db_names[i], 0, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == UQS_DB_BACKUP) { /* a store from before backups: added below */
+            add_backup = true;
+            continue;
+        }
         if (rc) {
             e = uqi_errf(em, UQ_ECORRUPT, "store %s: database \"%s\" is missing or damaged (%s)", s->data_path,
                          db_names[i], mdb_strerror(rc));
@@ -183,6 +188,14 @@ static uq_err validate_or_init(uqs_store *s, uq_errmsg *em)
         }
     }
     rc = mdb_txn_commit(t); /* keeps the database handles */
+    if (!rc && add_backup) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &t);
+        if (!rc) {
+            rc = mdb_dbi_open(t, db_names[UQS_DB_BACKUP], MDB_CREATE, &s->dbi[UQS_DB_BACKUP]);
+            if (!rc) rc = mdb_txn_commit(t);
+            else mdb_txn_abort(t);
+        }
+    }
     return rc ? uqi_store_mdb_err(s, rc, "open", em) : UQ_OK;
 out:
     mdb_txn_abort(t);

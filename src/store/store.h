@@ -22,6 +22,7 @@ typedef enum uqs_db {
     UQS_DB_STATE,       /* process id -> state bytes */
     UQS_DB_HANDLES,     /* 16-byte handle id -> handle record (files.c) */
     UQS_DB_FILES,       /* "app/name" -> file record (files.c) */
+    UQS_DB_BACKUP,      /* encrypted backups: held for other nodes, and what our peers hold (backup.c) */
     UQS_DB_N
 } uqs_db;
 
@@ -108,6 +109,15 @@ uq_err uqs_proc_del(uqs_store *s, const char *pid, uq_errmsg *em);
 /* Every record, in process id order (pid is not NUL-terminated: plen). */
 typedef int (*uqs_proc_fn)(void *arg, const char *pid, size_t plen, const void *rec, size_t len);
 uq_err uqs_proc_each(uqs_store *s, uqs_proc_fn fn, void *arg, uq_errmsg *em);
+
+/* ---- watching committed writes (the backup module) -------------------- */
+/* fn is called on the committer thread, under the store's queue lock, for
+ * each op of every request once its transaction is durable (puts and
+ * deletes alike). It must be quick and must not call this store or take a
+ * lock held around a call of it. fn NULL: no watcher; once this returns,
+ * the previous fn is not called any more. */
+typedef void (*uqs_watch_fn)(void *arg, uqs_db db, const void *key, size_t klen);
+void uqs_set_watch(uqs_store *s, uqs_watch_fn fn, void *arg);
 
 /* ---- statistics ------------------------------------------------------- */
 typedef struct uqs_stats {

@@ -39,6 +39,8 @@ struct uqs_store {
     uqs_req *head, **tail;
     bool closing;
     uqs_stats stats;
+    uqs_watch_fn watch;      /* under mu */
+    void *watch_arg;
 };
 
 void *uqi_store_committer(void *arg);
