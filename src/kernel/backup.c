@@ -148,17 +148,6 @@ typedef struct put_ctx {
     char key[];            /* dnode key: db char + store key */
 } put_ctx;
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static bool eid_valid(const char *s)
 {
@@ -266,7 +255,7 @@ static int list_one(void *arg, const void *key, size_t klen, const void *val, si
     list_acc *a = arg;
     if (vlen < 8 || klen != a->plen + UQI_BID_HEX) return 0;
     json_array_append_new(a->arr, json_pack("[s#,I]", (const char *)key + a->plen, (int)UQI_BID_HEX,
-                                            (json_int_t)get_u64(val)));
+                                            (json_int_t)uqi_get_le64(val)));
     return 0;
 }
 
@@ -331,7 +320,7 @@ static void serve_batch(uqi_backup *b, uqi_msg **ms, size_t n)
                     ans = err_json("cannot read entry %s: %s", id, em.text);
                 } else {
                     uqi_payload *p = uqi_payload_new(v + 8, vl - 8, "application/octet-stream");
-                    json_t *ok = json_pack("{s:{s:I}}", "Ok", "seq", (json_int_t)get_u64(v));
+                    json_t *ok = json_pack("{s:{s:I}}", "Ok", "seq", (json_int_t)uqi_get_le64(v));
                     free(v);
                     json_decref(req);
                     respond(b->port, m, ok, p);
@@ -354,7 +343,7 @@ static void serve_batch(uqi_backup *b, uqi_msg **ms, size_t n)
                 size_t ol = 0;
                 uq_errmsg em;
                 uq_err e = uqs_get(b->s, UQS_DB_BACKUP, keys[np], strlen(keys[np]), &old, &ol, &em);
-                uint64_t old_seq = !e && ol >= 8 ? get_u64(old) : 0;
+                uint64_t old_seq = !e && ol >= 8 ? uqi_get_le64(old) : 0;
                 free(old);
                 owner_use *o = owner_of(b, owner);
                 uint64_t add = strlen(keys[np]) + 8 + len, sub = !e ? strlen(keys[np]) + ol : 0;
@@ -371,7 +360,7 @@ static void serve_batch(uqi_backup *b, uqi_msg **ms, size_t n)
                 } else {
                     o->bytes = o->bytes - sub + add;
                     vals[np] = uqi_xmalloc(8 + len);
-                    put_u64(vals[np], seq);
+                    uqi_put_le64(vals[np], seq);
                     memcpy(vals[np] + 8, m->payload->data, len);
                     ops[np] = (uqs_op){.db = UQS_DB_BACKUP, .key = keys[np], .klen = strlen(keys[np]),
                                        .val = vals[np], .vlen = 8 + len};
@@ -580,7 +569,7 @@ static void on_answer(uqi_backup *b, const uqi_msg *m)
     int kl = snprintf(tmp, sizeof tmp, "a/%s/%.*s", p->name, (int)c->len, c->key);
     if (kl <= 0 || kl > UQS_KEY_MAX) return;
     memcpy(key, tmp, (size_t)kl + 1);
-    put_u64(rec, c->seq);
+    uqi_put_le64(rec, c->seq);
     memcpy(rec + 8, c->digest, 32);
     b->ack_ops[b->nacks++] =
         (uqs_op){.db = UQS_DB_BACKUP, .key = key, .klen = (size_t)kl, .val = rec, .vlen = 40, .del = c->deleted};
@@ -617,7 +606,7 @@ static int load_acked(void *arg, const void *key, size_t klen, const void *val, 
     if (vlen != 40 || klen < r->plen + 2) return 0;
     dnode *d = dset_add2(&r->acked, ((const char *)key)[r->plen], (const char *)key + r->plen + 1, klen - r->plen - 1);
     if (!d) return 0;
-    d->seq = get_u64(val);
+    d->seq = uqi_get_le64(val);
     memcpy(d->digest, (const uint8_t *)val + 8, 32);
     if (d->seq > r->b->last_seq) r->b->last_seq = d->seq;
     return 0;

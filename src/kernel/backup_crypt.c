@@ -39,7 +39,8 @@ static size_t make_ad(uint8_t *ad, const char *owner, const char *eid, uint64_t 
     ad[n++] = 0;
     memcpy(ad + n, eid, UQI_BID_HEX);
     n += UQI_BID_HEX;
-    for (int i = 0; i < 8; i++) ad[n++] = (uint8_t)(seq >> (8 * i));
+    uqi_put_le64(ad + n, seq);
+    n += 8;
     return n;
 }
 

@@ -12,6 +12,7 @@
 #include "kernel/backup.h"
 #include "kernel/backup_crypt.h"
 #include "store/store.h"
+#include "util/util.h"
 
 #define LIST_TIMEOUT_S 30
 #define GET_TIMEOUT_S 60
@@ -171,7 +172,7 @@ static void keep(rstate *r, const rctx *c, uint64_t seq, uqi_bentry *e)
     int kl = snprintf(ak, UQS_KEY_MAX + 1, "a/%s/%c%.*s", r->peers[c->peer], e->db, (int)e->klen, (const char *)e->key);
     if (kl > 0 && kl <= UQS_KEY_MAX) {
         uint8_t *rec = uqi_xmalloc(40);
-        for (int i = 0; i < 8; i++) rec[i] = (uint8_t)(seq >> (8 * i));
+        uqi_put_le64(rec, seq);
         crypto_generichash(rec + 8, 32, e->val, e->vlen, NULL, 0);
         r->ops[r->nops++] = (uqs_op){.db = UQS_DB_BACKUP, .key = own(r, ak), .klen = (size_t)kl, .val = own(r, rec), .vlen = 40};
     } else {

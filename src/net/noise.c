@@ -2,6 +2,7 @@
  * and HKDF, the CipherState, the SymmetricState and the XX HandshakeState.
  * Checked byte for byte against the Cacophony vectors (tests/vectors). */
 #include "net/noise.h"
+#include "util/util.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -80,7 +81,7 @@ static void hkdf2(uqn_hash h, const uint8_t *ck, const uint8_t *ikm, size_t ilen
 static void nonce_bytes(uint64_t n, uint8_t out[12])
 {
     memset(out, 0, 4);
-    for (int i = 0; i < 8; i++) out[4 + i] = (uint8_t)(n >> (8 * i));
+    uqi_put_le64(out + 4, n);
 }
 
 /* The AEAD of frames from 1 KiB up is OpenSSL's (libcrypto): the same

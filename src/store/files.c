@@ -44,30 +44,19 @@ typedef struct hrec {
 } hrec;
 
 /* ---- encoding ------------------------------------------------------------ */
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static void frec_encode(const frec *r, uint8_t *b)
 {
     b[0] = 1;
-    put_u64(b + 1, r->size);
-    put_u64(b + 9, r->gen);
+    uqi_put_le64(b + 1, r->size);
+    uqi_put_le64(b + 9, r->gen);
 }
 
 static bool frec_decode(const uint8_t *b, size_t n, frec *r)
 {
     if (n != FREC_LEN || b[0] != 1) return false;
-    r->size = get_u64(b + 1);
-    r->gen = get_u64(b + 9);
+    r->size = uqi_get_le64(b + 1);
+    r->gen = uqi_get_le64(b + 9);
     return r->gen > 0;
 }
 

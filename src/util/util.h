@@ -38,6 +38,20 @@ static inline void uqi_cpu_relax(void)
 #endif
 }
 
+/* Little-endian fixed-width integers in byte buffers (store records, backup
+ * entries, nonces). */
+static inline void uqi_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t uqi_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 /* ---- logging --------------------------------------------------------- */
 typedef enum { UQ_LOG_ERROR = 0, UQ_LOG_WARN, UQ_LOG_INFO, UQ_LOG_DEBUG } uq_loglevel;
 extern int uqi_log_level;
