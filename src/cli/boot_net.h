@@ -15,6 +15,8 @@ typedef struct uq_netopts {
     uint32_t timeout_ms;        /* --net-timeout MS: not sent by then -> Timeout */
     uint32_t keepalive_ms;      /* --net-keepalive MS */
     uint32_t idle_ms;           /* --net-idle MS */
+    uint32_t lookup_ms;         /* --lookup-timeout MS: peers asked about an unknown name this long */
+    bool no_lookup;             /* --no-lookup: neither ask peers nor answer them */
 } uq_netopts;
 
 /* Consume a networking option at argv[*i] (advancing *i past its value);
@@ -25,7 +27,8 @@ bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i);
 uq_err uq_boot_identity(const char *home, const char **name, bool name_given, const uq_netopts *o, uqn_identity *id,
                         uq_errmsg *em);
 /* Start the net module for node and attach it; writes <home>/record (the
- * node's signed directory record, one line) for others' directory files. */
+ * node's signed directory record, one line) for others' directory files;
+ * records learned from peers are kept in <home>/learned. */
 uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const uqn_identity *id, uqn_net **out,
                    uq_errmsg *em);
 /* Detach and stop (before uqi_node_stop). */

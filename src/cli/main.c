@@ -37,6 +37,8 @@ static void usage(FILE *f)
             "  --dev-unencrypted-key    a development node: the identity key is not encrypted\n"
             "  --net-timeout MS         Timeout for a message not sent in time (default 5000)\n"
             "  --net-keepalive MS, --net-idle MS   link keepalive and idle limits\n"
+            "  --lookup-timeout MS      how long peers are asked about an unknown node (default 3000)\n"
+            "  --no-lookup              neither ask peers about unknown nodes nor answer them\n"
             "  --workers N              scheduler threads (default: one per CPU)\n"
             "  -v                       log what the kernel refuses and why\n"
             "\n"
