@@ -54,6 +54,7 @@ typedef struct conn {
     uqn_link *link;
     peer *peer;              /* dialed: from the start; accepted: once established */
     bool outbound, connecting, want_out, dead;
+    bool held;               /* accepted from a node not in the directory: not read until looked up */
     uint64_t created, last_rx, last_tx, last_msg;
     qent *fl_head, *fl_tail; /* handed to the link, not yet all written */
     unsigned addr_idx;
@@ -357,7 +358,14 @@ static void ep_update(uqn_net *net, conn *c, bool want_out)
 {
     if (c->want_out == want_out) return;
     c->want_out = want_out;
-    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    struct epoll_event ev = {.events = (c->held ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void ep_hold(uqn_net *net, conn *c, bool held)
+{
+    c->held = held;
+    struct epoll_event ev = {.events = (held ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0), .data.ptr = c};
     epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -386,7 +394,7 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
     /* deliver_arg is the connection: the link tells us who the peer is */
     uqn_link_cfg lc = {.id = net->id, .initiator = c->outbound, .expect_name = c->outbound ? c->peer->name : NULL,
                        .lookup = lookup, .lookup_arg = net, .deliver = deliver, .deliver_arg = c,
-                       .max_msg = UQN_NET_MSG_MAX};
+                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off};
     return uqn_link_new(&lc, &c->link, em) == UQ_OK;
 }
 
@@ -633,8 +641,25 @@ static void feed(uqn_net *net, peer *p)
     flush(net, c);
 }
 
+static void inbound_up(uqn_net *net, conn *c);
+
+/* An accepted link from a node the directory does not know: stop reading
+ * it and ask peers about that name (lk_finished resolves it). */
+static void hold(uqn_net *net, conn *c)
+{
+    const uqn_peer *who = uqn_link_pending(c->link);
+    ep_hold(net, c, true);
+    uq_log(UQ_LOG_INFO, "net", "link from %s, not in the directory: looking it up", who->name);
+    if (!uqn_lk_want(net->lk, who->name, false)) {
+        char why[256];
+        uqn_lk_why(net->lk, who->name, why, sizeof why);
+        conn_close(net, c, why[0] ? why : "not in the directory");
+    }
+}
+
 static void on_readable(uqn_net *net, conn *c)
 {
+    if (c->held) return;
     for (int i = 0; i < 16 && !c->dead; i++) {
         ssize_t r = recv(c->fd, net->rbuf, READ_BUF, 0);
         if (r == 0) {
@@ -657,16 +682,20 @@ static void on_readable(uqn_net *net, conn *c)
             return;
         }
         if (!was && uqn_link_established(c->link)) {
-            net->st.links_up++;
             if (c->outbound) {
+                net->st.links_up++;
                 c->peer->state = P_UP;
                 c->peer->backoff_ms = 0;
                 uq_log(UQ_LOG_INFO, "net", "link to %s up", c->peer->name);
             } else {
-                adopt(net, c);
+                inbound_up(net, c);
                 if (c->dead) return;
-                uq_log(UQ_LOG_INFO, "net", "link from %s up", c->peer->name);
             }
+        }
+        if (!c->outbound && uqn_link_pending(c->link)) {
+            flush(net, c);
+            if (!c->dead) hold(net, c);
+            return;
         }
         if ((size_t)r < READ_BUF) break;
     }
@@ -872,6 +901,13 @@ static void *net_main(void *arg)
     return NULL;
 }
 
+static void inbound_up(uqn_net *net, conn *c)
+{
+    net->st.links_up++;
+    adopt(net, c);
+    if (!c->dead) uq_log(UQ_LOG_INFO, "net", "link from %s up", c->peer->name);
+}
+
 /* ---- look-ups (lookup.c): what the table borrows ------------------------------------ */
 static size_t lk_linked(uqn_net *net, char (*out)[UQN_NAME_MAX + 1], size_t max)
 {
@@ -894,6 +930,23 @@ static const uqn_dir *lk_file(uqn_net *net)
 /* The look-up of name ended: dial with what was learned, or fail what waits. */
 static void lk_finished(uqn_net *net, const char *name, bool ok)
 {
+    /* links from that node waiting for it to be known */
+    for (conn *c = net->conns; c; c = c->next) {
+        if (c->dead || !c->held) continue;
+        const uqn_peer *who = uqn_link_pending(c->link);
+        if (!who || strcmp(who->name, name) != 0) continue;
+        uq_errmsg em = {{0}};
+        ep_hold(net, c, false);
+        if (uqn_link_resolve(c->link, &em)) {
+            char why[256];
+            uqn_lk_why(net->lk, name, why, sizeof why);
+            conn_close(net, c, !ok && why[0] ? why : em.text);
+            continue;
+        }
+        inbound_up(net, c);
+        if (!c->dead) flush(net, c);
+        if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+    }
     pthread_mutex_lock(&net->lock);
     peer *p = peer_find(net, name);
     pthread_mutex_unlock(&net->lock);

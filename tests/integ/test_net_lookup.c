@@ -259,8 +259,9 @@ static char *file_text(const char *path)
 
 /* ---- tests ------------------------------------------------------------------- */
 
-/* A knows only B, B knows C: a message from A to C is delivered after B
- * answers A's look-up, and C's response comes back with its context. The
+/* A knows only B, B knows C (and A), C knows only B: a message from A to C
+ * is delivered after B answers A's look-up (and C's, for A, when A's link
+ * arrives), and C's response comes back with its context. The
  * record is kept in A's learned file (apart from its directory file) and
  * serves after a restart without asking anyone; when C moves (a new
  * address, a higher sequence), A refreshes the record from B. */
@@ -276,16 +277,18 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rc = rec_of(c.net);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     write_dir(b.dir, (const uqn_record *[]){&ra, &rb, &rc, NULL});
-    write_dir(c.dir, (const uqn_record *[]){&ra, &rc, NULL});
+    write_dir(c.dir, (const uqn_record *[]){&rb, &rc, NULL}); /* C does not know A either */
 
     uint64_t t0 = uqi_now_ns();
     uint64_t id = a_send(&a, "c.node@srv", "{\"to\":\"c\"}", "via-b");
     answer_back(&a, &c, id, "via-b");
     test_log("first round trip to a node found by look-up (two link set-ups): %.1f ms",
              (double)(uqi_now_ns() - t0) / 1e6);
-    uqn_lk_stats st, sb;
+    uqn_lk_stats st, sb, sc;
     uqn_net_lookup_stats(a.net, &st);
     uqn_net_lookup_stats(b.net, &sb);
+    uqn_net_lookup_stats(c.net, &sc);
+    ASSERT_EQ(sc.found, 1); /* C held A's link until B told it A's key */
     ASSERT_EQ(st.started, 1);
     ASSERT_EQ(st.found, 1);
     ASSERT_EQ(st.learned, 1);
@@ -554,7 +557,34 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
     id = a_send(&a, "yy.node@x", "3", "again");
     expect_offline(&a, id, "3", "again");
     ASSERT((uqi_now_ns() - t0) / 1000000 < 500);
+    /* a node nobody knows dials A: its link is held while A asks, then closed */
+    lpeer z;
+    lp_init(&z, "z.node", 0);
+    lp_start(&z, NULL, false);
+    write_dir(z.dir, (const uqn_record *[]){&ra, NULL});
+    write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
+    uqi_msg *q = uqi_msg_new(UQI_MSG_REQUEST, "\"hi\"", 4);
+    snprintf(q->source.process, sizeof q->source.process, "zz");
+    snprintf(q->target.process, sizeof q->target.process, "tester");
+    uint8_t *qb;
+    size_t ql;
+    ASSERT_EQ(uqi_wire_encode(q, false, &qb, &ql, NULL), UQ_OK);
+    uqi_msg_free(q);
+    ASSERT_EQ(uqn_net_send(z.net, "a.node", qb, ql, NULL, NULL), UQ_OK);
+    ASSERT(uqi_port_receive(a.port, 500) == NULL);
+    for (int i = 0; i < 300; i++) { /* s.node, linked, is asked too and stays silent: up to 1 s */
+        uqn_net_why(a.net, "z.node", why, sizeof why);
+        if (why[0]) break;
+        usleep(10000);
+    }
+    ASSERT(uqi_port_receive(a.port, 100) == NULL);
+    test_log("a link from an unknown node: %s", why);
+    ASSERT_STR_HAS(why, "z.node is unknown");
+    uqn_net_stats ns;
+    uqn_net_get_stats(a.net, &ns);
+    ASSERT(ns.links_up >= 1);
     a_stop(&a);
     lp_fini(&b);
     lp_fini(&s);
+    lp_fini(&z);
 }
