@@ -659,7 +659,10 @@ static void hold(uqn_net *net, conn *c)
 
 static void on_readable(uqn_net *net, conn *c)
 {
-    if (c->held) return;
+    if (c->held) { /* not read while held: only a hang-up or an error gets here */
+        conn_close(net, c, "the peer went away while it was looked up");
+        return;
+    }
     for (int i = 0; i < 16 && !c->dead; i++) {
         ssize_t r = recv(c->fd, net->rbuf, READ_BUF, 0);
         if (r == 0) {
