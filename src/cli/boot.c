@@ -38,6 +38,8 @@ typedef struct term {
     uqi_backup *backup;
 } term;
 
+static uqn_net *term_net; /* for why a node is Offline (uqn_net_why) */
+
 static void print_msg(const uqi_msg *r)
 {
     static const char *errs[] = {"", "Offline", "Timeout", "NoSuchProcess", "Refused"};
@@ -46,6 +48,9 @@ static void print_msg(const uqi_msg *r)
     if (r->kind == UQI_MSG_ERROR) {
         printf("error %s from %s for message %llu: %.*s\n", r->error < 5 ? errs[r->error] : "?", src,
                (unsigned long long)r->id, (int)r->body_len, (const char *)r->body);
+        char why[256] = "";
+        if (r->error == UQI_SEND_OFFLINE && term_net) uqn_net_why(term_net, r->source.node, why, sizeof why);
+        if (why[0]) printf("  why: %s\n", why);
     } else {
         printf("%s from %s: %.*s\n", r->kind == UQI_MSG_RESPONSE ? "response" : "request", src, (int)r->body_len,
                (const char *)r->body);
@@ -303,6 +308,7 @@ int uq_cmd_boot(int argc, char **argv)
         uqs_close(store);
         return EXIT_FAILED;
     }
+    term_net = net;
     term t = {node, NULL, isatty(0) == 1, NULL};
     if (uqi_node_port(node, "terminal", &t.port, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
@@ -391,6 +397,7 @@ shutdown:
     printf("shutting down\n");
     fflush(stdout);
     uqi_backup_stop(t.backup);
+    term_net = NULL;
     uq_boot_net_stop(node, net);
     if (nopt.on) uqn_identity_wipe(&ident);
     uqi_fsmod_stop(fsmod);

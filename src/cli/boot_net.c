@@ -32,6 +32,8 @@ bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i)
     else if (strcmp(a, "--backup-peers") == 0 && has) o->backup_peers = argv[++*i];
     else if (strcmp(a, "--backup-quota") == 0 && has) o->backup_quota = quota_bytes(argv[++*i]);
     else if (strcmp(a, "--restore") == 0) o->restore = true;
+    else if (strcmp(a, "--lookup-timeout") == 0 && has) o->lookup_ms = (uint32_t)atoi(argv[++*i]);
+    else if (strcmp(a, "--no-lookup") == 0) o->no_lookup = true;
     else return false;
     return true;
 }
@@ -90,20 +92,23 @@ out:
 uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const uqn_identity *id, uqn_net **out,
                    uq_errmsg *em)
 {
-    char peers[4096], rec_path[4096];
+    char peers[4096], rec_path[4096], learned[4096];
     snprintf(peers, sizeof peers, "%s/peers", home);
+    snprintf(learned, sizeof learned, "%s/learned", home);
     uqn_net_cfg cfg = {.id = id, .listen = o->listen, .dir_path = o->peers ? o->peers : peers,
                        .send_timeout_ms = o->timeout_ms, .keepalive_ms = o->keepalive_ms, .idle_ms = o->idle_ms,
+                       .learned_path = learned, .lookup_timeout_ms = o->lookup_ms, .lookup_off = o->no_lookup,
                        .recv = uqi_node_net_recv, .done = uqi_node_net_done,
                        .down = uqi_node_net_down, .arg = node};
     uq_err e = uqn_net_start(&cfg, out, em);
     if (e) return e;
     const char *addr = uqn_net_listen_addr(*out);
     uqn_record r;
-    const char *addrs[1] = {addr};
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if ((e = uqn_record_make(id, addrs, addr[0] ? 1 : 0, (uint64_t)ts.tv_sec, &r, em))) goto fail;
+    uqn_net_own_record(*out, &r); /* the one it answers look-ups with */
+    if (!r.name[0]) {
+        e = uqi_errf(em, UQ_EINVAL, "net: no record could be made for %s at %s", id->name, addr);
+        goto fail;
+    }
     char line[UQN_RECORD_LINE_MAX + 2];
     uqn_record_to_line(&r, line);
     strcat(line, "\n");

@@ -18,6 +18,8 @@ typedef struct uq_netopts {
     const char *backup_peers;   /* --backup-peers a,b: where this node's backups go */
     uint64_t backup_quota;      /* --backup-quota MB: kept per other node (bytes; 0: default) */
     bool restore;               /* --restore: fetch the store from the backup peers first */
+    uint32_t lookup_ms;         /* --lookup-timeout MS: peers asked about an unknown name this long */
+    bool no_lookup;             /* --no-lookup: neither ask peers nor answer them */
 } uq_netopts;
 
 /* Consume a networking option at argv[*i] (advancing *i past its value);
@@ -28,7 +30,8 @@ bool uq_netopts_parse(uq_netopts *o, int argc, char **argv, int *i);
 uq_err uq_boot_identity(const char *home, const char **name, bool name_given, const uq_netopts *o, uqn_identity *id,
                         uq_errmsg *em);
 /* Start the net module for node and attach it; writes <home>/record (the
- * node's signed directory record, one line) for others' directory files. */
+ * node's signed directory record, one line) for others' directory files;
+ * records learned from peers are kept in <home>/learned. */
 uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const uqn_identity *id, uqn_net **out,
                    uq_errmsg *em);
 /* Backups (kernel/backup.h): with o->restore, restore the store from the

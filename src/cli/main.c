@@ -45,6 +45,8 @@ static void usage(FILE *f)
             "                           (docs/PERSISTENCE.md, \"Backups\"); every networked node keeps\n"
             "                           others' backups, --backup-quota MB each (default 64)\n"
             "  --restore                first fetch the store from the backup peers (a fresh home)\n"
+            "  --lookup-timeout MS      how long peers are asked about an unknown node (default 3000)\n"
+            "  --no-lookup              neither ask peers about unknown nodes nor answer them\n"
             "  --workers N              scheduler threads (default: one per CPU)\n"
             "  -v                       log what the kernel refuses and why\n"
             "\n"

@@ -1,5 +1,5 @@
 /* Encrypted remote backups (docs/PERSISTENCE.md, "Backups"; the messages:
- * docs/PROTOCOL.md §8). Every networked node runs the host process
+ * docs/PROTOCOL.md §9). Every networked node runs the host process
  * `backup`: public, holding the network capability, served by a thread of
  * its own. It does two things:
  *

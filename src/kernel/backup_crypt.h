@@ -1,5 +1,5 @@
 /* The sealed entries of encrypted backups (docs/PERSISTENCE.md, "Backups";
- * docs/PROTOCOL.md §8): keys derived from the node's identity secret, the
+ * docs/PROTOCOL.md §9): keys derived from the node's identity secret, the
  * entry id (a keyed hash of the store key, so peers do not learn process
  * names), and XChaCha20-Poly1305 with the owner, entry id and sequence as
  * associated data, so a peer cannot read, alter, swap or misattribute an

@@ -23,6 +23,12 @@ void uqn_dir_free(uqn_dir *d)
 
 size_t uqn_dir_count(const uqn_dir *d) { return d->n; }
 
+const uqn_record *uqn_dir_at(const uqn_dir *d, size_t i)
+{
+    UQ_ASSERT(i < d->n);
+    return &d->recs[i];
+}
+
 static uqn_record *find(const uqn_dir *d, const char *name)
 {
     for (size_t i = 0; i < d->n; i++)

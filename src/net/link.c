@@ -16,6 +16,9 @@ struct uqn_link {
     char expect[UQN_NAME_MAX + 1];
     uqn_hs hs;
     bool established;
+    bool held;               /* defer_unknown: the peer's name awaits a look-up */
+    uint8_t *hbuf;           /* what it sent meanwhile */
+    size_t hlen;
     uq_err err;              /* sticky */
     uqn_peer peer;
     uqn_cipher tx, rx;
@@ -206,6 +209,7 @@ void uqn_link_free(uqn_link *l)
     if (!l) return;
     uqn_fenc_fini(&l->enc);
     uqn_fdec_fini(&l->dec);
+    free(l->hbuf);
     sodium_memzero(l, sizeof *l);
     free(l);
 }
@@ -257,7 +261,13 @@ static uq_err hs_message(uqn_link *l, const uint8_t *msg, size_t len, uq_errmsg 
         if (plen != 0) return uqi_errf(em, UQ_ECORRUPT, "net: the first handshake message carries a payload");
         return hs_write(l, hello, uqn_hello_encode(l->cfg.id, hello), em);
     }
-    if ((e = check_peer(l, payload, plen, em))) return e;
+    if ((e = check_peer(l, payload, plen, em))) {
+        if (e == UQ_ENOENT && l->cfg.defer_unknown && !l->cfg.initiator) {
+            l->held = true; /* until uqn_link_resolve */
+            return UQ_OK;
+        }
+        return e;
+    }
     if (step == 1) { /* initiator: -> s, se + hello, then done */
         if ((e = hs_write(l, hello, uqn_hello_encode(l->cfg.id, hello), em))) return e;
     }
@@ -269,7 +279,8 @@ uq_err uqn_link_input(uqn_link *l, const uint8_t *data, size_t n, uq_errmsg *em)
     if (l->err) return uqi_errf(em, l->err, "net: the link already failed (%s)", uq_strerror(l->err));
     size_t i = 0;
     uq_err e;
-    while (i < n && !l->established) {
+    if (l->held) goto hold;
+    while (i < n && !l->established && !l->held) {
         if (uqn_hs_next(&l->hs) != UQN_HS_READ)
             return fail(l, uqi_errf(em, UQ_ECORRUPT, "net: the peer sent out of turn in the handshake"));
         if (l->hin_got < 2) { /* the length prefix */
@@ -289,7 +300,47 @@ uq_err uqn_link_input(uqn_link *l, const uint8_t *data, size_t n, uq_errmsg *em)
     if (i < n && l->established) {
         if ((e = uqn_fdec_feed(&l->dec, &l->rx, data + i, n - i, em))) return fail(l, e);
     }
+hold:
+    if (i < n && l->held) {
+        if (l->hlen + (n - i) > UQN_LINK_HELD_MAX)
+            return fail(l, uqi_errf(em, UQ_ELIMIT, "net: %s, not yet known, sent over %u bytes before it was looked "
+                                    "up", l->peer.name, UQN_LINK_HELD_MAX));
+        l->hbuf = realloc(l->hbuf, l->hlen + (n - i));
+        UQ_VERIFY(l->hbuf != NULL);
+        memcpy(l->hbuf + l->hlen, data + i, n - i);
+        l->hlen += n - i;
+    }
     return UQ_OK;
+}
+
+const uqn_peer *uqn_link_pending(const uqn_link *l) { return l->held && !l->err ? &l->peer : NULL; }
+
+uq_err uqn_link_resolve(uqn_link *l, uq_errmsg *em)
+{
+    if (l->err) return uqi_errf(em, l->err, "net: the link already failed (%s)", uq_strerror(l->err));
+    if (!l->held) return UQ_OK;
+    l->held = false;
+    uint8_t want[32];
+    uq_errmsg lem = {{0}};
+    uq_err e = l->cfg.lookup(l->cfg.lookup_arg, l->peer.name, want, &lem);
+    if (e == UQ_ENOENT)
+        return fail(l, uqi_errf(em, UQ_ENOENT, "net: %s is not in the directory, and no peer knew it", l->peer.name));
+    if (e) return fail(l, uqi_errf(em, e, "net: looking up %s: %s", l->peer.name, lem.text));
+    if (sodium_memcmp(want, l->peer.pk, 32) != 0) {
+        char got[65], exp[65];
+        uqn_hex(l->peer.pk, 32, got);
+        uqn_hex(want, 32, exp);
+        return fail(l, uqi_errf(em, UQ_ECRYPTO, "net: the peer claiming to be %s has key %.16s..., the directory "
+                                "(after a look-up) says %.16s...", l->peer.name, got, exp));
+    }
+    if ((e = finish(l, em))) return fail(l, e);
+    uint8_t *b = l->hbuf;
+    size_t n = l->hlen;
+    l->hbuf = NULL;
+    l->hlen = 0;
+    if (n) e = uqn_fdec_feed(&l->dec, &l->rx, b, n, em);
+    free(b);
+    return e ? fail(l, e) : UQ_OK;
 }
 
 uq_err uqn_link_send(uqn_link *l, const void *msg, size_t len, uq_errmsg *em)

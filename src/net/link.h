@@ -44,6 +44,8 @@ typedef struct uqn_link_cfg {
     uqn_deliver_fn deliver;   /* each received message (lent for the call) */
     void *deliver_arg;
     size_t max_msg;           /* largest message received; 0: UQN_MSG_MAX_DEFAULT */
+    bool defer_unknown;       /* responder: a peer the directory does not know is held (uqn_link_pending)
+                               * until uqn_link_resolve, instead of refused */
     uqn_hash hash;            /* UQN_HASH_BLAKE2B (both sides must agree) */
 } uqn_link_cfg;
 
@@ -75,6 +77,15 @@ void uqn_link_cancel_output(uqn_link *l);
 size_t uqn_link_output(uqn_link *l, const uint8_t **p);
 /* n bytes of the last output were written. */
 void uqn_link_output_done(uqn_link *l, size_t n);
+
+/* Responder with defer_unknown: the peer proved its key but the directory
+ * does not know its name. The handshake is complete; what the peer sends
+ * meanwhile is held (at most UQN_LINK_HELD_MAX bytes, else UQ_ELIMIT)
+ * until uqn_link_resolve looks the name up again: then the key must be the
+ * directory's (UQ_ECRYPTO), the name known (UQ_ENOENT); both are final. */
+#define UQN_LINK_HELD_MAX (1u << 20)
+const uqn_peer *uqn_link_pending(const uqn_link *l);   /* NULL unless held */
+uq_err uqn_link_resolve(uqn_link *l, uq_errmsg *em);
 
 bool uqn_link_established(const uqn_link *l);
 /* The authenticated peer, once established (NULL before). */

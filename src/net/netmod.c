@@ -7,6 +7,7 @@
 #include "net/netmod.h"
 
 #include "kernel/msg.h"
+#include "net/lookup.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -44,7 +45,7 @@ typedef struct qent {
     uint8_t inl[QENT_INLINE];
 } qent;
 
-typedef enum { P_IDLE = 0, P_DIALING, P_UP, P_BACKOFF } pstate;
+typedef enum { P_IDLE = 0, P_DIALING, P_UP, P_BACKOFF, P_LOOKUP /* peers asked for its record (lookup.c) */ } pstate;
 
 typedef struct peer peer;
 typedef struct conn {
@@ -53,6 +54,7 @@ typedef struct conn {
     uqn_link *link;
     peer *peer;              /* dialed: from the start; accepted: once established */
     bool outbound, connecting, want_out, dead;
+    bool held;               /* accepted from a node not in the directory: not read until looked up */
     uint64_t created, last_rx, last_tx, last_msg;
     qent *fl_head, *fl_tail; /* handed to the link, not yet all written */
     unsigned addr_idx;
@@ -78,6 +80,9 @@ struct uqn_net {
     const uqn_identity *id;
     char dir_path[4096];
     uqn_dir *dir;
+    uqn_lk *lk;              /* look-ups from peers, learned records (lookup.c) */
+    uint32_t dir_gen, dir_swept; /* directory reloads; links checked against the last one */
+    uint64_t dir_checked;    /* when the file was last looked at by the tick */
     struct timespec dir_mtime;
     off_t dir_size;
     int ep, lfd, efd;
@@ -121,6 +126,11 @@ static void qent_free_data(qent *q)
 static void dl_report(uqn_net *net, donelist *d, int why)
 {
     for (qent *q = d->head; q; q = q->next) {
+        if (uqn_lk_owns(q->cookie)) { /* a look-up message of ours */
+            qent_free_data(q);
+            uqn_lk_sent(net->lk, q->cookie, why);
+            continue;
+        }
         if (why == UQN_DONE_OFFLINE) net->st.offline++;
         else if (why == UQN_DONE_TIMEOUT) net->st.timeouts++;
         qent_free_data(q);
@@ -196,8 +206,18 @@ static void dir_refresh(uqn_net *net)
     }
     uqn_dir_free(net->dir);
     net->dir = d;
+    net->dir_gen++;
     net->dir_mtime = sb.st_mtim;
     net->dir_size = sb.st_size;
+}
+
+/* The record for name: the operator's file, or learned from peers. */
+static const uqn_record *dir_get(uqn_net *net, const char *name)
+{
+    const uqn_record *r = uqn_lk_record(net->lk, net->dir, name);
+    if (r) return r;
+    dir_refresh(net);
+    return uqn_lk_record(net->lk, net->dir, name);
 }
 
 static uq_err lookup(void *arg, const char *name, uint8_t pk[32], uq_errmsg *em)
@@ -206,8 +226,10 @@ static uq_err lookup(void *arg, const char *name, uint8_t pk[32], uq_errmsg *em)
     /* reread first (a stat when nothing changed): a key the operator just
      * corrected applies to the next handshake, incoming ones too */
     dir_refresh(net);
-    if (!net->dir) return uqi_errf(em, UQ_ENOENT, "net: no directory: %s is unknown", name);
-    return uqn_dir_lookup(net->dir, name, pk, em);
+    const uqn_record *r = dir_get(net, name);
+    if (!r) return uqi_errf(em, UQ_ENOENT, "%s is not in the directory", name);
+    memcpy(pk, r->pk, 32);
+    return UQ_OK;
 }
 
 /* ---- peers (lock held) ----------------------------------------------------------- */
@@ -340,7 +362,14 @@ static void ep_update(uqn_net *net, conn *c, bool want_out)
 {
     if (c->want_out == want_out) return;
     c->want_out = want_out;
-    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    struct epoll_event ev = {.events = (c->held ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void ep_hold(uqn_net *net, conn *c, bool held)
+{
+    c->held = held;
+    struct epoll_event ev = {.events = (held ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0), .data.ptr = c};
     epoll_ctl(net->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -369,7 +398,7 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
     /* deliver_arg is the connection: the link tells us who the peer is */
     uqn_link_cfg lc = {.id = net->id, .initiator = c->outbound, .expect_name = c->outbound ? c->peer->name : NULL,
                        .lookup = lookup, .lookup_arg = net, .deliver = deliver, .deliver_arg = c,
-                       .max_msg = UQN_NET_MSG_MAX};
+                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off};
     return uqn_link_new(&lc, &c->link, em) == UQ_OK;
 }
 
@@ -429,11 +458,21 @@ static void conn_free(uqn_net *net, conn *c)
     free(c);
 }
 
+/* Does p's queue hold a message of the kernel's (not only look-ups)? */
+static bool user_msgs(uqn_net *net, peer *p)
+{
+    bool any = false;
+    pthread_mutex_lock(&net->lock);
+    for (qent *q = p->head; q && !any; q = q->next) any = !uqn_lk_owns(q->cookie);
+    pthread_mutex_unlock(&net->lock);
+    return any;
+}
+
 /* Start (or continue with the next address of) a dial to p. */
 static void dial_from(uqn_net *net, peer *p, unsigned idx)
 {
     dir_refresh(net);
-    const uqn_record *r = net->dir ? uqn_dir_get(net->dir, p->name) : NULL;
+    const uqn_record *r = dir_get(net, p->name);
     uq_errmsg em = {{0}};
     while (r && idx < r->naddrs) {
         struct sockaddr_storage ss;
@@ -462,7 +501,12 @@ static void dial_from(uqn_net *net, peer *p, unsigned idx)
         p->state = P_DIALING;
         return;
     }
-    /* no record, or every address failed */
+    /* no record, or every address failed: peers may know it (or a newer
+     * record; not for our own look-up requests alone) */
+    if (!net->cfg.lookup_off && (!r || user_msgs(net, p)) && uqn_lk_want(net->lk, p->name, r != NULL)) {
+        p->state = P_LOOKUP;
+        return;
+    }
     uq_log(UQ_LOG_INFO, "net", "%s cannot be reached: %s", p->name,
            r ? "no address answers" : "it is not in the directory");
     net->st.links_failed++;
@@ -516,6 +560,10 @@ static uq_err deliver(void *arg, const uint8_t *msg, size_t len)
     net->st.msgs_recv++;
     net->st.bytes_recv += len;
     const uqn_peer *who = uqn_link_peer(c->link);
+    if (!net->cfg.lookup_off && uqn_lk_is_msg(msg, len)) {
+        uqn_lk_recv(net->lk, who->name, msg, len);
+        return UQ_OK;
+    }
     if (net->cfg.recv) net->cfg.recv(net->cfg.arg, who->name, msg, len);
     return UQ_OK;
 }
@@ -597,8 +645,28 @@ static void feed(uqn_net *net, peer *p)
     flush(net, c);
 }
 
+static void inbound_up(uqn_net *net, conn *c);
+
+/* An accepted link from a node the directory does not know: stop reading
+ * it and ask peers about that name (lk_finished resolves it). */
+static void hold(uqn_net *net, conn *c)
+{
+    const uqn_peer *who = uqn_link_pending(c->link);
+    ep_hold(net, c, true);
+    uq_log(UQ_LOG_INFO, "net", "link from %s, not in the directory: looking it up", who->name);
+    if (!uqn_lk_want(net->lk, who->name, false)) {
+        char why[256];
+        uqn_lk_why(net->lk, who->name, why, sizeof why);
+        conn_close(net, c, why[0] ? why : "not in the directory");
+    }
+}
+
 static void on_readable(uqn_net *net, conn *c)
 {
+    if (c->held) { /* not read while held: only a hang-up or an error gets here */
+        conn_close(net, c, "the peer went away while it was looked up");
+        return;
+    }
     for (int i = 0; i < 16 && !c->dead; i++) {
         ssize_t r = recv(c->fd, net->rbuf, READ_BUF, 0);
         if (r == 0) {
@@ -621,16 +689,20 @@ static void on_readable(uqn_net *net, conn *c)
             return;
         }
         if (!was && uqn_link_established(c->link)) {
-            net->st.links_up++;
             if (c->outbound) {
+                net->st.links_up++;
                 c->peer->state = P_UP;
                 c->peer->backoff_ms = 0;
                 uq_log(UQ_LOG_INFO, "net", "link to %s up", c->peer->name);
             } else {
-                adopt(net, c);
+                inbound_up(net, c);
                 if (c->dead) return;
-                uq_log(UQ_LOG_INFO, "net", "link from %s up", c->peer->name);
             }
+        }
+        if (!c->outbound && uqn_link_pending(c->link)) {
+            flush(net, c);
+            if (!c->dead) hold(net, c);
+            return;
         }
         if ((size_t)r < READ_BUF) break;
     }
@@ -688,6 +760,7 @@ static void service(uqn_net *net)
     uint64_t ka = (uint64_t)net->cfg.keepalive_ms * 1000000ull;
     uint64_t ct = (uint64_t)net->cfg.connect_timeout_ms * 1000000ull;
     uint64_t idle = (uint64_t)net->cfg.idle_ms * 1000000ull;
+    uqn_lk_tick(net->lk, now);
     for (conn *c = net->conns; c; c = c->next) {
         if (c->dead) continue;
         bool up = c->link && uqn_link_established(c->link);
@@ -717,6 +790,20 @@ static void service(uqn_net *net)
             flush(net, c);
         }
     }
+    /* the directory changed: a link whose peer it now gives another key ends */
+    if (now - net->dir_checked > 200000000ull) {
+        net->dir_checked = now;
+        dir_refresh(net);
+    }
+    if (net->dir_swept != net->dir_gen) {
+        net->dir_swept = net->dir_gen;
+        for (conn *c = net->conns; c; c = c->next) {
+            if (c->dead || !c->link || !uqn_link_established(c->link)) continue;
+            const uqn_peer *who = uqn_link_peer(c->link);
+            const uqn_record *r = dir_get(net, who->name);
+            if (r && memcmp(r->pk, who->pk, 32) != 0) conn_close(net, c, "the directory now gives it another key");
+        }
+    }
     /* peers: dial, feed, fail after back-off, time out what waits too long */
     pthread_mutex_lock(&net->lock);
     peer *list[1024];
@@ -737,7 +824,8 @@ static void service(uqn_net *net)
             dl_push(&late, q);
         }
         pthread_mutex_unlock(&net->lock);
-        dl_report(net, &late, UQN_DONE_TIMEOUT);
+        /* waiting for a look-up: not known to be reachable */
+        dl_report(net, &late, p->state == P_LOOKUP ? UQN_DONE_OFFLINE : UQN_DONE_TIMEOUT);
         if (!pending) continue;
         if (p->state == P_BACKOFF) {
             if (now < p->backoff_until) fail_queue(net, p, UQN_DONE_OFFLINE);
@@ -820,6 +908,98 @@ static void *net_main(void *arg)
     return NULL;
 }
 
+static void inbound_up(uqn_net *net, conn *c)
+{
+    net->st.links_up++;
+    adopt(net, c);
+    if (!c->dead) uq_log(UQ_LOG_INFO, "net", "link from %s up", c->peer->name);
+}
+
+/* ---- look-ups (lookup.c): what the table borrows ------------------------------------ */
+static size_t lk_linked(uqn_net *net, char (*out)[UQN_NAME_MAX + 1], size_t max)
+{
+    size_t n = 0;
+    for (conn *c = net->conns; c && n < max; c = c->next) {
+        if (c->dead || !c->peer || !c->link || !uqn_link_established(c->link)) continue;
+        bool dup = false;
+        for (size_t i = 0; i < n && !dup; i++) dup = strcmp(out[i], c->peer->name) == 0;
+        if (!dup) snprintf(out[n++], UQN_NAME_MAX + 1, "%s", c->peer->name);
+    }
+    return n;
+}
+
+static const uqn_dir *lk_file(uqn_net *net)
+{
+    dir_refresh(net);
+    return net->dir;
+}
+
+/* The look-up of name ended: dial with what was learned, or fail what waits. */
+static void lk_finished(uqn_net *net, const char *name, bool ok)
+{
+    /* links from that node waiting for it to be known */
+    for (conn *c = net->conns; c; c = c->next) {
+        if (c->dead || !c->held) continue;
+        const uqn_peer *who = uqn_link_pending(c->link);
+        if (!who || strcmp(who->name, name) != 0) continue;
+        uq_errmsg em = {{0}};
+        ep_hold(net, c, false);
+        if (uqn_link_resolve(c->link, &em)) {
+            char why[256];
+            uqn_lk_why(net->lk, name, why, sizeof why);
+            conn_close(net, c, !ok && why[0] ? why : em.text);
+            continue;
+        }
+        inbound_up(net, c);
+        if (!c->dead) flush(net, c);
+        if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+    }
+    pthread_mutex_lock(&net->lock);
+    peer *p = peer_find(net, name);
+    pthread_mutex_unlock(&net->lock);
+    if (!p || p->state != P_LOOKUP) return;
+    p->state = P_IDLE; /* service dials if messages wait */
+    if (ok) return;
+    if (dir_get(net, name)) { /* known, its addresses failed, nothing newer: back-off as for any failed dial */
+        uint32_t b = p->backoff_ms ? p->backoff_ms * 2 : net->cfg.backoff_min_ms;
+        p->backoff_ms = b > net->cfg.backoff_max_ms ? net->cfg.backoff_max_ms : b;
+        p->backoff_until = uqi_now_ns() + (uint64_t)p->backoff_ms * 1000000ull;
+        p->state = P_BACKOFF;
+    }
+    fail_queue(net, p, UQN_DONE_OFFLINE);
+}
+
+static void lk_start(uqn_net *net)
+{
+    uint32_t t = net->cfg.lookup_timeout_ms ? net->cfg.lookup_timeout_ms : 3000;
+    if (t > net->cfg.send_timeout_ms) t = net->cfg.send_timeout_ms; /* messages wait at most that long */
+    uqn_lk_cfg lc = {.id = net->id, .learned_path = net->cfg.learned_path, .timeout_ms = t};
+    uqn_lk_hooks h = {.net = net, .linked = lk_linked, .file = lk_file, .finished = lk_finished};
+    net->lk = uqn_lk_new(&lc, &h);
+    net->cfg.learned_path = NULL;
+    /* our own record, answered to look-ups (and written to <home>/record by boot) */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const char *addrs[1] = {net->listen_addr};
+    uqn_record r;
+    uq_errmsg em = {{0}};
+    if (uqn_record_make(net->id, addrs, net->listen_addr[0] ? 1 : 0, (uint64_t)ts.tv_sec, &r, &em) == UQ_OK)
+        uqn_lk_set_own(net->lk, &r);
+    else
+        uq_log(UQ_LOG_WARN, "net", "no record of our own to answer look-ups with: %s", em.text);
+}
+
+void uqn_net_own_record(const uqn_net *net, uqn_record *out)
+{
+    const uqn_record *r = uqn_lk_own(net->lk);
+    if (r) *out = *r;
+    else memset(out, 0, sizeof *out);
+}
+
+void uqn_net_why(uqn_net *net, const char *node, char *out, size_t cap) { uqn_lk_why(net->lk, node, out, cap); }
+
+void uqn_net_lookup_stats(uqn_net *net, uqn_lk_stats *out) { uqn_lk_get_stats(net->lk, out); }
+
 /* ---- start / stop ---------------------------------------------------------------- */
 static uq_err listen_on(uqn_net *net, const char *addr, uq_errmsg *em)
 {
@@ -889,6 +1069,7 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
         epoll_ctl(net->ep, EPOLL_CTL_ADD, net->lfd, &ev);
     }
     dir_refresh(net);
+    lk_start(net);
     net->rbuf = uqi_xmalloc(READ_BUF);
     pthread_create(&net->thread, NULL, net_main, net);
     pthread_setname_np(net->thread, "uq-net");
@@ -925,6 +1106,7 @@ void uqn_net_stop(uqn_net *net)
     close(net->ep);
     close(net->efd);
     uqn_dir_free(net->dir);
+    uqn_lk_free(net->lk);
     free(net->rbuf);
     pthread_mutex_destroy(&net->lock);
     free(net);

@@ -15,6 +15,7 @@
 #define UQ_NET_NETMOD_H
 
 #include "net/link.h"
+#include "net/lookup.h"
 #include "net/record.h"
 
 #define UQN_NET_MSG_MAX 10485800u   /* largest message on a link (kinode's figure) */
@@ -39,6 +40,12 @@ typedef struct uqn_net_cfg {
     uint32_t idle_ms;               /* 0 = 300000: a link no message used for this long is closed */
     uint32_t backoff_min_ms;        /* 0 = 100: after a failed dial, sends fail Offline this long */
     uint32_t backoff_max_ms;        /* 0 = 5000: doubling up to this */
+    /* Look-ups (PROTOCOL.md §8): a name the directory does not know (or
+     * whose addresses all fail) is asked of peers; what they answer is
+     * checked by the directory's rules and kept in learned_path. */
+    const char *learned_path;       /* records learned from peers, or NULL: kept in memory only */
+    uint32_t lookup_timeout_ms;     /* 0 = 3000, at most send_timeout_ms: peers are waited for this long */
+    bool lookup_off;                /* neither ask nor answer: look-up messages go to recv like others */
     /* A message from an authenticated peer (net thread; msg is lent for the
      * call: copy what you keep). */
     void (*recv)(void *arg, const char *peer, const uint8_t *msg, size_t len);
@@ -69,6 +76,15 @@ uq_err uqn_net_send(uqn_net *net, const char *peer, uint8_t *msg, size_t len, vo
  * sender about to encode a large message: the queue may fill meanwhile, and
  * uqn_net_send decides. */
 uq_err uqn_net_room(uqn_net *net, const char *peer, size_t len, uq_errmsg *em);
+
+/* This node's own record (its key, the address listened on, signed; the
+ * sequence is the Unix time at start): what it answers look-ups with. */
+void uqn_net_own_record(const uqn_net *net, uqn_record *out);
+/* Why messages to node last failed Offline after a look-up, e.g. "x is
+ * unknown: not in the directory, and no peer knew it (...)"; "" if no
+ * look-up failed for it. Any thread. */
+void uqn_net_why(uqn_net *net, const char *node, char *out, size_t cap);
+void uqn_net_lookup_stats(uqn_net *net, uqn_lk_stats *out);
 
 /* The address actually listened on ("host:port"), or "" when not listening. */
 const char *uqn_net_listen_addr(const uqn_net *net);

@@ -54,6 +54,8 @@ typedef enum uqn_src { UQN_SRC_FILE = 0, UQN_SRC_PEER = 1 } uqn_src;
 uqn_dir *uqn_dir_new(void);
 void uqn_dir_free(uqn_dir *d);   /* NULL is a no-op */
 size_t uqn_dir_count(const uqn_dir *d);
+/* The i-th record (i < uqn_dir_count), in the order they were added. */
+const uqn_record *uqn_dir_at(const uqn_dir *d, size_t i);
 
 /* Add or update a record (copied) after verifying it. UQ_ECRYPTO: bad
  * signature. UQ_EEXIST: not newer than the record held (nothing changes).

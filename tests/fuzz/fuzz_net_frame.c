@@ -1,12 +1,14 @@
 /* libFuzzer target for what a peer controls on a link: the frame decoder
- * (any bytes, split anywhere, clear or encrypted), directory records and the
- * handshake identity payload. Every input must give UQ_OK or an error with a
+ * (any bytes, split anywhere, clear or encrypted), directory records, the
+ * handshake identity payload, and look-up messages (which must also encode
+ * back to the same bytes: the encoding is canonical). Every input must give UQ_OK or an error with a
  * message, never a crash, a leak or an out-of-bounds access. Run with
  * `make fuzz` (FUZZ_SECONDS each). */
 #include <string.h>
 
 #include "net/frame.h"
 #include "net/link.h"
+#include "net/lookup.h"
 #include "net/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -52,10 +54,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         line[n] = '\0';
         em.text[0] = '\0';
         check(uqn_record_from_line(line, &r, &em), &em);
-    } else { /* a handshake hello */
+    } else if (mode < 0xf8) { /* a handshake hello */
         uint8_t rs[32] = {1};
         uqn_peer p;
         check(uqn_hello_decode(data, size, rs, &p, &em), &em);
+    } else { /* a look-up message (docs/PROTOCOL.md §8) */
+        uqn_lkmsg m;
+        uq_err e = uqn_lk_decode(data, size, &m, &em);
+        check(e, &em);
+        if (e == UQ_OK) {
+            uint8_t out[UQN_LK_MSG_MAX];
+            size_t n = m.type == UQN_LK_REQ ? uqn_lk_encode_req(m.name, out)
+                                            : uqn_lk_encode_ans(m.name, m.found ? &m.rec : NULL, out);
+            if (n != size || memcmp(out, data, size) != 0) __builtin_trap();
+        }
     }
     return 0;
 }

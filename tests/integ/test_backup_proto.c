@@ -1,4 +1,4 @@
-/* The backup messages (PROTOCOL.md §8) against a real keeper: keeper.node
+/* The backup messages (PROTOCOL.md §9) against a real keeper: keeper.node
  * runs the backup process on its store; owner.node and other.node are bare
  * net modules driven by the test, sending as their process `backup` (or
  * another) whatever the test wants, hostile or not. Every bad request gets a clear Err and the

@@ -251,3 +251,95 @@ TEST_T(net_boot_chat_two_nodes_history_persisted, 120)
         bn_kill(&nodes[i], SIGTERM);
     }
 }
+
+/* Look-ups (PROTOCOL.md §8) with three real nodes: a.local knows only
+ * b.local, b.local knows both, c.local knows only b.local. A process on a
+ * (its echo, asked from the terminal) reaches c's echo and gets its
+ * response: a asks b for c's record, c asks b for a's when a's link
+ * arrives. An unknown name fails Offline and the terminal says why. What
+ * a learned is in <home>/learned and serves after a restart with b gone. */
+static void bn_peers(bnode *b, bnode *const *knows, int n)
+{
+    char dir[8192] = "", path[1300];
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/record", knows[i]->home);
+        uint8_t *rec;
+        size_t len;
+        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
+        strncat(dir, (char *)rec, len);
+        free(rec);
+    }
+    snprintf(path, sizeof path, "%s/peers", b->home);
+    ASSERT_EQ(uqi_write_file_atomic(path, dir, strlen(dir), NULL), UQ_OK);
+}
+
+TEST_T(net_boot_lookup_a_reaches_c_through_b, 120)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char manifest[1300], shared[1024], text[2048];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/echo.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"echo\",\"process_wasm_path\":\"%s/apps/echo.wasm\","
+             "\"on_exit\":\"None\",\"public\":true,\"request_networking\":true}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    bnode nodes[3];
+    const char *names[3] = {"a.local", "b.local", "c.local"};
+    for (int i = 0; i < 3; i++) {
+        bnode *b = &nodes[i];
+        memset(b, 0, sizeof *b);
+        snprintf(b->name, sizeof b->name, "%s", names[i]);
+        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
+        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
+        bn_boot(b, manifest);
+    }
+    for (int i = 0; i < 3; i++)
+        if (!bn_expect(&nodes[i], "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", names[i], nodes[i].buf);
+    bnode *a = &nodes[0], *b = &nodes[1], *c = &nodes[2];
+    bn_peers(a, (bnode *[]){b}, 1);
+    bn_peers(b, (bnode *[]){a, b, c}, 3);
+    bn_peers(c, (bnode *[]){b}, 1);
+    uint64_t t0 = uqi_now_ns();
+    bn_say(a, "m c.local@echo {\"from\":\"a\",\"via\":\"lookup\"}\n");
+    ASSERT(bn_expect(a, "response from c.local@echo: {\"from\":\"a\",\"via\":\"lookup\"}", 10000));
+    test_log("a -> c through a look-up at b (terminal round trip, three link set-ups): %.1f ms",
+             (double)(uqi_now_ns() - t0) / 1e6);
+    /* c answers a's own echo too: it learned a */
+    bn_say(c, "m a.local@echo {\"from\":\"c\"}\n");
+    ASSERT(bn_expect(c, "response from a.local@echo: {\"from\":\"c\"}", 10000));
+    /* an unknown name: Offline, and why */
+    bn_say(a, "m nobody.local@echo {}\n");
+    ASSERT(bn_expect(a, "error Offline from nobody.local@echo", 10000));
+    ASSERT(bn_expect(a, "why: nobody.local is unknown: not in the directory, and no peer knew it", 2000));
+    char path[1300];
+    snprintf(path, sizeof path, "%s/learned", a->home);
+    uint8_t *lf;
+    size_t ln;
+    ASSERT_EQ(uqi_read_file(path, &lf, &ln, NULL), UQ_OK);
+    char *learned = strndup((char *)lf, ln);
+    free(lf);
+    ASSERT_STR_HAS(learned, "# c.local key ");
+    ASSERT_STR_HAS(learned, "learned-from b.local");
+    free(learned);
+    snprintf(path, sizeof path, "%s/peers", a->home);
+    ASSERT_EQ(uqi_read_file(path, &lf, &ln, NULL), UQ_OK);
+    ASSERT(memmem(lf, ln, "c.local", 7) == NULL); /* the operator's file is a's alone */
+    free(lf);
+    /* b gone, a restarted: what it learned still takes it to c */
+    bn_say(b, "exit\n");
+    ASSERT(bn_expect(b, "shutting down", 10000));
+    bn_kill(b, SIGTERM);
+    bn_say(a, "exit\n");
+    ASSERT(bn_expect(a, "shutting down", 10000));
+    bn_kill(a, SIGTERM);
+    bn_boot(a, NULL);
+    ASSERT(bn_expect(a, "is up", 60000));
+    bn_say(a, "m c.local@echo {\"after\":\"restart\"}\n");
+    ASSERT(bn_expect(a, "response from c.local@echo: {\"after\":\"restart\"}", 10000));
+    for (int i = 0; i < 3; i += 2) {
+        bn_say(&nodes[i], "exit\n");
+        ASSERT(bn_expect(&nodes[i], "shutting down", 10000));
+        bn_kill(&nodes[i], SIGTERM);
+    }
+}

@@ -426,7 +426,7 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
     uqi_msg_free(e);
     /* wrong key: the directory says c.node has another key */
     rig_dir(&r, true);
-    usleep(20000);
+    usleep(300000); /* reread within 200 ms: a link to c.node made under the old key ends */
     send_req(r.port, "c.node@x", "1", 30, "wrong-key", NULL, UQ_OK);
     e = uqi_port_receive(r.port, 5000);
     ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && ctx_is(e, "wrong-key"));
