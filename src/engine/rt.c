@@ -138,7 +138,7 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...)
 #define MEM_POOL_MAX 64
 #define SCAN_MAX ((uint64_t)128 << 10)
 #define OS_PAGE 4096
-#define CLEAN_BATCH 8
+#define CLEAN_BATCH 16
 #define MEM_STOCK 32 /* with the cleaner: map fresh rather than clean, up to this many */
 
 typedef struct pooled_mem {

@@ -232,7 +232,10 @@ static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_
                 err = UQ_ABI_EINVAL;
                 goto fail;
             }
-            if (!lt) lt = kp->last_target = uqi_xcalloc(1, sizeof *lt);
+            if (!lt) {
+                lt = kp->last_target = uqi_block_get(sizeof *lt);
+                memset(lt, 0, sizeof *lt);
+            }
             memcpy(lt->text, target, tlen);
             lt->len = tlen;
             lt->addr = m->target;

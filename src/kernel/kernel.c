@@ -139,7 +139,8 @@ static kp_ext *ext_of(uqi_kproc *kp) { return &((kproc_full *)kp)->ext; }
 
 static uqi_kproc *kproc_new(uqi_node *n, const char *id)
 {
-    kproc_full *f = uqi_xcalloc(1, sizeof *f);
+    kproc_full *f = uqi_block_get(sizeof *f);
+    memset(f, 0, sizeof *f);
     uqi_kproc *kp = &f->kp;
     kp->node = n;
     memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
@@ -153,13 +154,16 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
 }
 
 static void kproc_hold(uqi_kproc *kp) { atomic_fetch_add_explicit(&kp->refs, 1, memory_order_relaxed); }
+/* Does a sender's cache (send_fast) reach kp? New references are taken
+ * only under the node lock, from the table. */
+static bool kproc_shared(uqi_kproc *kp) { return atomic_load_explicit(&kp->refs, memory_order_acquire) > 1; }
 
 /* The last reference: only the mailbox (closed and drained) is left. */
 static void kproc_unref(uqi_kproc *kp)
 {
     if (atomic_fetch_sub_explicit(&kp->refs, 1, memory_order_acq_rel) != 1) return;
     uqi_mailbox_fini(&kp->mbox);
-    free(kp);
+    uqi_block_put(kp, sizeof(kproc_full));
 }
 
 void uqi_last_target_clear(uqi_last_target *lt)
@@ -199,13 +203,16 @@ static void kproc_free(uqi_kproc *kp)
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
     for (int i = 0; i < UQI_MAX_HELD; i++)
         if (kp->held[i]) uqi_msg_free(kp->held[i]);
-    uqi_mailbox_close(&kp->mbox);
-    uqi_mailbox_drain(&kp->mbox);
+    bool shared = kproc_shared(kp); /* out of the table: can only drop to 1 */
+    if (shared) {
+        uqi_mailbox_disarm(&kp->mbox, true, true);
+        uqi_mailbox_drain(&kp->mbox);
+    }
     pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
     free(kp->caps.b);
     uqi_last_target_clear(kp->last_target);
-    free(kp->last_target);
+    uqi_block_put(kp->last_target, sizeof(uqi_last_target));
     kproc_unref(kp);
 }
 
@@ -731,7 +738,9 @@ static void retire(uqi_node *n, uqi_kproc *kp)
     if (kp->dead) return;
     kp->dead = true;
     gen_bump(n); /* no remembered check may point at kp any more */
-    uqi_mailbox_close(&kp->mbox); /* nor may a send without the node lock reach it */
+    /* nor may a send without the node lock (send_fast) reach it: only a
+     * sender's cache can, and none is made once it left the table */
+    if (kproc_shared(kp)) uqi_mailbox_disarm(&kp->mbox, true, true);
     if (n->store && !n->frozen && kp->wasm_key[0]) uqi_persist_forget(n->store, kp->addr.process);
     caps_retire(n, kp);
     unlink_proc(n, kp);
@@ -795,8 +804,10 @@ static void on_proc_finish(uqi_proc *p)
         uqi_proc_outcome(p, what, sizeof what);
         uq_log(p->status == UQI_PROC_KILLED ? UQ_LOG_INFO : UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
     }
-    uqi_mailbox_disarm(&kp->mbox); /* its task is about to be freed: no sender may wake it */
     pthread_mutex_lock(&n->lock);
+    /* its task is about to be freed: no sender may wake it (nor reach the
+     * mailbox, if it leaves: retire closes it) */
+    uqi_mailbox_disarm(&kp->mbox, false, kproc_shared(kp));
     kp->proc = NULL;
     kp->running = false;
     bool ended_by_kernel = p->status == UQI_PROC_KILLED || kp->dead || n->stopping;

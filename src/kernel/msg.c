@@ -226,7 +226,10 @@ void uqi_mailbox_drain(uqi_mailbox *mb)
 
 void uqi_mailbox_fini(uqi_mailbox *mb)
 {
-    uqi_mailbox_drain(mb);
+    free_list(mb->batch);
+    free_list(mb->head);
+    mb->batch = mb->head = mb->tail = NULL;
+    atomic_store_explicit(&mb->popped, atomic_load_explicit(&mb->pushed, memory_order_relaxed), memory_order_relaxed);
     pthread_mutex_destroy(&mb->lock);
 }
 
@@ -278,19 +281,13 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
     return UQ_OK;
 }
 
-void uqi_mailbox_disarm(uqi_mailbox *mb)
+void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared)
 {
-    pthread_mutex_lock(&mb->lock);
+    if (shared) pthread_mutex_lock(&mb->lock);
     mb->waiting = false;
     mb->waiter = NULL;
-    pthread_mutex_unlock(&mb->lock);
-}
-
-void uqi_mailbox_close(uqi_mailbox *mb)
-{
-    pthread_mutex_lock(&mb->lock);
-    mb->closed = true;
-    pthread_mutex_unlock(&mb->lock);
+    if (close) mb->closed = true;
+    if (shared) pthread_mutex_unlock(&mb->lock);
 }
 
 uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)

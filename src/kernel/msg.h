@@ -127,7 +127,7 @@ typedef struct uqi_mailbox {
 } uqi_mailbox;
 
 void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap);
-/* Free every queued message. */
+/* Free every queued message and the lock; nobody else may reach mb. */
 void uqi_mailbox_fini(uqi_mailbox *mb);
 /* Append m. UQ_ELIMIT when full: then the caller still owns m (backpressure:
  * the sender is told, nothing is dropped silently). force ignores the bound
@@ -144,10 +144,11 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m);
  * uqi_mailbox_put). */
 uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm);
 static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, NULL); }
-/* The consumer task ends: nobody may wake it through the mailbox any more. */
-void uqi_mailbox_disarm(uqi_mailbox *mb);
-/* The process is gone: put_wake refuses from now on. */
-void uqi_mailbox_close(uqi_mailbox *mb);
+/* The consumer task ends: nobody may wake it through the mailbox any more;
+ * with close, the process is gone: put_wake refuses from now on. shared:
+ * another thread may be in put_wake (else the caller orders itself before
+ * any that comes, and the lock is not needed). */
+void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared);
 /* Free every queued message; the mailbox stays usable (the consumer has
  * ended: its batch too). */
 void uqi_mailbox_drain(uqi_mailbox *mb);
