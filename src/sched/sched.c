@@ -251,9 +251,7 @@ static void task_main(void *arg)
     uqi_task *t = arg;
     t->entry(t);
     t->in_guest = false;
-    pthread_mutex_lock(&t->worker->lock); /* wakers read state under it */
-    t->state = UQI_TASK_DONE;
-    pthread_mutex_unlock(&t->worker->lock);
+    t->ended = true; /* the worker marks it DONE under its lock, which it takes anyway */
     to_scheduler(t);
     uqi_panic(__FILE__, __LINE__, "finished task resumed");
 }
@@ -459,8 +457,10 @@ static void *worker_main(void *arg)
             w->cur = t;
             uqi_fiber_switch(&w->sched_fiber, &t->fiber);
             w->cur = NULL;
-            /* Under the lock: a waker may be moving a blocked task to runnable. */
+            /* Under the lock: a waker may be moving a blocked task to runnable
+             * (wakers read state under it). */
             pthread_mutex_lock(&w->lock);
+            if (t->ended) t->state = UQI_TASK_DONE;
         }
         if (t->state == UQI_TASK_DONE) {
             pthread_mutex_unlock(&w->lock);
@@ -472,6 +472,7 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&w->lock);
     if (w->timer_ok) timer_delete(w->timer);
+    uqi_fiber_thread_exit();
     return NULL;
 }
 

@@ -29,6 +29,7 @@ typedef struct uqi_task {
     uqi_task_state state;          /* guarded by worker->lock when shared */
     bool wake_pending;             /* a wake arrived while not blocked */
     bool in_guest;                 /* guest code may be running: traps are ours */
+    bool ended;                    /* its body returned (own worker only); the worker then marks it DONE */
     bool no_stack;                 /* ended unrun: no memory for its fiber's stack */
     bool kill_requested;           /* end it at the next blocking call or preemption; use
                                       uqi_task_request_kill (atomic accesses only) */
