@@ -37,27 +37,9 @@ static size_t page_size(void)
     return v;
 }
 
-/* Each thread keeps the last default stack it freed, and takes it first:
- * a task that ends and the next that starts on a worker (a spawn from a
- * process) exchange a warm stack without the pool lock. */
-static _Thread_local uint8_t *tl_stack;
-static void stack_free(uint8_t *m, size_t map_size);
-
-void uqi_fiber_thread_exit(void)
-{
-    uint8_t *m = tl_stack;
-    tl_stack = NULL;
-    if (m) stack_free(m, UQI_FIBER_DEFAULT_STACK + page_size());
-}
-
 static uint8_t *stack_alloc(size_t map_size)
 {
     if (map_size == UQI_FIBER_DEFAULT_STACK + page_size()) {
-        if (tl_stack) {
-            uint8_t *m = tl_stack;
-            tl_stack = NULL;
-            return m;
-        }
         pthread_mutex_lock(&pool_lock);
         uint8_t *m = NULL;
         if (pool_n) {
@@ -197,7 +179,6 @@ uq_err uqi_fiber_init(uqi_fiber *f, size_t stack_size, void (*fn)(void *), void 
 
 void uqi_fiber_fini(uqi_fiber *f)
 {
-    if (f->map && !tl_stack && f->map_size == UQI_FIBER_DEFAULT_STACK + page_size()) tl_stack = f->map;
-    else if (f->map) stack_free(f->map, f->map_size);
+    if (f->map) stack_free(f->map, f->map_size);
     f->map = NULL;
 }

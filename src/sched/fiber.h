@@ -31,8 +31,6 @@ typedef struct uqi_fiber {
 uq_err uqi_fiber_init(uqi_fiber *f, size_t stack_size, void (*fn)(void *), void *arg);
 /* Release the stack of a fiber that is not running. */
 void uqi_fiber_fini(uqi_fiber *f);
-/* A thread that made and freed fibers ends: its kept stack goes back. */
-void uqi_fiber_thread_exit(void);
 /* Save the current context in from and resume to. */
 void uqi_fiber_switch(uqi_fiber *from, uqi_fiber *to);
 

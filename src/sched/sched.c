@@ -472,7 +472,6 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&w->lock);
     if (w->timer_ok) timer_delete(w->timer);
-    uqi_fiber_thread_exit();
     return NULL;
 }
 
