@@ -95,7 +95,7 @@ static inline void count_sent(uqi_kproc *kp)
 }
 static inline unsigned long long received_of(uqi_kproc *kp)
 {
-    return (unsigned long long)atomic_load_explicit(&kp->mbox.pushed, memory_order_relaxed);
+    return (unsigned long long)uqi_mailbox_delivered(&kp->mbox);
 }
 
 /* per-kproc outstanding list heads (kept outside the public struct) */
@@ -808,6 +808,7 @@ static void on_proc_finish(uqi_proc *p)
     /* its task is about to be freed: no sender may wake it (nor reach the
      * mailbox, if it leaves: retire closes it) */
     uqi_mailbox_disarm(&kp->mbox, false, kproc_shared(kp));
+    uqi_mailbox_unown(&kp->mbox); /* on its worker: the local queue joins the shared one */
     kp->proc = NULL;
     kp->running = false;
     bool ended_by_kernel = p->status == UQI_PROC_KILLED || kp->dead || n->stopping;

@@ -117,11 +117,22 @@ typedef struct uqi_mailbox {
     pthread_mutex_t lock;
     uqi_msg *head, *tail;    /* shared queue, under lock */
     uqi_msg *batch;          /* taken by the consumer, consumer only */
-    bool waiting;            /* under lock: the consumer waits for a put */
-    bool closed;             /* under lock: its process is gone; put_wake refuses */
+    /* The local queue: a producer running on the consumer task's own
+     * worker thread (owner) appends here with no lock and no atomic
+     * read-modify-write; only that thread touches it (kernel code is never
+     * preempted). Every put from that thread goes here, so one sender's
+     * messages stay in one queue and in order; the consumer takes the
+     * shared queue first, then this one. uqi_mailbox_unown moves it to
+     * the shared queue when the task ends. */
+    uqi_msg *lhead, *ltail;
+    _Atomic(struct uqi_worker *) owner; /* set by the consumer task when it first takes */
+    _Atomic bool waiting;    /* written under lock: the consumer waits for a put */
+    _Atomic bool closed;     /* written under lock: its process is gone; put_wake refuses */
     struct uqi_task *waiter; /* under lock: the task that armed it, while waiting */
     uint32_t cap;
-    _Atomic uint64_t pushed; /* written under lock (= messages delivered) */
+    _Atomic uint64_t pushed; /* shared queue, written under lock (pushed + lpushed = messages delivered) */
+    _Atomic uint64_t lpushed; /* local queue, written by the owner's thread */
+    uint64_t taken;          /* consumer: pushed as of its last take of the shared queue */
     _Atomic uint64_t popped; /* written by the consumer only */
     uint64_t refused;        /* under lock */
 } uqi_mailbox;
@@ -144,6 +155,11 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m);
  * uqi_mailbox_put). */
 uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm);
 static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, NULL); }
+/* The consumer task ends, on its worker: the local queue joins the shared
+ * one and the mailbox has no owner (a restart may run elsewhere). */
+void uqi_mailbox_unown(uqi_mailbox *mb);
+/* Messages delivered so far (both queues). */
+uint64_t uqi_mailbox_delivered(uqi_mailbox *mb);
 /* The consumer task ends: nobody may wake it through the mailbox any more;
  * with close, the process is gone: put_wake refuses from now on. shared:
  * another thread may be in put_wake (else the caller orders itself before

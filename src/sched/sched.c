@@ -150,6 +150,8 @@ static uqi_task *rq_pop(uqi_worker *w)
 }
 
 /* ---- task side ------------------------------------------------------------ */
+struct uqi_worker *uqi_sched_current_worker(void) { return tls_worker; }
+
 uqi_task *uqi_task_current(void)
 {
     uqi_worker *w = tls_worker;

@@ -61,6 +61,8 @@ uq_err uqi_sched_spawn(uqi_task *t, int worker);
 
 /* ---- called on a task's own fiber ----------------------------------- */
 uqi_task *uqi_task_current(void);
+/* The worker whose thread this is, or NULL (any thread). */
+struct uqi_worker *uqi_sched_current_worker(void);
 void uqi_task_yield(void);
 /* Block until uqi_task_wake (returns at once if a wake is pending). */
 void uqi_task_block(void);
