@@ -53,6 +53,7 @@ typedef struct uqi_proc {
     void (*on_finish)(struct uqi_proc *); /* on the worker, after the instance is gone */
     bool free_on_finish;        /* nobody waits: free the process when it ends */
     void *user;                 /* the kernel's record */
+    size_t block_size;          /* of its one allocation (uqi_block_get) */
 } uqi_proc;
 
 /* Create a process for module mod with copies of the NULL-terminated argv

@@ -3,6 +3,7 @@
  * sigprocmask per call, turns any SIGSEGV into a guest trap and leaks the
  * memory reservation of every freed instance (see docs/ENGINE.md). */
 #define _GNU_SOURCE /* PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP */
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -138,7 +139,7 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...)
 #define MEM_POOL_MAX 64
 #define SCAN_MAX ((uint64_t)128 << 10)
 #define OS_PAGE 4096
-#define CLEAN_BATCH 8
+#define CLEAN_BATCH 16
 #define MEM_STOCK 32 /* with the cleaner: map fresh rather than clean, up to this many */
 
 typedef struct pooled_mem {
@@ -165,12 +166,36 @@ static bool page_is_zero(const uint8_t *p)
     return memcmp(p, zero_page, OS_PAGE) == 0;
 }
 
+/* Which pages of [lo, lo + len) have a page-table entry (bit 63 present,
+ * 62 swapped: any non-empty entry sets one): /proc/self/pagemap, one read
+ * for the range. A page with neither was never touched since it was
+ * mapped, or was dropped: reading it gives zeros, and comparing it costs
+ * a TLB miss and a fault-free map of the zero page (1-2 us for the 15
+ * pages of a 64 KiB memory a small guest never touches). False if the
+ * file cannot be read: then every page is compared. */
+static int pagemap_fd = -2; /* -2: not opened yet; -1: unavailable */
+static pthread_once_t pagemap_once = PTHREAD_ONCE_INIT;
+static void pagemap_open(void) { pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); }
+
+static bool pages_mapped(uint8_t *lo, uint64_t len, uint64_t *ent)
+{
+    pthread_once(&pagemap_once, pagemap_open);
+    if (pagemap_fd < 0) return false;
+    size_t bytes = (size_t)(len / OS_PAGE) * sizeof *ent;
+    off_t at = (off_t)((uintptr_t)lo / OS_PAGE * sizeof *ent);
+    return pread(pagemap_fd, ent, bytes, at) == (ssize_t)bytes;
+}
+
 /* Make [lo, lo + used) zero again, keeping its access. */
 static void clean(uint8_t *lo, uint64_t used)
 {
     if (used <= SCAN_MAX) {
-        for (uint64_t off = 0; off < used; off += OS_PAGE)
+        uint64_t ent[SCAN_MAX / OS_PAGE];
+        bool known = pages_mapped(lo, used, ent);
+        for (uint64_t off = 0, i = 0; off < used; off += OS_PAGE, i++) {
+            if (known && !(ent[i] & (3ull << 62))) continue; /* no entry: reads as zero */
             if (!page_is_zero(lo + off)) memset(lo + off, 0, OS_PAGE);
+        }
     } else {
         madvise(lo, used, MADV_DONTNEED);
     }

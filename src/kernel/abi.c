@@ -37,7 +37,7 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
         if (!kp->held[i]) { slot = i; break; }
     if (slot < 0) return UQ_ABI_ETOOMANY;
     uqi_msg *m;
-    while (!(m = uqi_mailbox_take(&kp->mbox, true))) { /* marked waiting: the next sender wakes us */
+    while (!(m = uqi_mailbox_take(&kp->mbox, uqi_task_current()))) { /* marked waiting: the next sender wakes us */
         uqi_task_check_kill();
         uqi_task_block();
         uqi_task_check_kill();
@@ -47,7 +47,8 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
     put32(h + 0, (u32)slot + 1);
     put32(h + 4, (u32)m->kind);
     put64(h + 8, m->id);
-    put32(h + 16, (u32)(strlen(m->source.node) + 1 + strlen(m->source.process))); /* "node@process" */
+    /* "node@process"; a local source's length comes with the message */
+    put32(h + 16, m->source_len ? m->source_len : (u32)(strlen(m->source.node) + 1 + strlen(m->source.process)));
     put32(h + 20, (u32)m->body_len);
     put32(h + 24, m->metadata ? (u32)strlen(m->metadata) : 0);
     put32(h + 28, (u32)m->context_len);
@@ -57,7 +58,7 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
     put32(h + 44, m->error);
     u32 flags = (m->payload ? UQ_ABI_HAS_PAYLOAD : 0) | (m->metadata ? UQ_ABI_HAS_METADATA : 0) |
                 (m->kind == UQI_MSG_REQUEST && m->has_rsvp ? UQ_ABI_AWAITED : 0) |
-                (strcmp(m->source.node, kp->node ? uqi_node_name(kp->node) : "") != 0 ? UQ_ABI_REMOTE : 0);
+                (!m->source_len && strcmp(m->source.node, kp->node ? uqi_node_name(kp->node) : "") != 0 ? UQ_ABI_REMOTE : 0);
     if (m->caps) {
         flags |= UQ_ABI_HAS_CAPS;
         put32(h + 52, (u32)strlen(m->caps));
@@ -231,11 +232,14 @@ static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_
                 err = UQ_ABI_EINVAL;
                 goto fail;
             }
-            if (!lt) lt = kp->last_target = uqi_xmalloc(sizeof *lt);
+            if (!lt) {
+                lt = kp->last_target = uqi_block_get(sizeof *lt);
+                memset(lt, 0, sizeof *lt);
+            }
             memcpy(lt->text, target, tlen);
             lt->len = tlen;
             lt->addr = m->target;
-            lt->to = NULL;
+            uqi_last_target_clear(lt);
         }
         m->target_cached = true;
         m->expects_response_s = expects;

@@ -45,7 +45,7 @@ struct uqi_node {
     uqi_kproc *ptab[PTAB];
     uqi_outstanding *otab[OTAB];
     uint32_t mailbox_cap, max_dangling, restart_base_ms, max_processes, nprocs;
-    uint64_t next_id;
+    _Atomic uint64_t next_id;        /* request ids: new_id(), or a block of them (send_fast) */
     pthread_t timer;
     pthread_cond_t timer_cond;
     bool stopping;
@@ -59,7 +59,8 @@ struct uqi_node {
     uqi_cap *kernel_issued;          /* issued by node@kernel */
     uqi_cap *orphans;                /* issued by processes killed with "no-revoke" */
     bool no_cap_checks;
-    uint64_t cap_gen;                /* advanced by every drop, revocation and exit */
+    _Atomic uint64_t cap_gen;        /* advanced by every drop, revocation and exit (under the lock;
+                                        read without it by send_fast) */
     /* persistence */
     struct uqs_store *store;
     struct uqs_files *files;
@@ -82,6 +83,20 @@ static void persist(uqi_node *n, uqi_kproc *kp)
 static void on_proc_finish(uqi_proc *p);
 static uqi_proc *new_instance(uqi_kproc *kp);
 static uint64_t restart_due(uqi_node *n, uint64_t now, uint64_t next);
+
+static inline uint64_t new_id(uqi_node *n) { return atomic_fetch_add_explicit(&n->next_id, 1, memory_order_relaxed); }
+static inline uint64_t gen_of(uqi_node *n) { return atomic_load_explicit(&n->cap_gen, memory_order_acquire); }
+/* Node lock held: no remembered check or lookup survives this. */
+static inline void gen_bump(uqi_node *n) { atomic_fetch_add_explicit(&n->cap_gen, 1, memory_order_release); }
+/* kp->sent has one writer at a time (see kernel.h): no read-modify-write. */
+static inline void count_sent(uqi_kproc *kp)
+{
+    atomic_store_explicit(&kp->sent, atomic_load_explicit(&kp->sent, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+static inline unsigned long long received_of(uqi_kproc *kp)
+{
+    return (unsigned long long)uqi_mailbox_delivered(&kp->mbox);
+}
 
 /* per-kproc outstanding list heads (kept outside the public struct) */
 typedef struct kp_ext { uqi_outstanding *oldest, *newest; } kp_ext;
@@ -124,7 +139,8 @@ static kp_ext *ext_of(uqi_kproc *kp) { return &((kproc_full *)kp)->ext; }
 
 static uqi_kproc *kproc_new(uqi_node *n, const char *id)
 {
-    kproc_full *f = uqi_xcalloc(1, sizeof *f);
+    kproc_full *f = uqi_block_get(sizeof *f);
+    memset(f, 0, sizeof *f);
     uqi_kproc *kp = &f->kp;
     kp->node = n;
     memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
@@ -132,7 +148,42 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
     uqi_cond_init_monotonic(&kp->port_cond);
     kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
+    kp->addr_len = (uint16_t)(strlen(kp->addr.node) + 1 + strlen(kp->addr.process));
+    atomic_init(&kp->refs, 1); /* the table's */
     return kp;
+}
+
+static void kproc_hold(uqi_kproc *kp) { atomic_fetch_add_explicit(&kp->refs, 1, memory_order_relaxed); }
+/* Does a sender's cache (send_fast) reach kp? New references are taken
+ * only under the node lock, from the table. */
+static bool kproc_shared(uqi_kproc *kp) { return atomic_load_explicit(&kp->refs, memory_order_acquire) > 1; }
+
+/* The last reference: only the mailbox (closed and drained) is left. */
+static void kproc_unref(uqi_kproc *kp)
+{
+    if (atomic_fetch_sub_explicit(&kp->refs, 1, memory_order_acq_rel) != 1) return;
+    uqi_mailbox_fini(&kp->mbox);
+    uqi_block_put(kp, sizeof(kproc_full));
+}
+
+void uqi_last_target_clear(uqi_last_target *lt)
+{
+    if (!lt || !lt->to) return;
+    kproc_unref(lt->to);
+    lt->to = NULL;
+    lt->fast = false;
+}
+
+/* Remember `to` as lt's process at the current generation (node lock held). */
+static void last_target_set(uqi_node *n, uqi_last_target *lt, uqi_kproc *to)
+{
+    if (lt->to != to) {
+        kproc_hold(to);
+        uqi_last_target_clear(lt);
+        lt->to = to;
+    }
+    lt->gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
+    lt->fast = false; /* until the messaging check passes at this generation */
 }
 
 void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
@@ -145,17 +196,24 @@ void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
     free(r);
 }
 
+/* The process is gone and its task ended: free all but what a sender's
+ * cached reference may still reach (the closed mailbox). */
 static void kproc_free(uqi_kproc *kp)
 {
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
     for (int i = 0; i < UQI_MAX_HELD; i++)
         if (kp->held[i]) uqi_msg_free(kp->held[i]);
-    uqi_mailbox_fini(&kp->mbox);
+    bool shared = kproc_shared(kp); /* out of the table: can only drop to 1 */
+    if (shared) {
+        uqi_mailbox_disarm(&kp->mbox, true, true);
+        uqi_mailbox_drain(&kp->mbox);
+    }
     pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
     free(kp->caps.b);
-    free(kp->last_target);
-    free(kp);
+    uqi_last_target_clear(kp->last_target);
+    uqi_block_put(kp->last_target, sizeof(uqi_last_target));
+    kproc_unref(kp);
 }
 
 /* ---- outstanding requests (node lock held) ---------------------------------- */
@@ -211,7 +269,6 @@ static void deliver_forced(uqi_kproc *kp, uqi_msg *m)
 {
     bool waits;
     uqi_mailbox_put(&kp->mbox, m, true, &waits);
-    kp->received++;
     wake(kp, waits);
 }
 
@@ -232,13 +289,12 @@ static void deliver_state(uqi_node *n, uqi_kproc *kp)
     }
     static const char body[] = "\"RestoredState\"";
     uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, sizeof body - 1);
-    m->id = n->next_id++;
+    m->id = new_id(n);
     m->source = n->kernel_addr;
     m->target = kp->addr;
     m->payload = uqi_payload_new(st, len, "application/octet-stream");
     free(st);
     uqi_mailbox_put_front(&kp->mbox, m);
-    kp->received++;
 }
 
 /* Turn an outstanding record into an error message for its requester. */
@@ -253,6 +309,7 @@ static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why
     e->context_len = o->ctx_len;
     o->ctx = NULL;
     e->source = o->target;
+    e->source_len = 0;
     e->target = o->requester->addr;
     deliver_forced(o->requester, e);
     out_free(o);
@@ -340,10 +397,11 @@ static bool holds(uqi_node *n, uqi_kproc *kp, const uqi_addr *issuer, const char
 static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
 {
     if (to->public || from->root || from == to || n->no_cap_checks) return true;
-    if (from->msg_ok_to == to && from->msg_ok_gen == n->cap_gen) return true;
+    uint64_t gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
+    if (from->msg_ok_to == to && from->msg_ok_gen == gen) return true;
     if (!uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash)) return false;
     from->msg_ok_to = to;
-    from->msg_ok_gen = n->cap_gen;
+    from->msg_ok_gen = gen;
     return true;
 }
 
@@ -366,7 +424,7 @@ static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
 {
-    holder->node->cap_gen++;
+    gen_bump(holder->node);
     uqi_capset_remove(&holder->caps, c);
     issued_unlink(c);
     free(c);
@@ -451,19 +509,60 @@ static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_
     record_outstanding(n, from, NULL, m, ctx, ctx_len);
     fail_outstanding(n, take_outstanding(n, m->id, &from->addr), why);
     uqi_msg_free(m);
-    from->sent++;
+    count_sent(from);
 }
 
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em);
+
+/* A one-way request to the sender's last target, without the node lock.
+ * The target's record outlives the reference the sender's cache holds
+ * (kproc_unref); its mailbox refuses once the process went (retire closes
+ * it under the node lock); the messaging check made at generation lt->gen
+ * holds while the generation has not moved (a drop or revocation racing with
+ * the send is ordered after it). Request ids come from a block of the
+ * sender's (ID_BLOCK at a time from the node's counter). Only a process's
+ * own task sends with target_cached, so lt and the id block have one user.
+ * Returns false when the locked path must decide (nothing changed then but
+ * m's source and id). */
+#define ID_BLOCK 256
+static bool send_fast(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint64_t *out_id, uq_err *err, uq_errmsg *em)
+{
+    uqi_last_target *lt = from->last_target;
+    if (!lt || !lt->fast || lt->gen != gen_of(n)) return false;
+    uqi_kproc *to = lt->to;
+    m->source = from->addr;
+    m->source_len = from->addr_len;
+    if (!m->id) {
+        if (UQ_UNLIKELY(from->id_next == from->id_end)) {
+            from->id_next = atomic_fetch_add_explicit(&n->next_id, ID_BLOCK, memory_order_relaxed);
+            from->id_end = from->id_next + ID_BLOCK;
+        }
+        m->id = from->id_next++;
+    }
+    uq_err e = uqi_mailbox_put_wake(&to->mbox, m);
+    if (e == UQ_ENOENT) return false; /* it went: the locked path says so */
+    if (out_id) *out_id = m->id;
+    if (e == UQ_ELIMIT) {
+        *err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process, to->mbox.cap);
+        return true;
+    }
+    count_sent(from);
+    *err = UQ_OK;
+    return true;
+}
 
 uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
                        uq_errmsg *em)
 {
     uqi_node *n = from->node;
-    pthread_mutex_lock(&n->lock);
     uq_err err = UQ_OK;
+    if (m->target_cached && m->kind == UQI_MSG_REQUEST && !m->expects_response_s && !m->n_attach && !context &&
+        send_fast(n, from, m, out_id, &err, em))
+        return err;
+    pthread_mutex_lock(&n->lock);
     m->source = from->addr;
-    if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = n->next_id++;
+    m->source_len = from->addr_len;
+    if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = new_id(n);
     if (out_id) *out_id = m->id;
     if (m->n_attach) {
         char refused[600];
@@ -482,7 +581,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
                            from->addr.process);
             goto out;
         }
-        from->sent++;
+        count_sent(from);
         pthread_mutex_unlock(&n->lock);
         uqi_kcmd_handle(from, m, context, context_len);
         return UQ_OK;
@@ -502,14 +601,12 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
          * the pointer is never followed after its process went). */
         uqi_last_target *lt = m->target_cached ? from->last_target : NULL;
         uqi_kproc *to;
-        if (lt && lt->to && lt->gen == n->cap_gen) {
+        uint64_t gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
+        if (lt && lt->to && lt->gen == gen) {
             to = lt->to;
         } else {
             to = find(n, m->target.process);
-            if (lt && to && !to->dead) {
-                lt->to = to;
-                lt->gen = n->cap_gen;
-            }
+            if (lt && to && !to->dead) last_target_set(n, lt, to);
         }
         if (m->expects_response_s) {
             m->rsvp = from->addr;
@@ -529,6 +626,9 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
                            from->addr.process, to->addr.process, to->addr.process, to->addr.process);
             goto out;
         }
+        /* a wasm process (a host port waits on its condition variable, which
+         * only the locked path signals) that may be messaged at gen */
+        if (lt && lt->to == to && lt->gen == gen && to->mod) lt->fast = true;
         if (m->n_attach) {
             if (uqi_mailbox_depth(&to->mbox) >= to->mbox.cap) {
                 err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process,
@@ -550,8 +650,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process, to->mbox.cap);
             goto out;
         }
-        to->received++;
-        from->sent++;
+        count_sent(from);
         wake(to, waits);
         if (!expects) free(context);
         goto out;
@@ -567,14 +666,14 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
                    (unsigned long long)m->id, from->addr.process, m->target.process);
             if (o) out_free(o);
             uqi_msg_free(m);
-            from->sent++;
+            count_sent(from);
             goto out;
         }
         m->context = o->ctx;
         m->context_len = o->ctx_len;
         o->ctx = NULL;
         out_free(o);
-        from->sent++;
+        count_sent(from);
         if (m->n_attach) attach_caps(n, to, m);
         deliver_forced(to, m); /* a response always has room: its request was counted */
         goto out;
@@ -638,7 +737,10 @@ static void retire(uqi_node *n, uqi_kproc *kp)
 {
     if (kp->dead) return;
     kp->dead = true;
-    n->cap_gen++; /* no remembered check may point at kp any more */
+    gen_bump(n); /* no remembered check may point at kp any more */
+    /* nor may a send without the node lock (send_fast) reach it: only a
+     * sender's cache can, and none is made once it left the table */
+    if (kproc_shared(kp)) uqi_mailbox_disarm(&kp->mbox, true, true);
     if (n->store && !n->frozen && kp->wasm_key[0]) uqi_persist_forget(n->store, kp->addr.process);
     caps_retire(n, kp);
     unlink_proc(n, kp);
@@ -676,7 +778,7 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
             continue;
         }
         uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, r->body, r->body_len);
-        m->id = n->next_id++;
+        m->id = new_id(n);
         m->source = kp->addr;
         m->target = r->target;
         if (r->metadata) m->metadata = uqi_xstrdup(r->metadata);
@@ -688,8 +790,7 @@ static void send_exit_requests(uqi_node *n, uqi_kproc *kp)
             uqi_msg_free(m);
             continue;
         }
-        to->received++;
-        kp->sent++;
+        count_sent(kp);
         wake(to, waits);
     }
 }
@@ -704,6 +805,10 @@ static void on_proc_finish(uqi_proc *p)
         uq_log(p->status == UQI_PROC_KILLED ? UQ_LOG_INFO : UQ_LOG_WARN, "kernel", "process %s %s", kp->addr.process, what);
     }
     pthread_mutex_lock(&n->lock);
+    /* its task is about to be freed: no sender may wake it (nor reach the
+     * mailbox, if it leaves: retire closes it) */
+    uqi_mailbox_disarm(&kp->mbox, false, kproc_shared(kp));
+    uqi_mailbox_unown(&kp->mbox); /* on its worker: the local queue joins the shared one */
     kp->proc = NULL;
     kp->running = false;
     bool ended_by_kernel = p->status == UQI_PROC_KILLED || kp->dead || n->stopping;
@@ -1016,8 +1121,8 @@ void uqi_node_list(uqi_node *n, char *buf, size_t cap)
     for (int b = 0; b < PTAB && k < cap; b++)
         for (uqi_kproc *kp = n->ptab[b]; kp && k < cap; kp = kp->next)
             k += (size_t)snprintf(buf + k, cap - k, "%-40s %8u %10llu %10llu %9u\n", kp->addr.process,
-                                  uqi_mailbox_depth(&kp->mbox), (unsigned long long)kp->received,
-                                  (unsigned long long)kp->sent, kp->dangling);
+                                  uqi_mailbox_depth(&kp->mbox), received_of(kp),
+                                  (unsigned long long)atomic_load_explicit(&kp->sent, memory_order_relaxed), kp->dangling);
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -1049,8 +1154,9 @@ uq_err uqi_node_start(const uqi_node_config *cfg, uqi_node **out, uq_errmsg *em)
     n->network_cap_hash = uqi_cap_hash(&n->kernel_addr, NETWORK);
     n->no_cap_checks = cfg->no_cap_checks;
     n->store = cfg->store;
-    randombytes_buf(&n->next_id, sizeof n->next_id);
-    n->next_id = (n->next_id >> 1) | 1;
+    uint64_t id0;
+    randombytes_buf(&id0, sizeof id0);
+    atomic_init(&n->next_id, (id0 >> 2) | 1); /* room below 2^63 for the blocks */
     /* Adaptive: a thread that finds the node lock taken spins briefly before
      * it sleeps. The lock is held for microseconds at most, and a futex sleep
      * and wake-up cost 5-13 us on a VM (spawning from a host thread while a
@@ -1152,7 +1258,7 @@ static int proc_json(uqi_kproc *kp, char *buf, size_t cap)
                     "{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,\"sent\":%llu,"
                     "\"awaiting_responses\":%u,\"on_exit\":\"%s\",\"restarts\":%u,\"capabilities\":%u}",
                     kp->public ? "true" : "false", kp->running ? "true" : "false", kp->proc ? "true" : "false",
-                    uqi_mailbox_depth(&kp->mbox), (unsigned long long)kp->received, (unsigned long long)kp->sent,
+                    uqi_mailbox_depth(&kp->mbox), received_of(kp), (unsigned long long)atomic_load_explicit(&kp->sent, memory_order_relaxed),
                     kp->dangling, on_exit[kp->on_exit], kp->restarts, kp->caps.n);
 }
 
@@ -1323,6 +1429,7 @@ void uqi_node_bench_cap_checks(uqi_node *n, bool on)
 {
     pthread_mutex_lock(&n->lock);
     n->no_cap_checks = !on;
+    gen_bump(n); /* the remembered checks (send_fast) were made with the old setting */
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -1397,7 +1504,7 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
 {
     pthread_mutex_lock(&kp->node->lock);
     kp->public = public;
-    kp->node->cap_gen++; /* no remembered messaging check outlives the change */
+    gen_bump(kp->node); /* no remembered messaging check outlives the change */
     pthread_mutex_unlock(&kp->node->lock);
 }
 
@@ -1497,7 +1604,7 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
     }
     if (!expects) free(ctx);
     uqi_msg_free(m);
-    from->sent++;
+    count_sent(from);
     return UQ_OK;
 }
 
@@ -1523,6 +1630,7 @@ void uqi_node_net_done(void *arg, void *cookie, int why)
                 e->kind = UQI_MSG_ERROR;
                 e->error = se;
                 e->source = target;
+                e->source_len = 0;
                 e->target = c->sender;
                 if (c->kind == UQI_MSG_RESPONSE) {
                     /* answering this error (respond with it as the prompt) resends the
@@ -1548,6 +1656,7 @@ static void net_refuse(uqi_node *n, const uqi_msg *m, uqi_send_error why, const 
     e->id = m->id;
     e->error = why;
     e->source = m->target;
+    e->source_len = 0;
     e->target = m->rsvp;
     uint8_t *buf;
     size_t len;
@@ -1580,7 +1689,6 @@ void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
         } else {
             bool waits;
             if (uqi_mailbox_put(&to->mbox, m, false, &waits) == UQ_OK) {
-                to->received++;
                 wake(to, waits);
                 m = NULL;
             } else {

@@ -42,7 +42,8 @@ typedef struct uqi_kproc {
     bool dead;
     uint32_t dangling;           /* outstanding requests it made */
     uint32_t awaited;            /* outstanding requests addressed to it */
-    uint64_t sent, received;
+    _Atomic uint64_t sent;       /* one writer at a time (the sender's thread; ports: node lock); received
+                                    is mbox.pushed */
     /* life cycle */
     uqi_module *mod;             /* to restart it */
     uqi_on_exit on_exit;
@@ -63,6 +64,11 @@ typedef struct uqi_kproc {
     struct uqi_kproc *msg_ok_to; /* the last target the messaging check passed for ... */
     uint64_t msg_ok_gen;         /* ... at this capability generation of the node */
     struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
+    /* the send without the node lock (kernel.c, send_fast) */
+    _Atomic uint32_t refs;       /* the table's, and each last_target naming it: the record outlives
+                                    them (its mailbox stays valid; closed once the process went) */
+    uint16_t addr_len;           /* strlen of "node@process" */
+    uint64_t id_next, id_end;    /* a block of request ids, used by its own task */
 } uqi_kproc;
 
 /* The last target text a process sent a request to, parsed: most processes
@@ -71,9 +77,15 @@ typedef struct uqi_last_target {
     uint32_t len;
     char text[2 * UQI_NAME_MAX + 2];
     uqi_addr addr;
-    struct uqi_kproc *to;        /* kernel.c: the local process it named, while gen is the node's cap_gen */
+    struct uqi_kproc *to;        /* kernel.c: the local process it named, while gen is the node's cap_gen;
+                                    holds a reference (uqi_last_target_clear drops it) */
     uint64_t gen;
+    bool fast;                   /* to is a wasm process this one may message (at gen): one-way
+                                    requests go without the node lock */
 } uqi_last_target;
+
+/* Forget lt's process (drops its reference); lt may be NULL. */
+void uqi_last_target_clear(uqi_last_target *lt);
 
 typedef struct uqi_node_config {
     const char *name;            /* node name */

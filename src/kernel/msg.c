@@ -1,6 +1,8 @@
 /* Addresses, payloads, messages and bounded mailboxes for the kernel. */
 #include "kernel/msg.h"
 
+#include "sched/sched.h"
+
 #include <sodium.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -146,17 +148,24 @@ uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
         m = tcache.head;
         tcache.head = m->next;
         tcache.n--;
+        /* the next one's lines, for writing: the stores below then hit L1
+         * and the mailbox lock's locked instruction waits less for them */
+        if (tcache.head) {
+            char *nx = (char *)tcache.head;
+            for (size_t o = 0; o < offsetof(uqi_msg, rsvp); o += 64) __builtin_prefetch(nx + o, 1, 3);
+            __builtin_prefetch(nx + sizeof(uqi_msg), 1, 3); /* the body */
+        }
     } else {
         m = uqi_xmalloc(small ? MSG_SMALL_SIZE : sizeof *m + body_len);
     }
-    /* Everything but the three addresses is zeroed; they get an empty
-     * string each: the sender fills source and target, rsvp is read only
-     * when has_rsvp (writing 384 bytes twice was most of this function). */
+    /* Everything but the three addresses is zeroed; source and target get
+     * an empty string each (the sender fills them), rsvp nothing: it is
+     * read only when has_rsvp (writing 384 bytes twice was most of this
+     * function). */
     memset(m, 0, offsetof(uqi_msg, source));
-    memset(&m->has_rsvp, 0, sizeof *m - offsetof(uqi_msg, has_rsvp));
+    memset(&m->has_rsvp, 0, offsetof(uqi_msg, rsvp) - offsetof(uqi_msg, has_rsvp));
     m->source.node[0] = m->source.process[0] = '\0';
     m->target.node[0] = m->target.process[0] = '\0';
-    m->rsvp.node[0] = m->rsvp.process[0] = '\0';
     m->kind = kind;
     m->small = small;
     m->body = (uint8_t *)(m + 1);
@@ -203,21 +212,85 @@ static void free_list(uqi_msg *m)
     }
 }
 
+static inline uint64_t ld(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_order_relaxed); }
+static inline void st(_Atomic uint64_t *v, uint64_t x) { atomic_store_explicit(v, x, memory_order_relaxed); }
+
+void uqi_mailbox_drain(uqi_mailbox *mb)
+{
+    pthread_mutex_lock(&mb->lock);
+    uqi_msg *q = mb->head;
+    mb->head = mb->tail = NULL;
+    st(&mb->popped, ld(&mb->pushed) + ld(&mb->lpushed));
+    pthread_mutex_unlock(&mb->lock);
+    free_list(mb->batch);
+    free_list(mb->lhead);
+    mb->batch = mb->lhead = mb->ltail = NULL;
+    free_list(q);
+}
+
 void uqi_mailbox_fini(uqi_mailbox *mb)
 {
     free_list(mb->batch);
     free_list(mb->head);
-    mb->batch = mb->head = mb->tail = NULL;
-    atomic_store_explicit(&mb->popped, atomic_load_explicit(&mb->pushed, memory_order_relaxed), memory_order_relaxed);
+    free_list(mb->lhead);
+    mb->batch = mb->head = mb->tail = mb->lhead = mb->ltail = NULL;
+    st(&mb->popped, ld(&mb->pushed) + ld(&mb->lpushed));
     pthread_mutex_destroy(&mb->lock);
+}
+
+uint64_t uqi_mailbox_delivered(uqi_mailbox *mb) { return ld(&mb->pushed) + ld(&mb->lpushed); }
+
+/* Is the caller on the consumer's worker thread (the local queue's)? */
+static inline bool local(uqi_mailbox *mb)
+{
+    struct uqi_worker *w = atomic_load_explicit(&mb->owner, memory_order_relaxed);
+    return w && w == uqi_sched_current_worker();
+}
+
+/* Owner's thread: append to the local queue if there is room. */
+static inline bool lput(uqi_mailbox *mb, uqi_msg *m, bool force)
+{
+    uint64_t lp = ld(&mb->lpushed);
+    if (!force && ld(&mb->pushed) + lp - ld(&mb->popped) >= mb->cap) return false;
+    m->next = NULL;
+    if (mb->ltail) mb->ltail->next = m;
+    else mb->lhead = m;
+    mb->ltail = m;
+    st(&mb->lpushed, lp + 1);
+    return true;
+}
+
+/* Owner's thread, after a local put: did the consumer wait? (It armed on
+ * this thread, so no put can have been missed; others clear the mark under
+ * the lock.) With wake, the task is woken here, under the lock. */
+static bool lwaits(uqi_mailbox *mb, bool wake)
+{
+    if (!atomic_load_explicit(&mb->waiting, memory_order_relaxed)) return false;
+    pthread_mutex_lock(&mb->lock);
+    bool w = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
+    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+    if (w && wake && mb->waiter) uqi_task_wake(mb->waiter);
+    pthread_mutex_unlock(&mb->lock);
+    return w;
 }
 
 uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
 {
+    if (local(mb)) {
+        if (!lput(mb, m, force)) {
+            pthread_mutex_lock(&mb->lock);
+            mb->refused++;
+            pthread_mutex_unlock(&mb->lock);
+            return UQ_ELIMIT;
+        }
+        bool w = lwaits(mb, false);
+        if (out_wake) *out_wake = w;
+        return UQ_OK;
+    }
     pthread_mutex_lock(&mb->lock);
-    uint64_t pushed = atomic_load_explicit(&mb->pushed, memory_order_relaxed);
+    uint64_t pushed = ld(&mb->pushed);
     /* popped only grows meanwhile: a stale value errs towards refusing */
-    if (!force && pushed - atomic_load_explicit(&mb->popped, memory_order_relaxed) >= mb->cap) {
+    if (!force && pushed + ld(&mb->lpushed) - ld(&mb->popped) >= mb->cap) {
         mb->refused++;
         pthread_mutex_unlock(&mb->lock);
         return UQ_ELIMIT;
@@ -226,36 +299,116 @@ uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    atomic_store_explicit(&mb->pushed, pushed + 1, memory_order_relaxed);
-    bool wake = mb->waiting;
-    mb->waiting = false;
+    st(&mb->pushed, pushed + 1);
+    bool wake = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
+    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
     pthread_mutex_unlock(&mb->lock);
     if (out_wake) *out_wake = wake;
     return UQ_OK;
 }
 
-uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, bool arm)
+uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
+{
+    if (local(mb)) {
+        if (UQ_UNLIKELY(atomic_load_explicit(&mb->closed, memory_order_relaxed))) return UQ_ENOENT;
+        if (!lput(mb, m, false)) {
+            pthread_mutex_lock(&mb->lock);
+            mb->refused++;
+            pthread_mutex_unlock(&mb->lock);
+            return UQ_ELIMIT;
+        }
+        lwaits(mb, true);
+        return UQ_OK;
+    }
+    pthread_mutex_lock(&mb->lock);
+    uint64_t pushed = ld(&mb->pushed);
+    if (UQ_UNLIKELY(atomic_load_explicit(&mb->closed, memory_order_relaxed))) {
+        pthread_mutex_unlock(&mb->lock);
+        return UQ_ENOENT;
+    }
+    if (pushed + ld(&mb->lpushed) - ld(&mb->popped) >= mb->cap) {
+        mb->refused++;
+        pthread_mutex_unlock(&mb->lock);
+        return UQ_ELIMIT;
+    }
+    m->next = NULL;
+    if (mb->tail) mb->tail->next = m;
+    else mb->head = m;
+    mb->tail = m;
+    st(&mb->pushed, pushed + 1);
+    if (atomic_load_explicit(&mb->waiting, memory_order_relaxed)) {
+        atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+        if (mb->waiter) uqi_task_wake(mb->waiter); /* alive: its end disarms under this lock */
+    }
+    pthread_mutex_unlock(&mb->lock);
+    return UQ_OK;
+}
+
+void uqi_mailbox_unown(uqi_mailbox *mb)
+{
+    if (!atomic_load_explicit(&mb->owner, memory_order_relaxed)) return;
+    pthread_mutex_lock(&mb->lock);
+    if (mb->lhead) { /* after what is in the shared queue: the consumer took that first */
+        if (mb->tail) mb->tail->next = mb->lhead;
+        else mb->head = mb->lhead;
+        mb->tail = mb->ltail;
+        mb->lhead = mb->ltail = NULL;
+    }
+    st(&mb->pushed, ld(&mb->pushed) + ld(&mb->lpushed)); /* the moved ones count as shared now */
+    st(&mb->lpushed, 0);
+    atomic_store_explicit(&mb->owner, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&mb->lock);
+}
+
+void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared)
+{
+    if (shared) pthread_mutex_lock(&mb->lock);
+    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+    mb->waiter = NULL;
+    if (close) atomic_store_explicit(&mb->closed, true, memory_order_relaxed);
+    if (shared) pthread_mutex_unlock(&mb->lock);
+}
+
+uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
 {
     uqi_msg *m = mb->batch;
     if (!m) {
-        pthread_mutex_lock(&mb->lock);
-        m = mb->head;
-        mb->head = mb->tail = NULL;
-        if (!m && arm) mb->waiting = true;
-        pthread_mutex_unlock(&mb->lock);
+        if (arm && UQ_UNLIKELY(!atomic_load_explicit(&mb->owner, memory_order_relaxed)))
+            atomic_store_explicit(&mb->owner, arm->worker, memory_order_relaxed);
+        /* the shared queue first (the older messages of a sender that
+         * became local), only if something was put there since */
+        uqi_msg *sh = NULL, *st_tail = NULL;
+        uint64_t pushed = ld(&mb->pushed);
+        if (pushed != mb->taken || (!mb->lhead && arm)) {
+            pthread_mutex_lock(&mb->lock);
+            sh = mb->head;
+            st_tail = mb->tail;
+            mb->head = mb->tail = NULL;
+            mb->taken = ld(&mb->pushed);
+            if (!sh && !mb->lhead && arm) {
+                atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
+                mb->waiter = arm;
+            }
+            pthread_mutex_unlock(&mb->lock);
+        }
+        m = sh;
+        if (mb->lhead) { /* only this thread touches it: no lock */
+            if (st_tail) st_tail->next = mb->lhead;
+            else m = mb->lhead;
+            mb->lhead = mb->ltail = NULL;
+        }
         if (!m) return NULL;
     }
     mb->batch = m->next;
     m->next = NULL;
-    atomic_store_explicit(&mb->popped, atomic_load_explicit(&mb->popped, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    st(&mb->popped, ld(&mb->popped) + 1);
     return m;
 }
 
 uint32_t uqi_mailbox_depth(uqi_mailbox *mb)
 {
-    uint64_t popped = atomic_load_explicit(&mb->popped, memory_order_relaxed);
-    return (uint32_t)(atomic_load_explicit(&mb->pushed, memory_order_relaxed) - popped);
+    uint64_t popped = ld(&mb->popped);
+    return (uint32_t)(ld(&mb->pushed) + ld(&mb->lpushed) - popped);
 }
 
 void uqi_mailbox_put_front(uqi_mailbox *mb, uqi_msg *m)

@@ -9,6 +9,8 @@
 
 #include "util/util.h"
 
+struct uqi_task;
+
 /* ---- addresses ---------------------------------------------------------- */
 /* A node name: 1-63 of [a-z0-9.-], not starting or ending with '.' or '-'.
  * A process id: 1-63 of [a-z0-9-] (a name), or a UUID in canonical form
@@ -73,8 +75,7 @@ typedef struct uqi_msg {
     uqi_msg_kind kind;
     uint64_t id;
     uqi_addr source, target;
-    uqi_addr rsvp;           /* where a response goes; valid when has_rsvp */
-    bool has_rsvp;           /* uqi_msg_new zeroes from here on, and before source */
+    bool has_rsvp;           /* uqi_msg_new zeroes from here to rsvp, and before source */
     uint32_t expects_response_s; /* 0: no response expected */
     uint32_t error;          /* uqi_send_error, for UQI_MSG_ERROR */
     uint8_t *context;        /* attached by the kernel on delivery; never leaves the node */
@@ -88,6 +89,10 @@ typedef struct uqi_msg {
     char *caps;              /* on delivery: JSON array of the tokens granted with it, or NULL */
     bool small;              /* of the size class the per-thread cache keeps */
     bool target_cached;      /* target is the sender's last_target (kernel.h): the kernel may use its lookup */
+    uint16_t source_len;     /* strlen of "node@process" of a local source, set by the kernel; 0: unknown */
+    /* Last, and neither zeroed nor written unless used: a one-way message
+     * touches two cache lines fewer (a burst of them is bound by memory). */
+    uqi_addr rsvp;           /* where a response goes; valid (and read) only when has_rsvp */
 } uqi_msg;
 
 /* A message with a copy of body. Small ones (body up to UQI_MSG_SMALL_BODY
@@ -104,20 +109,36 @@ void uqi_msg_free(uqi_msg *m);
  * single writer (producers under the lock; the consumer), so a pop costs no
  * atomic read-modify-write. A consumer about to block marks the mailbox
  * waiting; the next put reports that it must wake the consumer, so a
- * sender wakes a task only when it actually waits. */
+ * sender wakes a task only when it actually waits. A sender without the
+ * node lock (uqi_mailbox_put_wake) wakes the waiting task under the mailbox
+ * lock; the task's end disarms the mailbox under it (uqi_mailbox_disarm),
+ * so the task woken is always alive. */
 typedef struct uqi_mailbox {
     pthread_mutex_t lock;
     uqi_msg *head, *tail;    /* shared queue, under lock */
     uqi_msg *batch;          /* taken by the consumer, consumer only */
-    bool waiting;            /* under lock: the consumer waits for a put */
+    /* The local queue: a producer running on the consumer task's own
+     * worker thread (owner) appends here with no lock and no atomic
+     * read-modify-write; only that thread touches it (kernel code is never
+     * preempted). Every put from that thread goes here, so one sender's
+     * messages stay in one queue and in order; the consumer takes the
+     * shared queue first, then this one. uqi_mailbox_unown moves it to
+     * the shared queue when the task ends. */
+    uqi_msg *lhead, *ltail;
+    _Atomic(struct uqi_worker *) owner; /* set by the consumer task when it first takes */
+    _Atomic bool waiting;    /* written under lock: the consumer waits for a put */
+    _Atomic bool closed;     /* written under lock: its process is gone; put_wake refuses */
+    struct uqi_task *waiter; /* under lock: the task that armed it, while waiting */
     uint32_t cap;
-    _Atomic uint64_t pushed; /* written under lock (= messages delivered) */
+    _Atomic uint64_t pushed; /* shared queue, written under lock (pushed + lpushed = messages delivered) */
+    _Atomic uint64_t lpushed; /* local queue, written by the owner's thread */
+    uint64_t taken;          /* consumer: pushed as of its last take of the shared queue */
     _Atomic uint64_t popped; /* written by the consumer only */
     uint64_t refused;        /* under lock */
 } uqi_mailbox;
 
 void uqi_mailbox_init(uqi_mailbox *mb, uint32_t cap);
-/* Free every queued message. */
+/* Free every queued message and the lock; nobody else may reach mb. */
 void uqi_mailbox_fini(uqi_mailbox *mb);
 /* Append m. UQ_ELIMIT when full: then the caller still owns m (backpressure:
  * the sender is told, nothing is dropped silently). force ignores the bound
@@ -125,10 +146,28 @@ void uqi_mailbox_fini(uqi_mailbox *mb);
  * the consumer waits and must be woken by the caller. */
 uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake);
 static inline uq_err uqi_mailbox_push(uqi_mailbox *mb, uqi_msg *m) { return uqi_mailbox_put(mb, m, false, NULL); }
+/* The same for a sender that holds no other lock: UQ_ENOENT when closed,
+ * UQ_ELIMIT when full (the caller keeps m either way); wakes the waiting
+ * consumer task itself, under the mailbox lock. */
+uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m);
 /* Take the oldest message, or NULL. The caller owns it. Consumer only. With
- * arm, an empty mailbox is marked waiting (see uqi_mailbox_put). */
-uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, bool arm);
-static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, false); }
+ * arm (the consumer's task), an empty mailbox is marked waiting (see
+ * uqi_mailbox_put). */
+uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm);
+static inline uqi_msg *uqi_mailbox_pop(uqi_mailbox *mb) { return uqi_mailbox_take(mb, NULL); }
+/* The consumer task ends, on its worker: the local queue joins the shared
+ * one and the mailbox has no owner (a restart may run elsewhere). */
+void uqi_mailbox_unown(uqi_mailbox *mb);
+/* Messages delivered so far (both queues). */
+uint64_t uqi_mailbox_delivered(uqi_mailbox *mb);
+/* The consumer task ends: nobody may wake it through the mailbox any more;
+ * with close, the process is gone: put_wake refuses from now on. shared:
+ * another thread may be in put_wake (else the caller orders itself before
+ * any that comes, and the lock is not needed). */
+void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared);
+/* Free every queued message; the mailbox stays usable (the consumer has
+ * ended: its batch too). */
+void uqi_mailbox_drain(uqi_mailbox *mb);
 uint32_t uqi_mailbox_depth(uqi_mailbox *mb);
 /* Put m first, ahead of what waits. Only while nobody consumes (the process
  * is not running yet): the kernel's restored-state message. Never refused. */

@@ -150,6 +150,8 @@ static uqi_task *rq_pop(uqi_worker *w)
 }
 
 /* ---- task side ------------------------------------------------------------ */
+struct uqi_worker *uqi_sched_current_worker(void) { return tls_worker; }
+
 uqi_task *uqi_task_current(void)
 {
     uqi_worker *w = tls_worker;
@@ -251,9 +253,7 @@ static void task_main(void *arg)
     uqi_task *t = arg;
     t->entry(t);
     t->in_guest = false;
-    pthread_mutex_lock(&t->worker->lock); /* wakers read state under it */
-    t->state = UQI_TASK_DONE;
-    pthread_mutex_unlock(&t->worker->lock);
+    t->ended = true; /* the worker marks it DONE under its lock, which it takes anyway */
     to_scheduler(t);
     uqi_panic(__FILE__, __LINE__, "finished task resumed");
 }
@@ -459,8 +459,10 @@ static void *worker_main(void *arg)
             w->cur = t;
             uqi_fiber_switch(&w->sched_fiber, &t->fiber);
             w->cur = NULL;
-            /* Under the lock: a waker may be moving a blocked task to runnable. */
+            /* Under the lock: a waker may be moving a blocked task to runnable
+             * (wakers read state under it). */
             pthread_mutex_lock(&w->lock);
+            if (t->ended) t->state = UQI_TASK_DONE;
         }
         if (t->state == UQI_TASK_DONE) {
             pthread_mutex_unlock(&w->lock);

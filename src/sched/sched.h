@@ -29,6 +29,7 @@ typedef struct uqi_task {
     uqi_task_state state;          /* guarded by worker->lock when shared */
     bool wake_pending;             /* a wake arrived while not blocked */
     bool in_guest;                 /* guest code may be running: traps are ours */
+    bool ended;                    /* its body returned (own worker only); the worker then marks it DONE */
     bool no_stack;                 /* ended unrun: no memory for its fiber's stack */
     bool kill_requested;           /* end it at the next blocking call or preemption; use
                                       uqi_task_request_kill (atomic accesses only) */
@@ -60,6 +61,8 @@ uq_err uqi_sched_spawn(uqi_task *t, int worker);
 
 /* ---- called on a task's own fiber ----------------------------------- */
 uqi_task *uqi_task_current(void);
+/* The worker whose thread this is, or NULL (any thread). */
+struct uqi_worker *uqi_sched_current_worker(void);
 void uqi_task_yield(void);
 /* Block until uqi_task_wake (returns at once if a wake is pending). */
 void uqi_task_block(void);

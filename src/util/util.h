@@ -72,6 +72,11 @@ uq_err uqi_err_from_errno(int e);
 void *uqi_xmalloc(size_t n);
 void *uqi_xcalloc(size_t n, size_t size);
 char *uqi_xstrdup(const char *s);
+/* A block of size bytes (not zeroed) from this thread's cache of freed
+ * ones, else malloc; uqi_block_put gives it back with the same size
+ * (blocks.c). For the few large blocks made and freed per process. */
+void *uqi_block_get(size_t size);
+void uqi_block_put(void *p, size_t size);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t uqi_now_ns(void);     /* CLOCK_MONOTONIC */

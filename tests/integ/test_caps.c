@@ -341,6 +341,38 @@ TEST(caps_revoked_capability_is_dead)
     uqi_node_stop(n);
 }
 
+/* One-way requests to a process's last target go without the node lock
+ * (kernel.c, send_fast) once a first one passed the checks: a revocation or
+ * the target's end must still stop the next one, with a clear error. */
+TEST(caps_oneway_fast_path_sees_revocation_and_exit)
+{
+    uqi_kproc *port;
+    uqi_node *n = cappers(&port, (const char *[]){"alice", "bob", "carol", NULL});
+    ASSERT_EQ(uqi_node_grant_messaging(n, "alice", "bob", NULL), UQ_OK);
+    ASSERT_EQ(uqi_node_grant_messaging(n, "alice", "carol", NULL), UQ_OK);
+    uint64_t before = received(n, "bob");
+    for (int i = 0; i < 3; i++) ASSERT(ask_rc(port, "alice", "send\nbob") > 0); /* the 2nd and 3rd: cached */
+    while (received(n, "bob") < before + 3) usleep(2000);
+    /* bob drops what he issued: alice's messaging capability over him */
+    ASSERT_EQ(ask_rc(port, "bob", "drop\n{\"params\":\"messaging\"}"), 1);
+    ASSERT_EQ(ask_rc(port, "alice", "send\nbob"), UQ_ABI_EPERM);
+    ASSERT_EQ(ask_rc(port, "alice", "send\nbob"), UQ_ABI_EPERM);
+    /* carol ends: the next one-way request to her fails, it is not lost silently */
+    for (int i = 0; i < 3; i++) ASSERT(ask_rc(port, "alice", "send\ncarol") > 0);
+    uqi_msg *r = kn_kcall(port, "{\"KillProcess\":\"carol\"}", NULL);
+    ASSERT(kn_body_is(r, "{\"KilledProcess\":\"carol\"}"));
+    uqi_msg_free(r);
+    ASSERT_EQ(ask_rc(port, "alice", "send\ncarol"), UQ_ABI_ENOPROC);
+    /* a new carol is a new process: alice needs a capability over it again */
+    kn_spawn_guest(n, "capper", "carol");
+    ASSERT_EQ(ask_rc(port, "alice", "send\ncarol"), UQ_ABI_EPERM);
+    ASSERT_EQ(uqi_node_grant_messaging(n, "alice", "carol", NULL), UQ_OK);
+    before = received(n, "carol");
+    for (int i = 0; i < 3; i++) ASSERT(ask_rc(port, "alice", "send\ncarol") > 0);
+    while (received(n, "carol") < before + 3) usleep(2000);
+    uqi_node_stop(n);
+}
+
 TEST(caps_kill_revokes_unless_no_revoke)
 {
     uqi_kproc *port;
