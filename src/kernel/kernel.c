@@ -1414,15 +1414,13 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
  * request by id + requester and must come from the node the request went
  * to (or a node a local process forwarded it to), at most once. */
 
-/* What the kernel keeps for a message queued in the net module. */
-typedef struct net_out {
-    uqi_node *n;
-    uqi_addr sender;        /* the local process that sent it */
-    uint64_t id;
-    bool expects;           /* the outstanding record has the rest */
-    uqi_msg *copy;          /* otherwise: the message, for an error return */
-    uqi_msg_kind kind;
-} net_out;
+/* What the kernel keeps for a message queued in the net module: the
+ * message itself (the cookie of uqn_net_send), freed by the done callback.
+ * Its id and source (the sending process) find the outstanding record of a
+ * request that expects a response; any other message is turned into the
+ * error that goes back to its sender. No record or copy per message: a
+ * calloc and a copy made on the sender's thread and freed on the net
+ * thread were a third of a small send (docs/PERFORMANCE.md, "Network"). */
 
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net)
 {
@@ -1467,23 +1465,14 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
     size_t bulk = m->body_len + (m->payload ? m->payload->len : 0);
     if (bulk >= 65536 && (e = uqn_net_room(n->net, m->target.node, bulk, em))) return e;
     if ((e = uqi_wire_encode(m, with_rsvp, &buf, &len, em))) return e;
-    net_out *c = uqi_xcalloc(1, sizeof *c);
-    c->n = n;
-    c->sender = from->addr;
-    c->id = m->id;
-    c->expects = expects;
-    c->kind = m->kind;
     if (expects) {
         record_outstanding(n, from, NULL, m, ctx, ctx_len);
-    } else {
-        c->copy = copy_for_error(m);
-        if (with_rsvp && !expects) {
-            /* a local request forwarded with inherit: its response may come from there */
-            uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
-            if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
-        }
+    } else if (with_rsvp) {
+        /* a local request forwarded with inherit: its response may come from there */
+        uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
+        if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
     }
-    e = uqn_net_send(n->net, m->target.node, buf, len, c, em);
+    e = uqn_net_send(n->net, m->target.node, buf, len, m, em);
     if (e) {
         free(buf);
         if (expects) {
@@ -1491,52 +1480,47 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
             o->ctx = NULL; /* the caller keeps its context on failure */
             out_free(o);
         }
-        uqi_msg_free(c->copy);
-        free(c);
         return e;
     }
     if (!expects) free(ctx);
-    uqi_msg_free(m);
-    from->sent++;
+    from->sent++; /* m is the net module's until its done callback */
     return UQ_OK;
 }
 
 /* The net module's report on a message (uqn_net_cfg.done). */
 void uqi_node_net_done(void *arg, void *cookie, int why)
 {
-    UQ_UNUSED(arg);
-    net_out *c = cookie;
-    if (!c) return; /* the kernel's own refusals */
-    uqi_node *n = c->n;
+    uqi_node *n = arg;
+    uqi_msg *m = cookie;
+    if (!m) return; /* the kernel's own refusals */
     if (why != UQN_DONE_SENT) {
         uqi_send_error se = why == UQN_DONE_TIMEOUT ? UQI_SEND_TIMEOUT : UQI_SEND_OFFLINE;
         pthread_mutex_lock(&n->lock);
-        if (c->expects) {
-            uqi_outstanding *o = take_outstanding(n, c->id, &c->sender);
+        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
+            uqi_outstanding *o = take_outstanding(n, m->id, &m->source);
             if (o) fail_outstanding(n, o, se); /* else: answered or given up already */
         } else {
-            uqi_kproc *kp = find(n, c->sender.process);
+            uqi_kproc *kp = find(n, m->source.process);
             if (kp && !kp->dead) {
-                uqi_msg *e = c->copy;
-                c->copy = NULL;
-                uqi_addr target = e->target;
-                e->kind = UQI_MSG_ERROR;
-                e->error = se;
-                e->source = target;
-                e->target = c->sender;
-                if (c->kind == UQI_MSG_RESPONSE) {
-                    /* answering this error (respond with it as the prompt) resends the
-                     * response to the original request */
-                    e->rsvp = target;
-                    e->has_rsvp = true;
-                }
-                deliver_forced(kp, e);
+                uqi_addr target = m->target;
+                bool was_response = m->kind == UQI_MSG_RESPONSE;
+                m->kind = UQI_MSG_ERROR;
+                m->error = se;
+                m->expects_response_s = 0;
+                m->source = target;
+                m->target = kp->addr;
+                m->target_cached = false;
+                /* answering this error (respond with it as the prompt) resends the
+                 * response to the original request */
+                m->has_rsvp = was_response;
+                if (was_response) m->rsvp = target;
+                deliver_forced(kp, m);
+                m = NULL;
             }
         }
         pthread_mutex_unlock(&n->lock);
     }
-    uqi_msg_free(c->copy);
-    free(c);
+    uqi_msg_free(m);
 }
 
 /* Tell peer that its request could not be delivered (node lock held). */
