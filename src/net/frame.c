@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/mman.h>
 
 #define MSG_HDR 3u     /* kind, u16 len */
@@ -229,6 +230,77 @@ static uqn_fdec_part *find_part(uqn_fdec *d, uint32_t id)
 
 #define BAD(...) uqi_errf(em, UQ_ECORRUPT, __VA_ARGS__)
 
+/* Room for len more bytes in pt; it grows to at most twice what arrived: a
+ * peer cannot reserve memory by announcing large messages. */
+static void part_reserve(uqn_fdec *d, uqn_fdec_part *pt, size_t len)
+{
+    if (pt->got + len <= pt->cap) return;
+    uint64_t cap = (uint64_t)pt->cap * 2;
+    if (cap < pt->got + len) cap = pt->got + len;
+    if (cap > pt->total) cap = pt->total;
+    part_grow(d, pt, (size_t)cap);
+}
+
+/* len more bytes are in pt's buffer: delivered once complete. */
+static uq_err part_got(uqn_fdec *d, uqn_fdec_part *pt, size_t len, uq_errmsg *em)
+{
+    pt->got += (uint32_t)len;
+    if (pt->got < pt->total) return UQ_OK;
+    uqn_fdec_part done = *pt;
+    *pt = d->parts[--d->nparts]; /* unordered removal */
+    uq_err e = deliver(d, done.buf, done.total, em);
+    part_free(d, &done);
+    return e;
+}
+
+/* A later chunk that a frame of plen plaintext bytes starts with, decrypted
+ * header in h: the part it continues, if the header is sound (else NULL:
+ * the frame is decoded the ordinary way, which says what is wrong). */
+static uqn_fdec_part *chunk_in_place(uqn_fdec *d, const uint8_t *h, size_t plen)
+{
+    if (h[0] != UQN_REC_MORE) return NULL;
+    uqn_fdec_part *pt = find_part(d, get32(h + 1));
+    size_t len = get16(h + 9);
+    if (!pt || get32(h + 5) != pt->got || len == 0 || len > pt->total - pt->got || len > plen - CHUNK_HDR) return NULL;
+    return pt;
+}
+
+/* A whole frame of len ciphertext bytes at src, decrypted in pieces: when it
+ * starts with a later chunk of a message being reassembled (a large
+ * message's frames all do), the chunk's data is decrypted straight into the
+ * reassembly buffer, the rest of the frame into d->frame; the reassembled
+ * bytes count once the tag verifies (if it does not, they are wiped and
+ * the link fails). This saves a copy of every byte of a large message.
+ * Returns false if the frame cannot be done so (short, no key). */
+static bool open_in_place(uqn_fdec *d, uqn_cipher *cs, const uint8_t *src, size_t len, uq_err *e, uq_errmsg *em)
+{
+    size_t plen = len - UQN_NOISE_TAG;
+    if (plen < CHUNK_HDR || !uqn_cipher_open_begin(cs, len)) return false;
+    uint8_t *f = d->frame;
+    uqn_cipher_open_update(src, CHUNK_HDR, f);
+    uqn_fdec_part *pt = chunk_in_place(d, f, plen);
+    size_t dlen = 0;
+    if (pt) {
+        dlen = get16(f + 9);
+        part_reserve(d, pt, dlen);
+        uqn_cipher_open_update(src + CHUNK_HDR, dlen, pt->buf + pt->got);
+    }
+    size_t rest = CHUNK_HDR + dlen;
+    uqn_cipher_open_update(src + rest, plen - rest, f + rest);
+    if ((*e = uqn_cipher_open_final(cs, src + plen))) {
+        if (pt) sodium_memzero(pt->buf + pt->got, dlen);
+        sodium_memzero(f, plen);
+        *e = uqi_errf(em, *e, "net: frame %llu failed authentication (wrong key, altered, replayed or reordered)",
+                      (unsigned long long)d->frames + 1);
+        return true;
+    }
+    d->frames++;
+    if (!pt) rest = 0; /* the whole frame is in d->frame */
+    else if ((*e = part_got(d, pt, dlen, em))) return true;
+    *e = uqn_fdec_plain(d, f + rest, plen - rest, em);
+    return true;
+}
+
 uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
 {
     size_t i = 0;
@@ -277,23 +349,9 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                     return BAD("net: chunk of message %u at offset %u, expected %u", id, val, pt->got);
                 if (len > pt->total - pt->got)
                     return BAD("net: chunk of message %u overruns its %u bytes", id, pt->total);
-                if (pt->got + len > pt->cap) { /* at most twice what arrived: a
-                                                  * peer cannot reserve memory by
-                                                  * announcing large messages */
-                    uint64_t cap = (uint64_t)pt->cap * 2;
-                    if (cap < pt->got + len) cap = pt->got + len;
-                    if (cap > pt->total) cap = pt->total;
-                    part_grow(d, pt, (size_t)cap);
-                }
+                part_reserve(d, pt, len);
                 memcpy(pt->buf + pt->got, data, len);
-                pt->got += (uint32_t)len;
-                if (pt->got == pt->total) {
-                    uqn_fdec_part done = *pt;
-                    *pt = d->parts[--d->nparts]; /* unordered removal */
-                    e = deliver(d, done.buf, done.total, em);
-                    part_free(d, &done);
-                    if (e) return e;
-                }
+                if ((e = part_got(d, pt, len, em))) return e;
             }
             i += CHUNK_HDR + len;
         } else {
@@ -332,6 +390,10 @@ uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n,
         /* a whole frame */
         d->hdr_got = 0;
         size_t plen = d->frame_len;
+        if (crypt && open_in_place(d, cs, src, d->frame_len, &e, em)) {
+            if (e) goto fail;
+            continue;
+        }
         if (crypt) {
             e = uqn_cipher_decrypt(cs, NULL, 0, src, d->frame_len, d->frame);
             if (e == UQ_ECRYPTO) {

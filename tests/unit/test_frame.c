@@ -223,6 +223,25 @@ TEST(net_frame_tampered_or_replayed_refused)
         ASSERT_EQ(in.n, 0);
         uqn_fdec_fini(&dec);
     }
+    /* and of the second, a later chunk decrypted straight into the
+     * reassembly buffer (its header, its data, its tag): refused, nothing
+     * delivered, split anywhere or not */
+    size_t second[] = {f1 + 2, f1 + 3, f1 + 8, f1 + 12, f1 + 13, f1 + 5000, s.n - 17, s.n - 1};
+    for (size_t k = 0; k < sizeof second / sizeof second[0]; k++) {
+        for (int split = 0; split < 2; split++) {
+            uqn_fdec dec;
+            tn_inbox in = {0};
+            uqn_fdec_init(&dec, 0, tn_deliver, &in);
+            uqn_cipher r = rx;
+            s.p[second[k]] ^= 0x40;
+            uq_err e = split ? feed_random(&dec, &r, &s, &em) : uqn_fdec_feed(&dec, &r, s.p, s.n, &em);
+            ASSERT_EQ(e, UQ_ECRYPTO);
+            ASSERT_STR_HAS(em.text, "frame 2 failed authentication");
+            s.p[second[k]] ^= 0x40;
+            ASSERT_EQ(in.n, 0);
+            uqn_fdec_fini(&dec);
+        }
+    }
     /* the frames swapped, or the first replayed */
     uqn_fdec dec;
     tn_inbox in = {0};
