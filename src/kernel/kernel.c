@@ -1464,7 +1464,9 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
     /* a large message is not encoded (copied) only to find the queue full */
     size_t bulk = m->body_len + (m->payload ? m->payload->len : 0);
     if (bulk >= 65536 && (e = uqn_net_room(n->net, m->target.node, bulk, em))) return e;
-    if ((e = uqi_wire_encode(m, with_rsvp, &buf, &len, em))) return e;
+    /* the payload is not copied: it goes out from where it is, kept alive
+     * by m until the done callback */
+    if ((e = uqi_wire_encode_head(m, with_rsvp, &buf, &len, em))) return e;
     if (expects) {
         record_outstanding(n, from, NULL, m, ctx, ctx_len);
     } else if (with_rsvp) {
@@ -1472,7 +1474,8 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
         uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
         if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
     }
-    e = uqn_net_send(n->net, m->target.node, buf, len, m, em);
+    e = uqn_net_send_tail(n->net, m->target.node, buf, len, m->payload ? m->payload->data : NULL,
+                          m->payload ? m->payload->len : 0, m, em);
     if (e) {
         free(buf);
         if (expects) {

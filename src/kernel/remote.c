@@ -12,7 +12,8 @@ static void put32(uint8_t *p, uint32_t v)
 }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+/* The encoding, without the payload's bytes when !whole (they end it). */
+static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t **out, size_t *len, uq_errmsg *em)
 {
     if (m->n_attach)
         return uqi_errf(em, UQ_EINVAL, "capabilities cannot be attached to a message for another node (not in version 1)");
@@ -23,7 +24,8 @@ uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *
     if (total > UQN_NET_MSG_MAX)
         return uqi_errf(em, UQ_ELIMIT, "a message of %zu bytes is over the limit between nodes (%u bytes)", total,
                         UQN_NET_MSG_MAX);
-    uint8_t *b = uqi_xmalloc(total), *p = b;
+    size_t tail = m->payload && !whole ? m->payload->len : 0;
+    uint8_t *b = uqi_xmalloc(total - tail), *p = b;
     *p++ = UQI_WIRE_VERSION;
     *p++ = (uint8_t)m->kind;
     *p++ = (uint8_t)((with_rsvp ? UQI_WIRE_RSVP : 0) | (m->metadata ? UQI_WIRE_METADATA : 0) |
@@ -50,12 +52,22 @@ uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *
         *p++ = (uint8_t)lmime;
         memcpy(p, m->payload->mime, lmime), p += lmime;
         put32(p, (uint32_t)m->payload->len), p += 4;
-        memcpy(p, m->payload->data, m->payload->len), p += m->payload->len;
+        if (whole) memcpy(p, m->payload->data, m->payload->len), p += m->payload->len;
     }
-    UQ_VERIFY((size_t)(p - b) == total);
+    UQ_VERIFY((size_t)(p - b) == total - tail);
     *out = b;
-    *len = total;
+    *len = total - tail;
     return UQ_OK;
+}
+
+uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+{
+    return encode(m, with_rsvp, true, out, len, em);
+}
+
+uq_err uqi_wire_encode_head(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+{
+    return encode(m, with_rsvp, false, out, len, em);
 }
 
 /* dst = a node name known to be valid (at most UQI_NAME_MAX bytes): no

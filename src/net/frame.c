@@ -48,6 +48,8 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
     if (len) memcpy(d, msg, len);
     m->data = d;
     m->len = len;
+    m->tail = NULL;
+    m->tail_len = 0;
     uqn_fenc_push_ref(e, m);
     m->owned = true;
     return UQ_OK;
@@ -55,7 +57,7 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
 
 void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m)
 {
-    UQ_VERIFY(m->len <= UINT32_MAX);
+    UQ_VERIFY(m->len <= UINT32_MAX && m->tail_len <= m->len && (m->tail || !m->tail_len));
     m->off = 0;
     m->id = 0;
     m->owned = false;
@@ -79,7 +81,50 @@ static void pop(uqn_fenc *e)
     }
 }
 
-size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
+/* Data of at least GATHER_MIN bytes from a message that is not ours (pushed
+ * by reference: it lives until the queue is empty) need not be copied into
+ * the frame before encryption: it is noted as a segment, and encrypted
+ * straight from the message into the frame (uqn_fenc_next_frame). */
+#define GATHER_MIN 512u
+#define GATHER_MAX (UQN_FRAME_PLAIN_MAX / GATHER_MIN + 2)
+
+typedef struct seg {
+    size_t off;              /* where in the frame's plaintext */
+    const uint8_t *src;
+    size_t len;
+} seg;
+
+typedef struct gather {
+    seg s[GATHER_MAX];
+    unsigned n;
+} gather;
+
+/* Put len bytes of src at out + off, now or (g not NULL) at encryption. */
+static void put_piece(uint8_t *out, size_t off, const uqn_fenc_msg *m, const uint8_t *src, size_t len, gather *g)
+{
+    if (g && !m->owned && len >= GATHER_MIN && g->n < GATHER_MAX) {
+        g->s[g->n++] = (seg){off, src, len};
+        return;
+    }
+    memcpy(out + off, src, len);
+}
+
+/* Bytes [from, from + len) of message m at out + off (from its one or two
+ * pieces). */
+static void put_data(uint8_t *out, size_t off, const uqn_fenc_msg *m, size_t from, size_t len, gather *g)
+{
+    size_t head = m->len - m->tail_len;
+    if (from < head) {
+        size_t k = len < head - from ? len : head - from;
+        put_piece(out, off, m, m->data + from, k, g);
+        off += k;
+        from += k;
+        len -= k;
+    }
+    if (len) put_piece(out, off, m, m->tail + (from - head), len, g);
+}
+
+static size_t next_plain(uqn_fenc *e, uint8_t *out, gather *g)
 {
     size_t n = 0;
     while (e->head) {
@@ -88,7 +133,7 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
         if (m->off == 0 && MSG_HDR + m->len <= room) { /* whole: batch it */
             out[n] = UQN_REC_MSG;
             put16(out + n + 1, (uint32_t)m->len);
-            memcpy(out + n + MSG_HDR, m->data, m->len);
+            put_data(out, n + MSG_HDR, m, 0, m->len, g);
             n += MSG_HDR + m->len;
             e->queued_bytes -= m->len;
             pop(e);
@@ -108,7 +153,7 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
         }
         put32(out + n + 1, m->id);
         put16(out + n + 9, (uint32_t)take);
-        memcpy(out + n + CHUNK_HDR, m->data + m->off, take);
+        put_data(out, n + CHUNK_HDR, m, m->off, take, g);
         n += CHUNK_HDR + take;
         m->off += take;
         e->queued_bytes -= take;
@@ -118,6 +163,8 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
     return n;
 }
 
+size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out) { return next_plain(e, out, NULL); }
+
 uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *out_len,
                            uq_errmsg *em)
 {
@@ -125,10 +172,25 @@ uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *ou
     if (!e->head) return UQ_OK;
     if (cs && cs->has_key && cs->n == UINT64_MAX)
         return uqi_errf(em, UQ_ELIMIT, "net: the link's send nonce is exhausted; reconnect");
-    size_t n = uqn_fenc_next_plain(e, out + 2);
+    gather g;
+    g.n = 0;
+    uint8_t *pt = out + 2;
+    size_t n = next_plain(e, pt, cs && cs->has_key ? &g : NULL);
     size_t clen = n + (cs && cs->has_key ? UQN_NOISE_TAG : 0);
-    if (cs) {
-        uq_err err = uqn_cipher_encrypt(cs, NULL, 0, out + 2, n, out + 2);
+    if (g.n && uqn_cipher_seal_begin(cs, n)) {
+        /* the records' headers (and short data) in place, the long data
+         * from the messages */
+        size_t at = 0;
+        for (unsigned i = 0; i < g.n; i++) {
+            uqn_cipher_seal_update(pt + at, g.s[i].off - at, pt + at);
+            uqn_cipher_seal_update(g.s[i].src, g.s[i].len, pt + g.s[i].off);
+            at = g.s[i].off + g.s[i].len;
+        }
+        uqn_cipher_seal_update(pt + at, n - at, pt + at);
+        uqn_cipher_seal_final(cs, pt + n);
+    } else if (cs) {
+        for (unsigned i = 0; i < g.n; i++) memcpy(pt + g.s[i].off, g.s[i].src, g.s[i].len);
+        uq_err err = uqn_cipher_encrypt(cs, NULL, 0, pt, n, pt);
         if (err) return uqi_errf(em, err, "net: frame encryption failed: %s", uq_strerror(err));
     }
     put16(out, (uint32_t)clen);

@@ -40,7 +40,9 @@
 typedef struct qent {
     struct qent *next;
     uint8_t *data;           /* inl, or the sender's buffer (then ours to free) */
-    size_t len;
+    size_t len;              /* with the tail */
+    const uint8_t *tail;     /* uqn_net_send_tail: lent by the sender until done, or NULL */
+    size_t tail_len;
     void *cookie;
     uint64_t deadline;
     uqn_fenc_msg fm;         /* how the link queues it: no copy (uqn_link_send_ref) */
@@ -234,6 +236,13 @@ static peer *peer_get(uqn_net *net, const char *name)
 
 uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
 {
+    return uqn_net_send_tail(net, name, msg, len, NULL, 0, cookie, em);
+}
+
+uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
+                         size_t tail_len, void *cookie, uq_errmsg *em)
+{
+    size_t len = head_len + tail_len;
     if (len > UQN_NET_MSG_MAX)
         return uqi_errf(em, UQ_EINVAL, "net: a message of %zu bytes is over the limit of %u bytes", len,
                         UQN_NET_MSG_MAX);
@@ -278,9 +287,14 @@ uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, vo
     }
     q->next = NULL;
     q->data = msg;
+    q->tail = tail_len ? tail : NULL;
+    q->tail_len = tail_len;
     if (len <= QENT_INLINE) {
-        memcpy(q->inl, msg, len);
+        memcpy(q->inl, msg, head_len);
+        if (tail_len) memcpy(q->inl + head_len, tail, tail_len);
         q->data = q->inl;
+        q->tail = NULL;
+        q->tail_len = 0;
     }
     q->len = len;
     q->cookie = cookie;
@@ -598,6 +612,8 @@ static void feed(uqn_net *net, peer *p)
             uq_errmsg em;
             q->fm.data = q->data; /* lent to the link until the batch is written */
             q->fm.len = q->len;
+            q->fm.tail = q->tail;
+            q->fm.tail_len = q->tail_len;
             if (uqn_link_send_ref(c->link, &q->fm, &em)) {
                 conn_close(net, c, em.text);
                 return;
