@@ -131,9 +131,18 @@ static void dl_report(uqn_net *net, donelist *d, int why)
         qent_free_data(q);
         if (net->cfg.done) net->cfg.done(net->cfg.arg, q->cookie, why);
     }
-    /* the entries go back to the free list in one locked step */
+    /* the entries go back to the free list in one locked step: spliced
+     * whole, without walking them under the lock, if they fit */
+    uint32_t cnt = 0;
+    for (qent *q = d->head; q; q = q->next) cnt++;
     qent *rest = NULL;
     pthread_mutex_lock(&net->lock);
+    if (d->head && net->nqfree + cnt <= QFREE_MAX) {
+        d->tail->next = net->qfree;
+        net->qfree = d->head;
+        net->nqfree += cnt;
+        d->head = NULL;
+    }
     for (qent *q = d->head, *nx; q; q = nx) {
         nx = q->next;
         if (net->nqfree < QFREE_MAX) {
@@ -585,25 +594,34 @@ static void feed(uqn_net *net, peer *p)
     for (int round = 0; round < FEED_ROUNDS; round++) {
         conn *c = p->out;
         if (!c || c->dead || !uqn_link_established(c->link) || c->fl_head) return;
+        /* The queue is detached under the lock, the batch cut from it
+         * without (senders are not kept waiting while its entries are
+         * walked), and the rest put back in front of what came meanwhile.
+         * Only this thread takes from queues, so nobody sees the gap. */
         pthread_mutex_lock(&net->lock);
+        qent *first = p->head, *old_tail = p->tail;
+        p->head = p->tail = NULL;
+        pthread_mutex_unlock(&net->lock);
+        if (!first) return;
         size_t bytes = 0;
-        qent *first = p->head, *last = NULL;
+        qent *last = NULL;
         uint64_t cnt = 0;
-        for (qent *q = p->head; q && cnt < BATCH_MSGS && (bytes == 0 || bytes + q->len <= BATCH_BYTES);
-             q = q->next) {
+        for (qent *q = first; q && cnt < BATCH_MSGS && (bytes == 0 || bytes + q->len <= BATCH_BYTES); q = q->next) {
             bytes += q->len;
             last = q;
             cnt++;
         }
-        if (last) {
-            p->head = last->next;
-            if (!p->head) p->tail = NULL;
-            last->next = NULL;
-            p->qn -= (uint32_t)cnt;
-            p->qbytes -= bytes;
+        qent *rest = last->next;
+        last->next = NULL;
+        pthread_mutex_lock(&net->lock);
+        if (rest) {
+            if (p->head) old_tail->next = p->head;
+            else p->tail = old_tail;
+            p->head = rest;
         }
+        p->qn -= (uint32_t)cnt;
+        p->qbytes -= bytes;
         pthread_mutex_unlock(&net->lock);
-        if (!last) return;
         c->fl_head = first;
         c->fl_tail = last;
         c->fl_msgs = cnt;
