@@ -679,8 +679,10 @@ static void on_readable(uqn_net *net, conn *c)
         }
         if ((size_t)r < READ_BUF) break;
     }
-    if (!c->dead) flush(net, c); /* handshake replies */
+    /* messages waiting for the link go out with the last handshake message
+     * (one write, one wake-up of the peer) */
     if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+    if (!c->dead) flush(net, c); /* handshake replies */
 }
 
 static void on_writable(uqn_net *net, conn *c)
