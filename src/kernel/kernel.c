@@ -67,6 +67,8 @@ struct uqi_node {
     /* networking (the section "network" at the end of this file) */
     struct uqn_net *net;             /* NULL: every other node is unreachable */
     uint64_t remote_refused, remote_dropped;
+    _Atomic(uqi_msg *) net_sent;     /* written, back for a sender's thread to free (net_recycle) */
+    atomic_uint net_sent_n;
 };
 
 /* Write kp's record (node lock held). Ports and processes without a stored
@@ -455,6 +457,7 @@ static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_
 }
 
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em);
+static void net_drain(uqi_node *n);
 
 uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
                        uq_errmsg *em)
@@ -1117,6 +1120,7 @@ void uqi_node_stop(uqi_node *n)
         issued_unlink(c);
         free(c);
     }
+    net_drain(n);
     sodium_memzero(n->sk, sizeof n->sk);
     uqi_engine_fini(&n->eng);
     pthread_mutex_destroy(&n->lock);
@@ -1437,9 +1441,48 @@ static uqi_outstanding *peek_outstanding(uqi_node *n, uint64_t id, const uqi_add
     return NULL;
 }
 
+/* A message written to its peer is freed on a sender's thread, not on the
+ * net thread: it was made on a sender's thread, and freed there it goes
+ * back to that thread's message cache for the next send (freed on the net
+ * thread, every small remote send cost a malloc on one side and a free on
+ * the other). The net thread pushes it on a lock-free stack (bounded: past
+ * NET_SENT_MAX it frees it itself); the next remote send takes the whole
+ * stack (one exchange: no ABA), and uqi_node_stop what is left. */
+#define NET_SENT_MAX 4096u
+
+static void net_recycle(uqi_node *n, uqi_msg *m)
+{
+    /* only small messages without a payload: a drain (under the node lock)
+     * must stay cheap, and large blocks gain nothing from a thread cache */
+    if (!m->small || m->payload || m->metadata) {
+        uqi_msg_free(m);
+        return;
+    }
+    if (atomic_fetch_add_explicit(&n->net_sent_n, 1, memory_order_relaxed) >= NET_SENT_MAX) {
+        atomic_fetch_sub_explicit(&n->net_sent_n, 1, memory_order_relaxed);
+        uqi_msg_free(m);
+        return;
+    }
+    uqi_msg *h = atomic_load_explicit(&n->net_sent, memory_order_relaxed);
+    do m->next = h;
+    while (!atomic_compare_exchange_weak_explicit(&n->net_sent, &h, m, memory_order_release, memory_order_relaxed));
+}
+
+static void net_drain(uqi_node *n)
+{
+    uqi_msg *l = atomic_exchange_explicit(&n->net_sent, NULL, memory_order_acquire);
+    unsigned k = 0;
+    for (uqi_msg *nx; l; l = nx, k++) {
+        nx = l->next;
+        uqi_msg_free(l);
+    }
+    if (k) atomic_fetch_sub_explicit(&n->net_sent_n, k, memory_order_relaxed);
+}
+
 /* Node lock held: takes m and ctx on success; on failure the caller keeps both. */
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em)
 {
+    if (atomic_load_explicit(&n->net_sent, memory_order_relaxed)) net_drain(n);
     bool expects = m->kind == UQI_MSG_REQUEST && m->expects_response_s;
     if (expects) {
         m->rsvp = from->addr;
@@ -1522,8 +1565,10 @@ void uqi_node_net_done(void *arg, void *cookie, int why)
             }
         }
         pthread_mutex_unlock(&n->lock);
+        uqi_msg_free(m);
+        return;
     }
-    uqi_msg_free(m);
+    net_recycle(n, m);
 }
 
 /* Tell peer that its request could not be delivered (node lock held). */
