@@ -68,6 +68,8 @@ struct uqi_node {
     /* networking (the section "network" at the end of this file) */
     struct uqn_net *net;             /* NULL: every other node is unreachable */
     uint64_t remote_refused, remote_dropped;
+    _Atomic(uqi_msg *) net_sent;     /* written, back for a sender's thread to free (net_recycle) */
+    atomic_uint net_sent_n;
 };
 
 /* Write kp's record (node lock held). Ports and processes without a stored
@@ -513,6 +515,7 @@ static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_
 }
 
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em);
+static void net_drain(uqi_node *n);
 
 /* A one-way request to the sender's last target, without the node lock.
  * The target's record outlives the reference the sender's cache holds
@@ -1223,6 +1226,7 @@ void uqi_node_stop(uqi_node *n)
         issued_unlink(c);
         free(c);
     }
+    net_drain(n);
     sodium_memzero(n->sk, sizeof n->sk);
     uqi_engine_fini(&n->eng);
     pthread_mutex_destroy(&n->lock);
@@ -1521,15 +1525,13 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
  * request by id + requester and must come from the node the request went
  * to (or a node a local process forwarded it to), at most once. */
 
-/* What the kernel keeps for a message queued in the net module. */
-typedef struct net_out {
-    uqi_node *n;
-    uqi_addr sender;        /* the local process that sent it */
-    uint64_t id;
-    bool expects;           /* the outstanding record has the rest */
-    uqi_msg *copy;          /* otherwise: the message, for an error return */
-    uqi_msg_kind kind;
-} net_out;
+/* What the kernel keeps for a message queued in the net module: the
+ * message itself (the cookie of uqn_net_send), freed by the done callback.
+ * Its id and source (the sending process) find the outstanding record of a
+ * request that expects a response; any other message is turned into the
+ * error that goes back to its sender. No record or copy per message: a
+ * calloc and a copy made on the sender's thread and freed on the net
+ * thread were a third of a small send (docs/PERFORMANCE.md, "Network"). */
 
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net)
 {
@@ -1546,9 +1548,48 @@ static uqi_outstanding *peek_outstanding(uqi_node *n, uint64_t id, const uqi_add
     return NULL;
 }
 
+/* A message written to its peer is freed on a sender's thread, not on the
+ * net thread: it was made on a sender's thread, and freed there it goes
+ * back to that thread's message cache for the next send (freed on the net
+ * thread, every small remote send cost a malloc on one side and a free on
+ * the other). The net thread pushes it on a lock-free stack (bounded: past
+ * NET_SENT_MAX it frees it itself); the next remote send takes the whole
+ * stack (one exchange: no ABA), and uqi_node_stop what is left. */
+#define NET_SENT_MAX 4096u
+
+static void net_recycle(uqi_node *n, uqi_msg *m)
+{
+    /* only small messages without a payload: a drain (under the node lock)
+     * must stay cheap, and large blocks gain nothing from a thread cache */
+    if (!m->small || m->payload || m->metadata) {
+        uqi_msg_free(m);
+        return;
+    }
+    if (atomic_fetch_add_explicit(&n->net_sent_n, 1, memory_order_relaxed) >= NET_SENT_MAX) {
+        atomic_fetch_sub_explicit(&n->net_sent_n, 1, memory_order_relaxed);
+        uqi_msg_free(m);
+        return;
+    }
+    uqi_msg *h = atomic_load_explicit(&n->net_sent, memory_order_relaxed);
+    do m->next = h;
+    while (!atomic_compare_exchange_weak_explicit(&n->net_sent, &h, m, memory_order_release, memory_order_relaxed));
+}
+
+static void net_drain(uqi_node *n)
+{
+    uqi_msg *l = atomic_exchange_explicit(&n->net_sent, NULL, memory_order_acquire);
+    unsigned k = 0;
+    for (uqi_msg *nx; l; l = nx, k++) {
+        nx = l->next;
+        uqi_msg_free(l);
+    }
+    if (k) atomic_fetch_sub_explicit(&n->net_sent_n, k, memory_order_relaxed);
+}
+
 /* Node lock held: takes m and ctx on success; on failure the caller keeps both. */
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em)
 {
+    if (atomic_load_explicit(&n->net_sent, memory_order_relaxed)) net_drain(n);
     bool expects = m->kind == UQI_MSG_REQUEST && m->expects_response_s;
     if (expects) {
         m->rsvp = from->addr;
@@ -1573,24 +1614,18 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
     /* a large message is not encoded (copied) only to find the queue full */
     size_t bulk = m->body_len + (m->payload ? m->payload->len : 0);
     if (bulk >= 65536 && (e = uqn_net_room(n->net, m->target.node, bulk, em))) return e;
-    if ((e = uqi_wire_encode(m, with_rsvp, &buf, &len, em))) return e;
-    net_out *c = uqi_xcalloc(1, sizeof *c);
-    c->n = n;
-    c->sender = from->addr;
-    c->id = m->id;
-    c->expects = expects;
-    c->kind = m->kind;
+    /* the payload is not copied: it goes out from where it is, kept alive
+     * by m until the done callback */
+    if ((e = uqi_wire_encode_head(m, with_rsvp, &buf, &len, em))) return e;
     if (expects) {
         record_outstanding(n, from, NULL, m, ctx, ctx_len);
-    } else {
-        c->copy = copy_for_error(m);
-        if (with_rsvp && !expects) {
-            /* a local request forwarded with inherit: its response may come from there */
-            uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
-            if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
-        }
+    } else if (with_rsvp) {
+        /* a local request forwarded with inherit: its response may come from there */
+        uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
+        if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
     }
-    e = uqn_net_send(n->net, m->target.node, buf, len, c, em);
+    e = uqn_net_send_tail(n->net, m->target.node, buf, len, m->payload ? m->payload->data : NULL,
+                          m->payload ? m->payload->len : 0, m, em);
     if (e) {
         free(buf);
         if (expects) {
@@ -1598,53 +1633,50 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
             o->ctx = NULL; /* the caller keeps its context on failure */
             out_free(o);
         }
-        uqi_msg_free(c->copy);
-        free(c);
         return e;
     }
     if (!expects) free(ctx);
-    uqi_msg_free(m);
-    count_sent(from);
+    count_sent(from); /* m is the net module's until its done callback */
     return UQ_OK;
 }
 
 /* The net module's report on a message (uqn_net_cfg.done). */
 void uqi_node_net_done(void *arg, void *cookie, int why)
 {
-    UQ_UNUSED(arg);
-    net_out *c = cookie;
-    if (!c) return; /* the kernel's own refusals */
-    uqi_node *n = c->n;
+    uqi_node *n = arg;
+    uqi_msg *m = cookie;
+    if (!m) return; /* the kernel's own refusals */
     if (why != UQN_DONE_SENT) {
         uqi_send_error se = why == UQN_DONE_TIMEOUT ? UQI_SEND_TIMEOUT : UQI_SEND_OFFLINE;
         pthread_mutex_lock(&n->lock);
-        if (c->expects) {
-            uqi_outstanding *o = take_outstanding(n, c->id, &c->sender);
+        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
+            uqi_outstanding *o = take_outstanding(n, m->id, &m->source);
             if (o) fail_outstanding(n, o, se); /* else: answered or given up already */
         } else {
-            uqi_kproc *kp = find(n, c->sender.process);
+            uqi_kproc *kp = find(n, m->source.process);
             if (kp && !kp->dead) {
-                uqi_msg *e = c->copy;
-                c->copy = NULL;
-                uqi_addr target = e->target;
-                e->kind = UQI_MSG_ERROR;
-                e->error = se;
-                e->source = target;
-                e->source_len = 0;
-                e->target = c->sender;
-                if (c->kind == UQI_MSG_RESPONSE) {
-                    /* answering this error (respond with it as the prompt) resends the
-                     * response to the original request */
-                    e->rsvp = target;
-                    e->has_rsvp = true;
-                }
-                deliver_forced(kp, e);
+                uqi_addr target = m->target;
+                bool was_response = m->kind == UQI_MSG_RESPONSE;
+                m->kind = UQI_MSG_ERROR;
+                m->error = se;
+                m->expects_response_s = 0;
+                m->source = target;
+                m->source_len = 0;
+                m->target = kp->addr;
+                m->target_cached = false;
+                /* answering this error (respond with it as the prompt) resends the
+                 * response to the original request */
+                m->has_rsvp = was_response;
+                if (was_response) m->rsvp = target;
+                deliver_forced(kp, m);
+                m = NULL;
             }
         }
         pthread_mutex_unlock(&n->lock);
+        uqi_msg_free(m);
+        return;
     }
-    uqi_msg_free(c->copy);
-    free(c);
+    net_recycle(n, m);
 }
 
 /* Tell peer that its request could not be delivered (node lock held). */

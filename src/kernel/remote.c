@@ -12,7 +12,8 @@ static void put32(uint8_t *p, uint32_t v)
 }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+/* The encoding, without the payload's bytes when !whole (they end it). */
+static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t **out, size_t *len, uq_errmsg *em)
 {
     if (m->n_attach)
         return uqi_errf(em, UQ_EINVAL, "capabilities cannot be attached to a message for another node (not in version 1)");
@@ -23,7 +24,8 @@ uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *
     if (total > UQN_NET_MSG_MAX)
         return uqi_errf(em, UQ_ELIMIT, "a message of %zu bytes is over the limit between nodes (%u bytes)", total,
                         UQN_NET_MSG_MAX);
-    uint8_t *b = uqi_xmalloc(total), *p = b;
+    size_t tail = m->payload && !whole ? m->payload->len : 0;
+    uint8_t *b = uqi_xmalloc(total - tail), *p = b;
     *p++ = UQI_WIRE_VERSION;
     *p++ = (uint8_t)m->kind;
     *p++ = (uint8_t)((with_rsvp ? UQI_WIRE_RSVP : 0) | (m->metadata ? UQI_WIRE_METADATA : 0) |
@@ -50,12 +52,22 @@ uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *
         *p++ = (uint8_t)lmime;
         memcpy(p, m->payload->mime, lmime), p += lmime;
         put32(p, (uint32_t)m->payload->len), p += 4;
-        memcpy(p, m->payload->data, m->payload->len), p += m->payload->len;
+        if (whole) memcpy(p, m->payload->data, m->payload->len), p += m->payload->len;
     }
-    UQ_VERIFY((size_t)(p - b) == total);
+    UQ_VERIFY((size_t)(p - b) == total - tail);
     *out = b;
-    *len = total;
+    *len = total - tail;
     return UQ_OK;
+}
+
+uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+{
+    return encode(m, with_rsvp, true, out, len, em);
+}
+
+uq_err uqi_wire_encode_head(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
+{
+    return encode(m, with_rsvp, false, out, len, em);
 }
 
 /* dst = a node name known to be valid (at most UQI_NAME_MAX bytes): no
@@ -69,16 +81,24 @@ static void set_node(char dst[UQI_NAME_MAX + 1], const char *node)
 
 #define BAD(...) (uqi_errf(em, UQ_ECORRUPT, "net: from %s: " __VA_ARGS__), UQ_ECORRUPT)
 
-/* A process name of u8 length at *i into out. */
-static bool get_name(const uint8_t *p, size_t n, size_t *i, char out[UQI_NAME_MAX + 1])
+/* A process name of u8 length at *i: its place (*off, *len) in p. */
+static bool name_span(const uint8_t *p, size_t n, size_t *i, size_t *off, size_t *len)
 {
     if (*i >= n) return false;
     size_t l = p[(*i)++];
     if (l == 0 || l > UQI_NAME_MAX || n - *i < l) return false;
-    memcpy(out, p + *i, l);
-    out[l] = '\0';
+    *off = *i;
+    *len = l;
     *i += l;
-    return strlen(out) == l && uqi_process_name_valid(out);
+    return true;
+}
+
+/* Copy a name found by name_span into out and check it. */
+static bool put_name(char out[UQI_NAME_MAX + 1], const uint8_t *p, size_t off, size_t len)
+{
+    memcpy(out, p + off, len);
+    out[len] = '\0';
+    return strlen(out) == len && uqi_process_name_valid(out);
 }
 
 uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char *self, uqi_msg **out, uq_errmsg *em)
@@ -96,28 +116,33 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
     uint32_t expects = get32(p + 12);
     if (kind != UQI_MSG_REQUEST && expects) return BAD("a timeout on a message that is not a request", peer);
     if ((flags & UQI_WIRE_RSVP) && kind != UQI_MSG_REQUEST) return BAD("an rsvp on a message that is not a request", peer);
-    size_t i = 16;
-    uqi_addr src, dst, rsvp;
-    memset(&src, 0, sizeof src), memset(&dst, 0, sizeof dst), memset(&rsvp, 0, sizeof rsvp);
-    if (!get_name(p, n, &i, src.process)) return BAD("a bad source process", peer);
-    if (!get_name(p, n, &i, dst.process)) return BAD("a bad target process", peer);
-    if ((flags & UQI_WIRE_RSVP) && !get_name(p, n, &i, rsvp.process)) return BAD("a bad rsvp process", peer);
+    /* the names are found first and copied straight into the message (no
+     * zeroed addresses on the stack copied again: a third of this function) */
+    size_t i = 16, so, sl, to, tl, ro = 0, rl = 0;
+    if (!name_span(p, n, &i, &so, &sl)) return BAD("a bad source process", peer);
+    if (!name_span(p, n, &i, &to, &tl)) return BAD("a bad target process", peer);
+    if ((flags & UQI_WIRE_RSVP) && !name_span(p, n, &i, &ro, &rl)) return BAD("a bad rsvp process", peer);
     if (n - i < 4) return BAD("truncated before the body", peer);
     uint32_t bl = get32(p + i);
     i += 4;
     if (n - i < bl) return BAD("a body past the end", peer);
     uqi_msg *m = uqi_msg_new((uqi_msg_kind)kind, p + i, bl);
     i += bl;
+    const char *bad = !put_name(m->source.process, p, so, sl)                              ? "a bad source process"
+                      : !put_name(m->target.process, p, to, tl)                            ? "a bad target process"
+                      : (flags & UQI_WIRE_RSVP) && !put_name(m->rsvp.process, p, ro, rl) ? "a bad rsvp process"
+                                                                                           : NULL;
+    if (bad) {
+        uqi_msg_free(m);
+        return BAD("%s", peer, bad);
+    }
     m->id = id;
     m->error = error;
     m->expects_response_s = expects;
-    set_node(src.node, peer);
-    set_node(dst.node, self);
-    m->source = src;
-    m->target = dst;
+    set_node(m->source.node, peer);
+    set_node(m->target.node, self);
     if (flags & UQI_WIRE_RSVP) {
-        set_node(rsvp.node, peer);
-        m->rsvp = rsvp;
+        set_node(m->rsvp.node, peer);
         m->has_rsvp = true;
     }
     if (flags & UQI_WIRE_METADATA) {

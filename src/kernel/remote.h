@@ -16,6 +16,10 @@
  * UQ_EINVAL if it carries capabilities (not in version 1), UQ_ELIMIT if
  * the encoding is over UQN_NET_MSG_MAX. */
 uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em);
+/* The same without the payload's bytes, which end the encoding: the
+ * message is *out then m->payload->data (if any), sent from where it is
+ * (uqn_net_send_tail). */
+uq_err uqi_wire_encode_head(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em);
 /* Decode a message that came from node peer to node self: source.node =
  * peer (authenticated by the link), target.node = self; rsvp (if any) is
  * on peer. UQ_ECORRUPT for anything malformed or not canonical. */

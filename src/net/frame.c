@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/mman.h>
 
 #define MSG_HDR 3u     /* kind, u16 len */
@@ -47,6 +48,8 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
     if (len) memcpy(d, msg, len);
     m->data = d;
     m->len = len;
+    m->tail = NULL;
+    m->tail_len = 0;
     uqn_fenc_push_ref(e, m);
     m->owned = true;
     return UQ_OK;
@@ -54,7 +57,7 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
 
 void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m)
 {
-    UQ_VERIFY(m->len <= UINT32_MAX);
+    UQ_VERIFY(m->len <= UINT32_MAX && m->tail_len <= m->len && (m->tail || !m->tail_len));
     m->off = 0;
     m->id = 0;
     m->owned = false;
@@ -78,7 +81,50 @@ static void pop(uqn_fenc *e)
     }
 }
 
-size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
+/* Data of at least GATHER_MIN bytes from a message that is not ours (pushed
+ * by reference: it lives until the queue is empty) need not be copied into
+ * the frame before encryption: it is noted as a segment, and encrypted
+ * straight from the message into the frame (uqn_fenc_next_frame). */
+#define GATHER_MIN 512u
+#define GATHER_MAX (UQN_FRAME_PLAIN_MAX / GATHER_MIN + 2)
+
+typedef struct seg {
+    size_t off;              /* where in the frame's plaintext */
+    const uint8_t *src;
+    size_t len;
+} seg;
+
+typedef struct gather {
+    seg s[GATHER_MAX];
+    unsigned n;
+} gather;
+
+/* Put len bytes of src at out + off, now or (g not NULL) at encryption. */
+static void put_piece(uint8_t *out, size_t off, const uqn_fenc_msg *m, const uint8_t *src, size_t len, gather *g)
+{
+    if (g && !m->owned && len >= GATHER_MIN && g->n < GATHER_MAX) {
+        g->s[g->n++] = (seg){off, src, len};
+        return;
+    }
+    memcpy(out + off, src, len);
+}
+
+/* Bytes [from, from + len) of message m at out + off (from its one or two
+ * pieces). */
+static void put_data(uint8_t *out, size_t off, const uqn_fenc_msg *m, size_t from, size_t len, gather *g)
+{
+    size_t head = m->len - m->tail_len;
+    if (from < head) {
+        size_t k = len < head - from ? len : head - from;
+        put_piece(out, off, m, m->data + from, k, g);
+        off += k;
+        from += k;
+        len -= k;
+    }
+    if (len) put_piece(out, off, m, m->tail + (from - head), len, g);
+}
+
+static size_t next_plain(uqn_fenc *e, uint8_t *out, gather *g)
 {
     size_t n = 0;
     while (e->head) {
@@ -87,7 +133,7 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
         if (m->off == 0 && MSG_HDR + m->len <= room) { /* whole: batch it */
             out[n] = UQN_REC_MSG;
             put16(out + n + 1, (uint32_t)m->len);
-            memcpy(out + n + MSG_HDR, m->data, m->len);
+            put_data(out, n + MSG_HDR, m, 0, m->len, g);
             n += MSG_HDR + m->len;
             e->queued_bytes -= m->len;
             pop(e);
@@ -107,7 +153,7 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
         }
         put32(out + n + 1, m->id);
         put16(out + n + 9, (uint32_t)take);
-        memcpy(out + n + CHUNK_HDR, m->data + m->off, take);
+        put_data(out, n + CHUNK_HDR, m, m->off, take, g);
         n += CHUNK_HDR + take;
         m->off += take;
         e->queued_bytes -= take;
@@ -117,6 +163,8 @@ size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out)
     return n;
 }
 
+size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out) { return next_plain(e, out, NULL); }
+
 uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *out_len,
                            uq_errmsg *em)
 {
@@ -124,10 +172,25 @@ uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *ou
     if (!e->head) return UQ_OK;
     if (cs && cs->has_key && cs->n == UINT64_MAX)
         return uqi_errf(em, UQ_ELIMIT, "net: the link's send nonce is exhausted; reconnect");
-    size_t n = uqn_fenc_next_plain(e, out + 2);
+    gather g;
+    g.n = 0;
+    uint8_t *pt = out + 2;
+    size_t n = next_plain(e, pt, cs && cs->has_key ? &g : NULL);
     size_t clen = n + (cs && cs->has_key ? UQN_NOISE_TAG : 0);
-    if (cs) {
-        uq_err err = uqn_cipher_encrypt(cs, NULL, 0, out + 2, n, out + 2);
+    if (g.n && uqn_cipher_seal_begin(cs, n)) {
+        /* the records' headers (and short data) in place, the long data
+         * from the messages */
+        size_t at = 0;
+        for (unsigned i = 0; i < g.n; i++) {
+            uqn_cipher_seal_update(pt + at, g.s[i].off - at, pt + at);
+            uqn_cipher_seal_update(g.s[i].src, g.s[i].len, pt + g.s[i].off);
+            at = g.s[i].off + g.s[i].len;
+        }
+        uqn_cipher_seal_update(pt + at, n - at, pt + at);
+        uqn_cipher_seal_final(cs, pt + n);
+    } else if (cs) {
+        for (unsigned i = 0; i < g.n; i++) memcpy(pt + g.s[i].off, g.s[i].src, g.s[i].len);
+        uq_err err = uqn_cipher_encrypt(cs, NULL, 0, pt, n, pt);
         if (err) return uqi_errf(em, err, "net: frame encryption failed: %s", uq_strerror(err));
     }
     put16(out, (uint32_t)clen);
@@ -229,6 +292,77 @@ static uqn_fdec_part *find_part(uqn_fdec *d, uint32_t id)
 
 #define BAD(...) uqi_errf(em, UQ_ECORRUPT, __VA_ARGS__)
 
+/* Room for len more bytes in pt; it grows to at most twice what arrived: a
+ * peer cannot reserve memory by announcing large messages. */
+static void part_reserve(uqn_fdec *d, uqn_fdec_part *pt, size_t len)
+{
+    if (pt->got + len <= pt->cap) return;
+    uint64_t cap = (uint64_t)pt->cap * 2;
+    if (cap < pt->got + len) cap = pt->got + len;
+    if (cap > pt->total) cap = pt->total;
+    part_grow(d, pt, (size_t)cap);
+}
+
+/* len more bytes are in pt's buffer: delivered once complete. */
+static uq_err part_got(uqn_fdec *d, uqn_fdec_part *pt, size_t len, uq_errmsg *em)
+{
+    pt->got += (uint32_t)len;
+    if (pt->got < pt->total) return UQ_OK;
+    uqn_fdec_part done = *pt;
+    *pt = d->parts[--d->nparts]; /* unordered removal */
+    uq_err e = deliver(d, done.buf, done.total, em);
+    part_free(d, &done);
+    return e;
+}
+
+/* A later chunk that a frame of plen plaintext bytes starts with, decrypted
+ * header in h: the part it continues, if the header is sound (else NULL:
+ * the frame is decoded the ordinary way, which says what is wrong). */
+static uqn_fdec_part *chunk_in_place(uqn_fdec *d, const uint8_t *h, size_t plen)
+{
+    if (h[0] != UQN_REC_MORE) return NULL;
+    uqn_fdec_part *pt = find_part(d, get32(h + 1));
+    size_t len = get16(h + 9);
+    if (!pt || get32(h + 5) != pt->got || len == 0 || len > pt->total - pt->got || len > plen - CHUNK_HDR) return NULL;
+    return pt;
+}
+
+/* A whole frame of len ciphertext bytes at src, decrypted in pieces: when it
+ * starts with a later chunk of a message being reassembled (a large
+ * message's frames all do), the chunk's data is decrypted straight into the
+ * reassembly buffer, the rest of the frame into d->frame; the reassembled
+ * bytes count once the tag verifies (if it does not, they are wiped and
+ * the link fails). This saves a copy of every byte of a large message.
+ * Returns false if the frame cannot be done so (short, no key). */
+static bool open_in_place(uqn_fdec *d, uqn_cipher *cs, const uint8_t *src, size_t len, uq_err *e, uq_errmsg *em)
+{
+    size_t plen = len - UQN_NOISE_TAG;
+    if (plen < CHUNK_HDR || !uqn_cipher_open_begin(cs, len)) return false;
+    uint8_t *f = d->frame;
+    uqn_cipher_open_update(src, CHUNK_HDR, f);
+    uqn_fdec_part *pt = chunk_in_place(d, f, plen);
+    size_t dlen = 0;
+    if (pt) {
+        dlen = get16(f + 9);
+        part_reserve(d, pt, dlen);
+        uqn_cipher_open_update(src + CHUNK_HDR, dlen, pt->buf + pt->got);
+    }
+    size_t rest = CHUNK_HDR + dlen;
+    uqn_cipher_open_update(src + rest, plen - rest, f + rest);
+    if ((*e = uqn_cipher_open_final(cs, src + plen))) {
+        if (pt) sodium_memzero(pt->buf + pt->got, dlen);
+        sodium_memzero(f, plen);
+        *e = uqi_errf(em, *e, "net: frame %llu failed authentication (wrong key, altered, replayed or reordered)",
+                      (unsigned long long)d->frames + 1);
+        return true;
+    }
+    d->frames++;
+    if (!pt) rest = 0; /* the whole frame is in d->frame */
+    else if ((*e = part_got(d, pt, dlen, em))) return true;
+    *e = uqn_fdec_plain(d, f + rest, plen - rest, em);
+    return true;
+}
+
 uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
 {
     size_t i = 0;
@@ -277,23 +411,9 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                     return BAD("net: chunk of message %u at offset %u, expected %u", id, val, pt->got);
                 if (len > pt->total - pt->got)
                     return BAD("net: chunk of message %u overruns its %u bytes", id, pt->total);
-                if (pt->got + len > pt->cap) { /* at most twice what arrived: a
-                                                  * peer cannot reserve memory by
-                                                  * announcing large messages */
-                    uint64_t cap = (uint64_t)pt->cap * 2;
-                    if (cap < pt->got + len) cap = pt->got + len;
-                    if (cap > pt->total) cap = pt->total;
-                    part_grow(d, pt, (size_t)cap);
-                }
+                part_reserve(d, pt, len);
                 memcpy(pt->buf + pt->got, data, len);
-                pt->got += (uint32_t)len;
-                if (pt->got == pt->total) {
-                    uqn_fdec_part done = *pt;
-                    *pt = d->parts[--d->nparts]; /* unordered removal */
-                    e = deliver(d, done.buf, done.total, em);
-                    part_free(d, &done);
-                    if (e) return e;
-                }
+                if ((e = part_got(d, pt, len, em))) return e;
             }
             i += CHUNK_HDR + len;
         } else {
@@ -332,6 +452,10 @@ uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n,
         /* a whole frame */
         d->hdr_got = 0;
         size_t plen = d->frame_len;
+        if (crypt && open_in_place(d, cs, src, d->frame_len, &e, em)) {
+            if (e) goto fail;
+            continue;
+        }
         if (crypt) {
             e = uqn_cipher_decrypt(cs, NULL, 0, src, d->frame_len, d->frame);
             if (e == UQ_ECRYPTO) {

@@ -24,6 +24,8 @@
 typedef struct uqn_fenc_msg {
     const uint8_t *data;
     size_t len, off;         /* bytes sent so far */
+    const uint8_t *tail;     /* by reference only: the message is data[0..len - tail_len) */
+    size_t tail_len;         /* then tail[0..tail_len) (0: data alone) */
     uint32_t id;             /* chunk id, once the first chunk is out */
     bool owned;              /* uqn_fenc_push: data and this record are freed once framed */
     struct uqn_fenc_msg *next;
@@ -40,7 +42,8 @@ void uqn_fenc_init(uqn_fenc *e);
 void uqn_fenc_fini(uqn_fenc *e);   /* drops what is still queued */
 /* Queue a copy of msg. UQ_ELIMIT if len does not fit in 32 bits. */
 uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em);
-/* Queue m (m->data, m->len set, len < 2^32) without copying: m and its data
+/* Queue m (m->data, m->len set, len < 2^32; m->tail and m->tail_len too if
+ * the message is in two pieces) without copying: m and its data
  * stay the caller's and must live until they are framed (the queue is empty)
  * or dropped (uqn_fenc_fini). No allocation. */
 void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m);

@@ -367,20 +367,19 @@ void uqn_link_cancel_output(uqn_link *l)
 
 size_t uqn_link_output(uqn_link *l, const uint8_t **p)
 {
-    if (l->out_off == l->out_len) {
-        l->out_off = l->out_len = 0;
-        /* as many frames as fit, for one write */
-        while (l->established && !l->err && uqn_fenc_pending(&l->enc) &&
-               sizeof l->out - l->out_len >= UQN_FRAME_WIRE_MAX) {
-            uq_errmsg em;
-            size_t n;
-            uq_err e = uqn_fenc_next_frame(&l->enc, &l->tx, l->out + l->out_len, &n, &em);
-            if (e) {
-                fail(l, e);
-                break;
-            }
-            l->out_len += n;
+    if (l->out_off == l->out_len) l->out_off = l->out_len = 0;
+    /* as many frames as fit, for one write; also behind bytes not yet
+     * written (the last handshake message: the first messages go with it) */
+    while (l->established && !l->err && uqn_fenc_pending(&l->enc) &&
+           sizeof l->out - l->out_len >= UQN_FRAME_WIRE_MAX) {
+        uq_errmsg em;
+        size_t n;
+        uq_err e = uqn_fenc_next_frame(&l->enc, &l->tx, l->out + l->out_len, &n, &em);
+        if (e) {
+            fail(l, e);
+            break;
         }
+        l->out_len += n;
     }
     *p = l->out + l->out_off;
     return l->out_len - l->out_off;

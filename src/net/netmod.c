@@ -24,6 +24,9 @@
 
 #define TICK_MS 20
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
+#ifndef BATCH_MSGS
+#define BATCH_MSGS 512u            /* and at most this many messages */
+#endif
 #define READ_BUF (256u << 10)  /* several frames per recv */
 
 /* A queued message. Small ones are copied into the entry (inl) and the
@@ -38,7 +41,9 @@
 typedef struct qent {
     struct qent *next;
     uint8_t *data;           /* inl, or the sender's buffer (then ours to free) */
-    size_t len;
+    size_t len;              /* with the tail */
+    const uint8_t *tail;     /* uqn_net_send_tail: lent by the sender until done, or NULL */
+    size_t tail_len;
     void *cookie;
     uint64_t deadline;
     uqn_fenc_msg fm;         /* how the link queues it: no copy (uqn_link_send_ref) */
@@ -136,9 +141,18 @@ static void dl_report(uqn_net *net, donelist *d, int why)
         qent_free_data(q);
         if (net->cfg.done) net->cfg.done(net->cfg.arg, q->cookie, why);
     }
-    /* the entries go back to the free list in one locked step */
+    /* the entries go back to the free list in one locked step: spliced
+     * whole, without walking them under the lock, if they fit */
+    uint32_t cnt = 0;
+    for (qent *q = d->head; q; q = q->next) cnt++;
     qent *rest = NULL;
     pthread_mutex_lock(&net->lock);
+    if (d->head && net->nqfree + cnt <= QFREE_MAX) {
+        d->tail->next = net->qfree;
+        net->qfree = d->head;
+        net->nqfree += cnt;
+        d->head = NULL;
+    }
     for (qent *q = d->head, *nx; q; q = nx) {
         nx = q->next;
         if (net->nqfree < QFREE_MAX) {
@@ -254,6 +268,13 @@ static peer *peer_get(uqn_net *net, const char *name)
 
 uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
 {
+    return uqn_net_send_tail(net, name, msg, len, NULL, 0, cookie, em);
+}
+
+uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
+                         size_t tail_len, void *cookie, uq_errmsg *em)
+{
+    size_t len = head_len + tail_len;
     if (len > UQN_NET_MSG_MAX)
         return uqi_errf(em, UQ_EINVAL, "net: a message of %zu bytes is over the limit of %u bytes", len,
                         UQN_NET_MSG_MAX);
@@ -298,9 +319,14 @@ uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, vo
     }
     q->next = NULL;
     q->data = msg;
+    q->tail = tail_len ? tail : NULL;
+    q->tail_len = tail_len;
     if (len <= QENT_INLINE) {
-        memcpy(q->inl, msg, len);
+        memcpy(q->inl, msg, head_len);
+        if (tail_len) memcpy(q->inl + head_len, tail, tail_len);
         q->data = q->inl;
+        q->tail = NULL;
+        q->tail_len = 0;
     }
     q->len = len;
     q->cookie = cookie;
@@ -605,44 +631,64 @@ static void flush(uqn_net *net, conn *c)
 }
 
 /* Hand the next batch of p's queue to its link (only when the previous one
- * is written: a message is sent or failed as a whole). */
+ * is written: a message is sent or failed as a whole); a batch written at
+ * once is followed by the next, up to FEED_ROUNDS. Batches are bounded in
+ * messages too: the entries of a batch are walked four times (taken,
+ * framed, reported, recycled), and a few hundred stay in the cache between
+ * walks where thousands did not. */
+#define FEED_ROUNDS 32
+
 static void feed(uqn_net *net, peer *p)
 {
-    conn *c = p->out;
-    if (!c || c->dead || !uqn_link_established(c->link) || c->fl_head) return;
-    pthread_mutex_lock(&net->lock);
-    size_t bytes = 0;
-    qent *first = p->head, *last = NULL;
-    uint64_t cnt = 0;
-    for (qent *q = p->head; q && (bytes == 0 || bytes + q->len <= BATCH_BYTES); q = q->next) {
-        bytes += q->len;
-        last = q;
-        cnt++;
-    }
-    if (last) {
-        p->head = last->next;
-        if (!p->head) p->tail = NULL;
+    for (int round = 0; round < FEED_ROUNDS; round++) {
+        conn *c = p->out;
+        if (!c || c->dead || !uqn_link_established(c->link) || c->fl_head) return;
+        /* The queue is detached under the lock, the batch cut from it
+         * without (senders are not kept waiting while its entries are
+         * walked), and the rest put back in front of what came meanwhile.
+         * Only this thread takes from queues, so nobody sees the gap. */
+        pthread_mutex_lock(&net->lock);
+        qent *first = p->head, *old_tail = p->tail;
+        p->head = p->tail = NULL;
+        pthread_mutex_unlock(&net->lock);
+        if (!first) return;
+        size_t bytes = 0;
+        qent *last = NULL;
+        uint64_t cnt = 0;
+        for (qent *q = first; q && cnt < BATCH_MSGS && (bytes == 0 || bytes + q->len <= BATCH_BYTES); q = q->next) {
+            bytes += q->len;
+            last = q;
+            cnt++;
+        }
+        qent *rest = last->next;
         last->next = NULL;
+        pthread_mutex_lock(&net->lock);
+        if (rest) {
+            if (p->head) old_tail->next = p->head;
+            else p->tail = old_tail;
+            p->head = rest;
+        }
         p->qn -= (uint32_t)cnt;
         p->qbytes -= bytes;
-    }
-    pthread_mutex_unlock(&net->lock);
-    if (!last) return;
-    c->fl_head = first;
-    c->fl_tail = last;
-    c->fl_msgs = cnt;
-    c->fl_bytes = bytes;
-    for (qent *q = first; q; q = q->next) {
-        uq_errmsg em;
-        q->fm.data = q->data; /* lent to the link until the batch is written */
-        q->fm.len = q->len;
-        if (uqn_link_send_ref(c->link, &q->fm, &em)) {
-            conn_close(net, c, em.text);
-            return;
+        pthread_mutex_unlock(&net->lock);
+        c->fl_head = first;
+        c->fl_tail = last;
+        c->fl_msgs = cnt;
+        c->fl_bytes = bytes;
+        for (qent *q = first; q; q = q->next) {
+            uq_errmsg em;
+            q->fm.data = q->data; /* lent to the link until the batch is written */
+            q->fm.len = q->len;
+            q->fm.tail = q->tail;
+            q->fm.tail_len = q->tail_len;
+            if (uqn_link_send_ref(c->link, &q->fm, &em)) {
+                conn_close(net, c, em.text);
+                return;
+            }
         }
+        c->last_msg = uqi_now_ns();
+        flush(net, c);
     }
-    c->last_msg = uqi_now_ns();
-    flush(net, c);
 }
 
 static void inbound_up(uqn_net *net, conn *c);
@@ -706,8 +752,10 @@ static void on_readable(uqn_net *net, conn *c)
         }
         if ((size_t)r < READ_BUF) break;
     }
-    if (!c->dead) flush(net, c); /* handshake replies */
+    /* messages waiting for the link go out with the last handshake message
+     * (one write, one wake-up of the peer) */
     if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
+    if (!c->dead) flush(net, c); /* handshake replies */
 }
 
 static void on_writable(uqn_net *net, conn *c)

@@ -71,6 +71,13 @@ void uqn_net_stop(uqn_net *net);
  * also from inside recv/done. cookie comes back in done (may be NULL). */
 uq_err uqn_net_send(uqn_net *net, const char *peer, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em);
 
+/* The same for a message in two pieces: msg[0..head_len) (malloc'ed, taken
+ * on success) then tail[0..tail_len), which is not copied: it is lent and
+ * must stay unchanged until done reports the message (a large payload goes
+ * out from where it is; the cookie can keep it alive). */
+uq_err uqn_net_send_tail(uqn_net *net, const char *peer, uint8_t *msg, size_t head_len, const uint8_t *tail,
+                         size_t tail_len, void *cookie, uq_errmsg *em);
+
 /* Would a message of len bytes for peer fit in its queue now? UQ_ELIMIT
  * (with the same message as uqn_net_send) if not. Only a hint, for a
  * sender about to encode a large message: the queue may fill meanwhile, and

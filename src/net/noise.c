@@ -93,7 +93,7 @@ static void nonce_bytes(uint64_t n, uint8_t out[12])
  * (handshakes, a lone small message) stay with libsodium. One OpenSSL
  * context per thread and direction, made on first use and freed when the
  * thread ends. */
-#define AEAD_EVP_MIN 1024
+#define AEAD_EVP_MIN UQN_CIPHER_STREAM_MIN
 static EVP_CIPHER *aead_alg;
 static pthread_once_t aead_once = PTHREAD_ONCE_INIT;
 static pthread_key_t aead_key;
@@ -208,6 +208,54 @@ uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
     if (len < UQN_NOISE_TAG) return UQ_ECORRUPT;
     if (cs->n == UINT64_MAX) return UQ_ELIMIT;
     if (!aead_decrypt(cs->k, cs->n, ad, adlen, ct, len, out)) return UQ_ECRYPTO;
+    cs->n++;
+    return UQ_OK;
+}
+
+/* ---- the AEAD in pieces (noise.h) ---------------------------------------- */
+static bool stream_begin(uqn_cipher *cs, size_t plen, int enc)
+{
+    if (!cs->has_key || plen < AEAD_EVP_MIN || cs->n == UINT64_MAX) return false;
+    uint8_t nonce[12];
+    nonce_bytes(cs->n, nonce);
+    UQ_VERIFY(EVP_CipherInit_ex(aead(enc), NULL, NULL, cs->k, nonce, enc) == 1);
+    return true;
+}
+
+bool uqn_cipher_seal_begin(uqn_cipher *cs, size_t len) { return stream_begin(cs, len, 1); }
+
+void uqn_cipher_seal_update(const uint8_t *pt, size_t n, uint8_t *out)
+{
+    if (n) UQ_VERIFY(aead_update(aead_ctx[1], out, pt, n));
+}
+
+void uqn_cipher_seal_final(uqn_cipher *cs, uint8_t tag[UQN_NOISE_TAG])
+{
+    EVP_CIPHER_CTX *c = aead_ctx[1];
+    int ol;
+    UQ_VERIFY(EVP_CipherFinal_ex(c, tag, &ol) == 1 &&
+              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, UQN_NOISE_TAG, tag) == 1);
+    cs->n++;
+}
+
+bool uqn_cipher_open_begin(uqn_cipher *cs, size_t len)
+{
+    return len >= UQN_NOISE_TAG && stream_begin(cs, len - UQN_NOISE_TAG, 0);
+}
+
+void uqn_cipher_open_update(const uint8_t *ct, size_t n, uint8_t *out)
+{
+    if (n) UQ_VERIFY(aead_update(aead_ctx[0], out, ct, n));
+}
+
+uq_err uqn_cipher_open_final(uqn_cipher *cs, const uint8_t tag[UQN_NOISE_TAG])
+{
+    EVP_CIPHER_CTX *c = aead_ctx[0];
+    uint8_t t[UQN_NOISE_TAG], scratch[UQN_NOISE_TAG];
+    memcpy(t, tag, sizeof t);
+    int ol;
+    UQ_VERIFY(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, UQN_NOISE_TAG, t) == 1);
+    if (EVP_CipherFinal_ex(c, scratch, &ol) != 1) return UQ_ECRYPTO;
     cs->n++;
     return UQ_OK;
 }

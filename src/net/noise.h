@@ -38,6 +38,23 @@ uq_err uqn_cipher_encrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
  * len < 16, UQ_ELIMIT when the nonce is exhausted. */
 uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
                           const uint8_t *ct, size_t len, uint8_t *out);
+/* The same AEAD in pieces, without associated data (transport frames), so
+ * that the parts of a frame can come from (encrypt) or go to (decrypt)
+ * different buffers with no copy into one first. Only for messages of at
+ * least UQN_CIPHER_STREAM_MIN bytes of plaintext: *_begin returns false
+ * (nothing started) below that, without a key, or when the nonce is
+ * exhausted; use uqn_cipher_encrypt/decrypt then. Between begin and final,
+ * the pieces (update) must cover exactly len bytes in order, and no other
+ * encryption (seal) or decryption (open) may run on the same thread.
+ * open_final: UQ_ECRYPTO if the tag does not verify (the nonce does not
+ * advance; what update wrote is unauthenticated: the caller wipes it). */
+#define UQN_CIPHER_STREAM_MIN 1024u
+bool uqn_cipher_seal_begin(uqn_cipher *cs, size_t len);
+void uqn_cipher_seal_update(const uint8_t *pt, size_t n, uint8_t *out);
+void uqn_cipher_seal_final(uqn_cipher *cs, uint8_t tag[UQN_NOISE_TAG]);
+bool uqn_cipher_open_begin(uqn_cipher *cs, size_t len);   /* len: ciphertext, tag included */
+void uqn_cipher_open_update(const uint8_t *ct, size_t n, uint8_t *out);
+uq_err uqn_cipher_open_final(uqn_cipher *cs, const uint8_t tag[UQN_NOISE_TAG]);
 /* Rekey(): k = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zeros). */
 void uqn_cipher_rekey(uqn_cipher *cs);
 void uqn_cipher_wipe(uqn_cipher *cs);
