@@ -196,7 +196,7 @@ void *uqi_store_committer(void *arg)
         uqs_req *sync = NULL;
         for (uqs_req *r = batch, *next; r; r = next) {
             next = r->next;
-            r->err ? bad++ : ok++;
+            if (r->n) r->err ? bad++ : ok++; /* a barrier (uqs_flush) is no write */
             if (r->done) {
                 r->done(r->arg, r->err, &r->em);
                 free(r);

@@ -465,6 +465,9 @@ TEST(store_flush_waits_for_queued_async_writes)
     ASSERT_EQ(c.done, 20); /* every callback ran: all are durable */
     pthread_mutex_unlock(&c.mu);
     expect_value(s, UQS_DB_STATE, "f19", "v");
+    uqs_stats st;
+    uqs_get_stats(s, &st);
+    ASSERT_EQ(st.writes, 20); /* the barrier is not counted as a write */
     /* a failed write before the barrier is reported */
     size_t big = 600 << 10;
     uint8_t *b = uqi_xcalloc(1, big);
