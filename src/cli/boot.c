@@ -60,6 +60,14 @@ static void print_msg(const uqi_msg *r)
     fflush(stdout);
 }
 
+/* A stored process that did not come back, on the terminal (not only in
+ * the log): which and why. */
+static void print_restore_problem(void *arg, const char *id, const char *why)
+{
+    printf("process %s was not restored as it was: %s\n", id, why);
+    fflush(stdout);
+}
+
 /* Send body to target and wait for the answer with that id. */
 static void send_and_wait(term *t, const char *target, const char *body, unsigned timeout_s, uqi_payload *payload)
 {
@@ -341,7 +349,7 @@ int uq_cmd_boot(int argc, char **argv)
     /* The processes that ran before the node went down come back. */
     uint64_t t0 = uqi_now_ns();
     uint32_t restored, failed;
-    if (uqi_node_restore(node, &restored, &failed, &em)) {
+    if (uqi_node_restore_ex(node, &restored, &failed, print_restore_problem, NULL, &em)) {
         fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
         uqi_backup_stop(t.backup);
         uq_boot_net_stop(node, net);
@@ -353,7 +361,7 @@ int uq_cmd_boot(int argc, char **argv)
     }
     if (restored || failed)
         printf("restored %u process%s%s in %.1f ms\n", restored, restored == 1 ? "" : "es",
-               failed ? " (some could not come back: see the log above)" : "", (double)(uqi_now_ns() - t0) / 1e6);
+               failed ? " (some could not come back: see above)" : "", (double)(uqi_now_ns() - t0) / 1e6);
     for (int i = 0; i < nstarts; i++) {
         char spec[4096];
         snprintf(spec, sizeof spec, "%s", starts[i]);
@@ -371,6 +379,9 @@ int uq_cmd_boot(int argc, char **argv)
             free(b);
     }
     for (int i = 0; i < ninstalls; i++) cmd_install(&t, installs[i], yes);
+    /* What runs now is durable before we say so (the restored processes'
+     * "running" records, --start): a kill -9 after "is up" loses nothing. */
+    if (uqi_node_sync(node, &em)) printf("warning: %s: a kill now may lose processes\n", em.text);
     printf("uqbar node %s is up (home %s). Type help for commands; end of input or exit shuts it down.\n", name, home);
     fflush(stdout);
     char line[65536];

@@ -223,6 +223,9 @@ uq_err uqi_pkg_install(uqi_node *n, uqi_kproc *installer, const uqi_pkg *p, uq_e
     for (uint32_t i = 0; !err && i < p->n; i++)
         err = uqi_node_grant(n, installer, p->procs[i].name, p->procs[i].caps, p->procs[i].ncaps, em);
     for (uint32_t i = 0; !err && i < p->n; i++) err = uqi_node_run_process(n, p->procs[i].name, em);
+    /* Durable before we say "installed and running": the records are written
+     * asynchronously, and a node killed right after must bring them back. */
+    if (!err) err = uqi_node_sync(n, em);
     if (err) {
         char t[sizeof em->text];
         snprintf(t, sizeof t, "%s", em->text);

@@ -20,7 +20,9 @@ bool uqi_pkg_installed(uqi_node *n, const uqi_pkg *p);
 const char *uqi_pkg_name(const uqi_pkg *p);
 /* Install and run every process, with the capabilities asked for, granted
  * by `installer` (who must hold them: the terminal holds everything). All
- * or nothing: on failure nothing of the package is left. */
+ * or nothing: on failure nothing of the package is left. On success the
+ * processes' records are durable (uqi_node_sync): a node killed right after
+ * brings them back. */
 uq_err uqi_pkg_install(uqi_node *n, uqi_kproc *installer, const uqi_pkg *p, uq_errmsg *em);
 
 #endif

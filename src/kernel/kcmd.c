@@ -297,6 +297,25 @@ static void cmd_debug(uqi_kproc *from, json_t *args, reply *r)
         "Debug takes \"ProcessMap\", {\"Process\":\"id\"} or {\"HasCap\":{\"on\":\"id\",\"cap\":{\"issuer\":...,\"params\":...}}}");
 }
 
+/* A command that changed the process table is answered once its records
+ * are durable: a node killed right after the answer brings the process back
+ * (the records are written asynchronously, persist.c). Initialize and Run
+ * fail if they cannot be; for the others the failure is logged and given as
+ * the reason. */
+static void durable(uqi_kproc *from, const char *key, reply *r)
+{
+    uq_errmsg em = {{0}};
+    if (!uqi_node_sync(from->node, &em)) return;
+    uq_log(UQ_LOG_ERROR, "kernel", "%s from %s: %s", key, from->addr.process, em.text);
+    bool init = strcmp(key, "InitializeProcess") == 0, run = strcmp(key, "RunProcess") == 0;
+    if (init || run) {
+        free(r->body);
+        r->body = uqi_xstrdup(init ? "\"InitializeProcessError\"" : "\"RunProcessError\"");
+    }
+    free(r->why);
+    r->why = uqi_xstrdup(em.text);
+}
+
 void uqi_kcmd_handle(uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
 {
     reply r = {0};
@@ -330,6 +349,10 @@ void uqi_kcmd_handle(uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
             snprintf(why, sizeof why, "unknown kernel command \"%.100s\"", key);
             set(&r, "\"CommandError\"", why);
         }
+        if (!r.why && (strcmp(key, "InitializeProcess") == 0 || strcmp(key, "RunProcess") == 0 ||
+                       strcmp(key, "KillProcess") == 0 || strcmp(key, "GrantCapabilities") == 0 ||
+                       strcmp(key, "DropCapabilities") == 0))
+            durable(from, key, &r);
     } else {
         set(&r, "\"CommandError\"", "a kernel command is a JSON string or an object with one key");
     }

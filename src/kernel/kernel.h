@@ -178,6 +178,17 @@ struct uqs_files *uqi_node_files(uqi_node *n);
  * persisted state as its first message). A process that cannot come back is
  * logged and counted in *failed; its record is kept. */
 uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_errmsg *em);
+/* The same, and fn(arg, id, why) for each process that cannot come back
+ * (or comes back without a capability), so a boot can say which and why. */
+typedef void (*uqi_restore_fn)(void *arg, const char *id, const char *why);
+uq_err uqi_node_restore_ex(uqi_node *n, uint32_t *restored, uint32_t *failed, uqi_restore_fn fn, void *arg,
+                           uq_errmsg *em);
+/* Wait until every process record written so far is durable (the process
+ * table's writes are asynchronous: uqs_flush). UQ_OK without a store. An
+ * installer calls it before it says a process is installed or running, so
+ * that a kill -9 right after cannot lose it. Blocks about one fsync; call it
+ * without the node lock. */
+uq_err uqi_node_sync(uqi_node *n, uq_errmsg *em);
 /* Benchmarks only: turn the capability checks off (false) and on again. */
 void uqi_node_bench_cap_checks(uqi_node *n, bool on);
 /* Kill, keeping (keep_issued) or revoking what the process issued. */

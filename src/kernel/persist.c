@@ -99,7 +99,14 @@ void uqi_persist_wasm(uqs_store *s, const char *key, const uint8_t *wasm, size_t
 typedef struct recs {
     json_t *arr;
     uint32_t bad;
+    uqi_restore_fn report;
+    void *arg;
 } recs;
+
+static void report(uqi_restore_fn fn, void *arg, const char *id, const char *why)
+{
+    if (fn) fn(arg, id, why);
+}
 
 static int collect(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -109,6 +116,9 @@ static int collect(void *arg, const void *key, size_t klen, const void *val, siz
     if (!json_is_object(v) || json_integer_value(json_object_get(v, "v")) != RECORD_VERSION) {
         uq_log(UQ_LOG_ERROR, "kernel", "process record %.*s is not one this version reads: kept, not restored",
                (int)klen, (const char *)key);
+        char id[UQS_KEY_MAX + 1];
+        snprintf(id, sizeof id, "%.*s", klen > 2 ? (int)klen - 2 : 0, (const char *)key + 2);
+        report(r->report, r->arg, id, "its record is not one this version reads (kept, not restored)");
         r->bad++;
         json_decref(v);
         return 0;
@@ -119,10 +129,16 @@ static int collect(void *arg, const void *key, size_t klen, const void *val, siz
 
 uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_errmsg *em)
 {
+    return uqi_node_restore_ex(n, restored, failed, NULL, NULL, em);
+}
+
+uq_err uqi_node_restore_ex(uqi_node *n, uint32_t *restored, uint32_t *failed, uqi_restore_fn fn, void *arg,
+                           uq_errmsg *em)
+{
     *restored = *failed = 0;
     uqs_store *s = uqi_node_store(n);
     if (!s) return UQ_OK;
-    recs r = {json_array(), 0};
+    recs r = {json_array(), 0, fn, arg};
     uq_err err = uqs_each(s, UQS_DB_PROCS, "p/", 2, collect, &r, em);
     if (err) {
         json_decref(r.arr);
@@ -156,6 +172,9 @@ uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_er
         }
         if (e) {
             uq_log(UQ_LOG_ERROR, "kernel", "process %s cannot come back: %s (its record is kept)", id ? id : "?", e2.text);
+            char line[sizeof e2.text + 32];
+            snprintf(line, sizeof line, "%s (its record is kept)", e2.text);
+            report(fn, arg, id ? id : "?", line);
             (*failed)++;
             continue;
         }
@@ -172,10 +191,16 @@ uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_er
             const char *is = json_string_value(json_object_get(c, "issuer"));
             const char *params = json_string_value(json_object_get(c, "params"));
             uqi_capref ref = {.params = (char *)params};
-            uq_errmsg e2;
+            uq_errmsg e2 = {{0}};
+            if (!is || !params) uqi_errf(&e2, UQ_ECORRUPT, "a capability in the record lacks its issuer or params");
             if (!is || !params || uqi_addr_parse(is, NULL, &ref.issuer, &e2) ||
-                uqi_node_grant(n, NULL, id, &ref, 1, &e2))
-                uq_log(UQ_LOG_ERROR, "kernel", "process %s: a capability cannot come back", id);
+                uqi_node_grant(n, NULL, id, &ref, 1, &e2)) {
+                uq_log(UQ_LOG_ERROR, "kernel", "process %s: a capability cannot come back: %s", id, e2.text);
+                char why[sizeof e2.text + 200];
+                snprintf(why, sizeof why, "its capability %.60s from %.60s cannot come back: %s (it runs without it)",
+                         params ? params : "?", is ? is : "?", e2.text);
+                report(fn, arg, id, why);
+            }
         }
     }
     uqi_node_freeze(n, false);
@@ -187,6 +212,9 @@ uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_er
         uq_errmsg e2;
         if (json_is_true(json_object_get(v, "running")) && uqi_node_run_process(n, id, &e2)) {
             uq_log(UQ_LOG_ERROR, "kernel", "process %s cannot run again: %s", id, e2.text);
+            char why[sizeof e2.text + 32];
+            snprintf(why, sizeof why, "it cannot run again: %s", e2.text);
+            report(fn, arg, id, why);
             (*failed)++;
             continue;
         }
@@ -194,5 +222,14 @@ uq_err uqi_node_restore(uqi_node *n, uint32_t *restored, uint32_t *failed, uq_er
     }
     free(ok);
     json_decref(r.arr);
+    return UQ_OK;
+}
+
+uq_err uqi_node_sync(uqi_node *n, uq_errmsg *em)
+{
+    uqs_store *s = uqi_node_store(n);
+    if (!s) return UQ_OK;
+    uq_errmsg e2 = {{0}};
+    if (uqs_flush(s, &e2)) return uqi_errf(em, UQ_EIO, "the process table could not be written: %s", e2.text);
     return UQ_OK;
 }

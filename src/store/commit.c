@@ -4,6 +4,7 @@
  * acknowledges each request. While one commit syncs, the next batch gathers,
  * so N concurrent writers share one fsync instead of paying N. */
 #include <string.h>
+#include <unistd.h>
 
 #include "store/store_int.h"
 
@@ -46,6 +47,29 @@ uq_err uqs_write(uqs_store *s, const uqs_op *ops, size_t n, uq_errmsg *em)
     if (e) return e;
     if (r.err && em) *em = r.em;
     return r.err;
+}
+
+uq_err uqs_flush(uqs_store *s, uq_errmsg *em)
+{
+    /* A barrier: an empty sync request. The queue is FIFO and batches are
+     * committed in order, so once it is acknowledged every request queued
+     * before it is committed (or has failed; counted in stats.failures). */
+    uqs_req r = {.ops = NULL, .n = 0};
+    pthread_mutex_lock(&s->mu);
+    uint64_t failed0 = s->stats.failures;
+    uq_err e = enqueue(s, &r, em);
+    while (!e && !r.finished) pthread_cond_wait(&s->acked, &s->mu);
+    uint64_t failed = s->stats.failures - failed0;
+    pthread_mutex_unlock(&s->mu);
+    if (e) return e;
+    if (r.err) {
+        if (em) *em = r.em;
+        return r.err;
+    }
+    if (failed)
+        return uqi_errf(em, UQ_EIO, "store %s: %llu write%s queued before could not be committed (see the log)",
+                        s->path, (unsigned long long)failed, failed == 1 ? "" : "s");
+    return UQ_OK;
 }
 
 uq_err uqs_write_async(uqs_store *s, const uqs_op *ops, size_t n, uqs_done_fn done, void *arg, uq_errmsg *em)
@@ -154,6 +178,7 @@ void *uqi_store_committer(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&s->mu);
 
+        if (s->test_delay_ms) usleep(s->test_delay_ms * 1000u);
         unsigned commits = 0;
         run_batch(s, batch, &commits);
 
@@ -171,7 +196,7 @@ void *uqi_store_committer(void *arg)
         uqs_req *sync = NULL;
         for (uqs_req *r = batch, *next; r; r = next) {
             next = r->next;
-            r->err ? bad++ : ok++;
+            if (r->n) r->err ? bad++ : ok++; /* a barrier (uqs_flush) is no write */
             if (r->done) {
                 r->done(r->arg, r->err, &r->em);
                 free(r);

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -226,6 +227,9 @@ uq_err uqs_open(const char *home, const uqs_options *opt, uqs_store **out, uq_er
     snprintf(s->data_path, sizeof s->data_path, "%s/data.mdb", s->path);
     s->map_size = opt && opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE;
     s->batch_max = opt && opt->batch_max ? opt->batch_max : DEFAULT_BATCH_MAX;
+    /* A test hook: a slow disk (an fsync of a loaded machine) made long. */
+    const char *dl = getenv("UQBAR_TEST_STORE_DELAY_MS");
+    if (dl && *dl) s->test_delay_ms = (unsigned)(strtoul(dl, NULL, 10) % 60001);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->acked, NULL);

@@ -77,6 +77,11 @@ uq_err uqs_write(uqs_store *s, const uqs_op *ops, size_t n, uq_errmsg *em);
  * later on the committer thread. If this returns an error (bad op, closed),
  * done is never called. */
 uq_err uqs_write_async(uqs_store *s, const uqs_op *ops, size_t n, uqs_done_fn done, void *arg, uq_errmsg *em);
+/* Wait until every write queued before this call (async ones included)
+ * is durable. Errors: UQ_ECLOSED, or UQ_EIO when one of them (or another
+ * write that failed meanwhile) could not be committed. Blocks for about one
+ * fsync when writes are queued, and for almost nothing when none are. */
+uq_err uqs_flush(uqs_store *s, uq_errmsg *em);
 /* Read one value: *out (malloc'ed, owned by the caller; NUL-terminated
  * for convenience, not counted in *out_len). UQ_ENOENT if absent. Any
  * thread; sees every write acknowledged before the call. */

@@ -31,6 +31,7 @@ struct uqs_store {
     int lock_fd;             /* flock'ed <home>/store/node.lock */
     size_t map_size;
     unsigned batch_max;
+    unsigned test_delay_ms;  /* UQBAR_TEST_STORE_DELAY_MS: each commit waits this long first */
 
     pthread_t committer;
     pthread_mutex_t mu;      /* guards the queue, closing, stats */

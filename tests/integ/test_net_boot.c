@@ -165,6 +165,9 @@ TEST_T(net_boot_three_nodes_kill_and_restart, 120)
     ASSERT(bn_expect(&nodes[0], "error Offline from c.local@echo", 10000));
     /* c restarted (its echo is restored from its store): it comes back */
     bn_boot(&nodes[2], NULL);
+    /* said before "is up" (a process that cannot come back is named there too) */
+    if (!bn_expect(&nodes[2], "restored 1 process", 30000))
+        test_fail(__FILE__, __LINE__, "c.local did not restore its echo; it said:\n%s", nodes[2].buf);
     ASSERT(bn_expect(&nodes[2], "is up", 60000));
     bool back = false;
     for (int tries = 0; tries < 40 && !back; tries++) {

@@ -436,3 +436,48 @@ TEST(store_bad_ops_and_closed)
     ASSERT_EQ(uqs_get(s, UQS_DB_STATE, "", 0, &v, &n, &em), UQ_EINVAL);
     uqs_close(s);
 }
+
+/* uqs_flush: a barrier behind every write queued before it (commits made
+ * slow, so the writes are still queued when it is called); it says when one
+ * of them failed, and costs almost nothing with an empty queue. */
+TEST(store_flush_waits_for_queued_async_writes)
+{
+    const char *home = tb_tmpdir();
+    setenv("UQBAR_TEST_STORE_DELAY_MS", "150", 1); /* this test runs in its own process */
+    uqs_options opt = {.map_size = 512 << 10};
+    uqs_store *s = open_ok(home, &opt);
+    unsetenv("UQBAR_TEST_STORE_DELAY_MS");
+    async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    uq_errmsg em = {{0}};
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%d", i);
+        ASSERT_EQ(uqs_state_set_async(s, k, "v", 1, on_done, &c, &em), UQ_OK);
+    }
+    pthread_mutex_lock(&c.mu);
+    int before = c.done;
+    pthread_mutex_unlock(&c.mu);
+    ASSERT(before < 20); /* still queued: the commit waits 150 ms */
+    uint64_t t0 = uqi_now_ns();
+    ASSERT_EQ(uqs_flush(s, &em), UQ_OK);
+    test_log("flush behind 20 queued writes (150 ms commits): %.1f ms", (double)(uqi_now_ns() - t0) / 1e6);
+    pthread_mutex_lock(&c.mu);
+    ASSERT_EQ(c.done, 20); /* every callback ran: all are durable */
+    pthread_mutex_unlock(&c.mu);
+    expect_value(s, UQS_DB_STATE, "f19", "v");
+    uqs_stats st;
+    uqs_get_stats(s, &st);
+    ASSERT_EQ(st.writes, 20); /* the barrier is not counted as a write */
+    /* a failed write before the barrier is reported */
+    size_t big = 600 << 10;
+    uint8_t *b = uqi_xcalloc(1, big);
+    ASSERT_EQ(uqs_state_set_async(s, "big", b, big, on_done, &c, &em), UQ_OK);
+    ASSERT_EQ(uqs_flush(s, &em), UQ_EIO);
+    test_log("flush after a failed write: %s", em.text);
+    ASSERT_STR_HAS(em.text, "could not be committed");
+    ASSERT_EQ(c.failed, 1);
+    free(b);
+    /* nothing queued: only the (slowed) empty round */
+    ASSERT_EQ(uqs_flush(s, &em), UQ_OK);
+    uqs_close(s);
+}
