@@ -22,6 +22,7 @@ TEST(backup_entry_seal_open_and_tamper)
     ASSERT(strstr(id, "tally") == NULL);
     size_t n;
     uint8_t *ct = uqi_bentry_seal(&ka, "alice.dev", id, 7, UQI_BDB_STATE, "tally", 5, "secret-42", 9, false, &n);
+    ASSERT(ct != NULL);
     ASSERT_EQ(n, 9 + 5 + UQI_BENTRY_OVERHEAD);
     ASSERT(memmem(ct, n, "secret-42", 9) == NULL && memmem(ct, n, "tally", 5) == NULL);
     uqi_bentry e;
