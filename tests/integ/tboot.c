@@ -80,6 +80,14 @@ void bn_init(bnode *b, const char *name)
     snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", tboot_free_port());
 }
 
+void bn_init_all(bnode *nodes, const char *const *names, int n, const char *peers)
+{
+    for (int i = 0; i < n; i++) {
+        bn_init(&nodes[i], names[i]);
+        nodes[i].peers = peers;
+    }
+}
+
 void bn_boot(bnode *b, const char *manifest)
 {
     char exe[1100];
@@ -128,6 +136,21 @@ void bn_say(bnode *b, const char *line)
     ASSERT(write(b->in, line, strlen(line)) == (ssize_t)strlen(line));
 }
 
+void bn_ask_at(const char *file, int at, bnode *b, const char *line, const char *want, int ms)
+{
+    bn_say(b, line);
+    if (!bn_expect(b, want, ms)) test_fail(file, at, "%s: no \"%s\" within %d ms after %s", b->name, want, ms, line);
+}
+
+bool bn_retry(bnode *b, const char *line, const char *want, int tries, int ms)
+{
+    for (int i = 0; i < tries; i++) {
+        bn_say(b, line);
+        if (bn_expect(b, want, ms)) return true;
+    }
+    return false;
+}
+
 void bn_wait_up(bnode *b)
 {
     if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", b->name, b->buf);
@@ -137,6 +160,12 @@ void bn_up(bnode *b, const char *manifest)
 {
     bn_boot(b, manifest);
     bn_wait_up(b);
+}
+
+void bn_up_all(bnode *nodes, int n, const char *manifest)
+{
+    for (int i = 0; i < n; i++) bn_boot(&nodes[i], manifest);
+    for (int i = 0; i < n; i++) bn_wait_up(&nodes[i]);
 }
 
 void bn_kill(bnode *b, int sig)

@@ -44,6 +44,9 @@ typedef struct bnode {
 
 /* name, home <tmp>/<name>, listen on 127.0.0.1 at a free port. */
 void bn_init(bnode *b, const char *name);
+/* bn_init nodes[i] as names[i] for i < n, each with peers as its --peers
+ * file (NULL: none). */
+void bn_init_all(bnode *nodes, const char *const *names, int n, const char *peers);
 /* Start `uqbar boot` (dev key, net timeout 2 s, 1 worker; manifest, if any,
  * installed with --yes). */
 void bn_boot(bnode *b, const char *manifest);
@@ -54,6 +57,13 @@ bool bn_expect(bnode *b, const char *want, int ms);
 void bn_say(bnode *b, const char *line);
 /* bn_boot, then its "is up" within 60 s or the test fails. */
 void bn_up(bnode *b, const char *manifest);
+/* bn_say(line), then bn_expect(want, ms) or the test fails (at the caller's line). */
+#define bn_ask(b, line, want, ms) bn_ask_at(__FILE__, __LINE__, b, line, want, ms)
+void bn_ask_at(const char *file, int at, bnode *b, const char *line, const char *want, int ms);
+/* bn_say(line) and bn_expect(want, ms), up to tries times: whether want came. */
+bool bn_retry(bnode *b, const char *line, const char *want, int tries, int ms);
+/* bn_boot each of nodes[0..n) with manifest, then bn_wait_up each. */
+void bn_up_all(bnode *nodes, int n, const char *manifest);
 /* Wait for the "is up" of a node booted (60 s), or the test fails. */
 void bn_wait_up(bnode *b);
 /* Send sig (0: none), wait for the process, close its pipes. */

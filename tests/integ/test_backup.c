@@ -18,14 +18,19 @@
 
 static char dir_path[1300];
 
+/* The nodes of a test: all read the directory file dir_path (empty at first). */
+static void init_nodes(bnode *nodes, const char *const *names, int n)
+{
+    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    bn_init_all(nodes, names, n, dir_path);
+}
+
 /* Wait until every entry is acknowledged by every backup peer. */
 static void bn_backed_up(bnode *b)
 {
-    for (int i = 0; i < 2000; i++) {
-        bn_say(b, "backup\n");
-        if (bn_expect(b, "backup: 0 pending", 30)) return;
-    }
-    test_fail(__FILE__, __LINE__, "%s: backups still pending: %s", b->name, b->buf);
+    if (!bn_retry(b, "backup\n", "backup: 0 pending", 2000, 30))
+        test_fail(__FILE__, __LINE__, "%s: backups still pending: %s", b->name, b->buf);
 }
 
 static bool file_has(const char *path, const char *needle)
@@ -62,15 +67,10 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     char manifest[1300];
     tboot_manifest(manifest, sizeof manifest, "tally.json", "t",
                    (tboot_proc[]){{"tally", "tally", "None", false, false}, {"gone", "tally", "None", false, false}}, 2);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
     bnode nodes[3];
     bnode *x = &nodes[0], *y = &nodes[1], *w = &nodes[2];
     const char *names[3] = {"x.local", "y.local", "w.local"};
-    for (int i = 0; i < 3; i++) {
-        bn_init(&nodes[i], names[i]);
-        nodes[i].peers = dir_path;
-    }
+    init_nodes(nodes, names, 3);
     snprintf(x->backup, sizeof x->backup, "y.local,w.local");
     bn_up(y, NULL);
     bn_up(w, NULL);
@@ -78,21 +78,16 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     bn_directory(dir_path, (bnode *[]){x, y, w}, 3);
 
     /* x's tally persists a count; its backups reach both peers */
-    bn_say(x, "m tally {\"add\":987654321}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654321,\"rc\":0}", 20000));
-    bn_say(x, "m tally {\"add\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654322,\"rc\":0}", 10000));
+    bn_ask(x, "m tally {\"add\":987654321}\n", "{\"count\":987654321,\"rc\":0}", 20000);
+    bn_ask(x, "m tally {\"add\":1}\n", "{\"count\":987654322,\"rc\":0}", 10000);
     /* a process that ends is gone from the backups too (its deletion is sent) */
-    bn_say(x, "m gone {\"add\":7}\n");
-    ASSERT(bn_expect(x, "{\"count\":7,\"rc\":0}", 10000));
-    bn_say(x, "kill gone\n");
-    ASSERT(bn_expect(x, "response from x.local@kernel", 10000));
+    bn_ask(x, "m gone {\"add\":7}\n", "{\"count\":7,\"rc\":0}", 10000);
+    bn_ask(x, "kill gone\n", "response from x.local@kernel", 10000);
     uint64_t t0 = uqi_now_ns();
     bn_backed_up(x);
     test_log("backed up to two peers %.0f ms after the last state write", (double)(uqi_now_ns() - t0) / 1e6);
     /* a node other than the owner (w's terminal) cannot list at y */
-    bn_say(w, "m y.local@backup \"List\"\n");
-    ASSERT(bn_expect(w, "backup keeps entries for the backup process of other nodes only", 10000));
+    bn_ask(w, "m y.local@backup \"List\"\n", "backup keeps entries for the backup process of other nodes only", 10000);
     for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
 
     /* peers cannot read: the count is in x's store, not in theirs (which do hold x's entries) */
@@ -190,13 +185,10 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     bn_boot(x, NULL);
     ASSERT(bn_expect(x, "restored 1 process in", 30000));
     ASSERT(bn_expect(x, "is up", 30000));
-    bn_say(x, "m gone {\"get\":1}\n");
-    ASSERT(bn_expect(x, "error NoSuchProcess", 10000));
-    bn_say(x, "m tally {\"get\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654322,", 10000));
+    bn_ask(x, "m gone {\"get\":1}\n", "error NoSuchProcess", 10000);
+    bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":987654322,", 10000);
     /* and its backups go on */
-    bn_say(x, "m tally {\"add\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654323,\"rc\":0}", 10000));
+    bn_ask(x, "m tally {\"add\":1}\n", "{\"count\":987654323,\"rc\":0}", 10000);
     bn_backed_up(x);
     for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
     uqn_identity_wipe(&xid);
@@ -208,8 +200,7 @@ static double median_add_ms(bnode *b, int k)
     double t[64];
     for (int i = 0; i < k && i < 64; i++) {
         uint64_t t0 = uqi_now_ns();
-        bn_say(b, "m tally {\"add\":1}\n");
-        ASSERT(bn_expect(b, "\"rc\":0}", 10000));
+        bn_ask(b, "m tally {\"add\":1}\n", "\"rc\":0}", 10000);
         t[i] = (double)(uqi_now_ns() - t0) / 1e6;
     }
     for (int i = 1; i < k; i++)
@@ -246,16 +237,12 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
 {
     signal(SIGPIPE, SIG_IGN);
     char manifest[1300];
-    tboot_manifest(manifest, sizeof manifest, "tally.json", "t", &(tboot_proc){"tally", "tally", "None", false, false}, 1);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    tboot_manifest(manifest, sizeof manifest, "tally.json", "t", &(tboot_proc){"tally", "tally", "None", false, false},
+                   1);
     bnode nodes[3];
     bnode *x = &nodes[0], *y = &nodes[1], *q = &nodes[2];
     const char *names[3] = {"x.local", "y.local", "q.local"};
-    for (int i = 0; i < 3; i++) {
-        bn_init(&nodes[i], names[i]);
-        nodes[i].peers = dir_path;
-    }
+    init_nodes(nodes, names, 3);
     double plain_ms, backed_ms;
     make_directory(nodes, 3, manifest, &plain_ms); /* the tally counts 30 */
     snprintf(x->backup, sizeof x->backup, "y.local,q.local");
@@ -263,19 +250,12 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     q->extra[1] = "1K";
     bn_up(q, NULL);
     bn_up(x, NULL); /* y is down */
-    bn_say(x, "m tally {\"add\":5}\n");
-    ASSERT(bn_expect(x, "{\"count\":35,\"rc\":0}", 20000));
+    bn_ask(x, "m tally {\"add\":5}\n", "{\"count\":35,\"rc\":0}", 20000);
     /* q's refusal names its quota; y is Offline */
-    bool seen = false;
-    for (int i = 0; i < 100 && !seen; i++) {
-        bn_say(x, "backup\n");
-        seen = bn_expect(x, "quota of 1024 bytes (--backup-quota)", 300);
-    }
+    bool seen = bn_retry(x, "backup\n", "quota of 1024 bytes (--backup-quota)", 100, 300);
     ASSERT(seen);
-    bn_say(x, "backup\n");
-    ASSERT(bn_expect(x, "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 5000));
-    bn_say(x, "backup\n");
-    ASSERT(bn_expect(x, "failing: Offline", 5000));
+    bn_ask(x, "backup\n", "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 5000);
+    bn_ask(x, "backup\n", "failing: Offline", 5000);
     /* x goes down before y ever answered; then y comes back, then x */
     bn_exit(x, 0);
     bn_up(y, NULL);
@@ -283,11 +263,8 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     backed_ms = median_add_ms(x, 30); /* the tally counts 65 */
     test_log("state_set round trip from the terminal, median of 30: %.2f ms without backups, %.2f ms with two "
              "backup peers", plain_ms, backed_ms);
-    bool caught_up = false;
-    for (int i = 0; i < 200 && !caught_up; i++) {
-        bn_say(x, "backup\n");
-        caught_up = bn_expect(x, "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 300);
-    }
+    bool caught_up = bn_retry(x, "backup\n",
+                              "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 200, 300);
     ASSERT(caught_up);
     for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
     /* what y holds brings x back */
@@ -303,8 +280,7 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     ASSERT(bn_expect(x, "0 lost", 30000));
     ASSERT(bn_expect(x, "restored 1 process", 30000));
     ASSERT(bn_expect(x, "is up", 30000));
-    bn_say(x, "m tally {\"get\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":65,", 10000));
+    bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":65,", 10000);
     bn_exit(x, 0);
     bn_exit(y, 0);
 }
@@ -316,15 +292,10 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
 TEST_T(backup_many_entries_both_ways, 300)
 {
     signal(SIGPIPE, SIG_IGN);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
     bnode nodes[2];
     bnode *x = &nodes[0], *y = &nodes[1];
     const char *names[2] = {"x.local", "y.local"};
-    for (int i = 0; i < 2; i++) {
-        bn_init(&nodes[i], names[i]);
-        nodes[i].peers = dir_path;
-    }
+    init_nodes(nodes, names, 2);
     double unused;
     make_directory(nodes, 2, NULL, &unused);
     enum { N = 2000, SZ = 4096, BIG = 1 << 20 };

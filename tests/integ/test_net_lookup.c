@@ -21,6 +21,12 @@ static void lp_start(rawpeer *lp, const char *listen, bool lookup_off)
     rp_start(lp, listen, NULL);
 }
 
+static void lp_new(rawpeer *lp, const char *name, bool lookup_off)
+{
+    rp_init(lp, name, 0);
+    lp_start(lp, NULL, lookup_off);
+}
+
 static uqn_record rec_of(uqn_net *net)
 {
     uqn_record r;
@@ -50,12 +56,9 @@ typedef struct anode {
 
 static void a_net(anode *a)
 {
-    uqn_net_cfg nc = {.id = &a->id, .listen = "127.0.0.1:0", .dir_path = a->dir, .learned_path = a->learned,
-                      .send_timeout_ms = 2000, .lookup_timeout_ms = 1000, .backoff_min_ms = 20,
-                      .backoff_max_ms = 100, .recv = uqi_node_net_recv, .done = uqi_node_net_done,
-                      .down = uqi_node_net_down, .arg = a->n};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&nc, &a->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
+    a->net = kn_net_start(a->n, (uqn_net_cfg){.id = &a->id, .listen = "127.0.0.1:0", .dir_path = a->dir,
+                                              .learned_path = a->learned, .send_timeout_ms = 2000,
+                                              .lookup_timeout_ms = 1000, .backoff_min_ms = 20, .backoff_max_ms = 100});
     uqi_node_set_net(a->n, a->net);
 }
 
@@ -71,14 +74,10 @@ static void a_start(anode *a)
     memset(a, 0, sizeof *a);
     snprintf(a->dir, sizeof a->dir, "%s/a.peers", tb_tmpdir());
     snprintf(a->learned, sizeof a->learned, "%s/a.learned", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &a->id);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 2, .identity_sk = a->id.sk};
-    uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &a->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    a->n = kn_boot_as("a.node", a->id.sk, 2);
     a_net(a);
-    ASSERT_EQ(uqi_node_port(a->n, "tester", &a->port, &em), UQ_OK);
+    ASSERT_EQ(uqi_node_port(a->n, "tester", &a->port, NULL), UQ_OK);
 }
 
 static void a_stop(anode *a)
@@ -89,19 +88,7 @@ static void a_stop(anode *a)
 
 static uint64_t a_send(anode *a, const char *target, const char *body, const char *ctx)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = 10;
-    uint8_t *c = (uint8_t *)uqi_xstrdup(ctx);
-    uint64_t id = 0;
-    if (uqi_kernel_send(a->port, m, c, strlen(ctx), &id, &em)) test_fail(__FILE__, __LINE__, "send: %s", em.text);
-    return id;
-}
-
-static bool ctx_is(const uqi_msg *m, const char *want)
-{
-    return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
+    return kn_send(a->port, "a.node", target, body, 10, ctx, NULL, UQ_OK);
 }
 
 /* The request arrived at lp: answer it from there; a's port gets the response. */
@@ -123,7 +110,7 @@ static void answer_back(anode *a, rawpeer *lp, uint64_t id, const char *ctx)
     uqi_msg *got = uqi_port_receive(a->port, 5000);
     ASSERT(got != NULL);
     if (got->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "kind %d error %u", got->kind, got->error);
-    ASSERT(got->id == id && kn_body_is(got, "\"pong\"") && ctx_is(got, ctx));
+    ASSERT(got->id == id && kn_body_is(got, "\"pong\"") && kn_ctx_is(got, ctx));
     ASSERT(strcmp(got->source.node, lp->id.name) == 0);
     uqi_msg_free(got);
 }
@@ -135,7 +122,7 @@ static void expect_offline(anode *a, uint64_t id, const char *body, const char *
     ASSERT(e != NULL);
     if (e->kind != UQI_MSG_ERROR || e->error != UQI_SEND_OFFLINE)
         test_fail(__FILE__, __LINE__, "kind %d error %u, want Offline", e->kind, e->error);
-    ASSERT(e->id == id && kn_body_is(e, body) && ctx_is(e, ctx));
+    ASSERT(e->id == id && kn_body_is(e, body) && kn_ctx_is(e, ctx));
     uqi_msg_free(e);
 }
 
@@ -162,10 +149,8 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
     anode a;
     a_start(&a);
     rawpeer b, c;
-    rp_init(&b, "b.node", 0);
-    rp_init(&c, "c.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&c, NULL, false);
+    lp_new(&b, "b.node", false);
+    lp_new(&c, "c.node", false);
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rc = rec_of(c.net);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     write_dir(b.dir, (const uqn_record *[]){&ra, &rb, &rc, NULL});
@@ -244,12 +229,9 @@ TEST_T(net_lookup_lying_peer_refused, 90)
     anode a;
     a_start(&a);
     rawpeer b, c, l;
-    rp_init(&b, "b.node", 0);
-    rp_init(&c, "c.node", 0);
-    rp_init(&l, "l.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&c, NULL, false);
-    lp_start(&l, NULL, false);
+    lp_new(&b, "b.node", false);
+    lp_new(&c, "c.node", false);
+    lp_new(&l, "l.node", false);
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rc = rec_of(c.net), rl = rec_of(l.net);
     uqn_identity fake;
     tn_identity("c.node", 1, &fake); /* the liar's key for the name c.node */
@@ -324,8 +306,7 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     anode a;
     a_start(&a);
     rawpeer h;
-    rp_init(&h, "h.node", 0);
-    lp_start(&h, NULL, true);
+    lp_new(&h, "h.node", true);
     uqn_identity cid, did;
     tn_identity("c.node", 0, &cid);
     tn_identity("d.node", 0, &did);
@@ -419,10 +400,8 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
     anode a;
     a_start(&a);
     rawpeer b, s;
-    rp_init(&b, "b.node", 0);
-    rp_init(&s, "s.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&s, NULL, true); /* look-ups off: it never answers them */
+    lp_new(&b, "b.node", false);
+    lp_new(&s, "s.node", true); /* look-ups off: it never answers them */
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rs = rec_of(s.net);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     write_dir(b.dir, (const uqn_record *[]){&ra, &rb, NULL});
@@ -455,8 +434,7 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
     ASSERT((uqi_now_ns() - t0) / 1000000 < 500);
     /* a node nobody knows dials A: its link is held while A asks, then closed */
     rawpeer z;
-    rp_init(&z, "z.node", 0);
-    lp_start(&z, NULL, false);
+    lp_new(&z, "z.node", false);
     write_dir(z.dir, (const uqn_record *[]){&ra, NULL});
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     uqi_msg *q = uqi_msg_new(UQI_MSG_REQUEST, "\"hi\"", 4);

@@ -176,11 +176,9 @@ static void *an_net_thread(void *arg)
 {
     anode *a = arg;
     tns_enter(a->ns); /* this thread only: the net thread it makes is born there */
-    uqn_net_cfg c = {.id = &a->id, .listen = A_LISTEN, .dir_path = a->dir, .send_timeout_ms = 3000,
-                     .keepalive_ms = 300, .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
-                     .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = a->n};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&c, &a->net, &em)) test_fail(__FILE__, __LINE__, "a.node net: %s", em.text);
+    a->net = kn_net_start(a->n, (uqn_net_cfg){.id = &a->id, .listen = A_LISTEN, .dir_path = a->dir,
+                                              .send_timeout_ms = 3000, .keepalive_ms = 300, .backoff_min_ms = 20,
+                                              .backoff_max_ms = 100});
     return NULL;
 }
 
@@ -189,12 +187,9 @@ static void an_start(anode *a, const char *ns)
     memset(a, 0, sizeof *a);
     a->ns = ns;
     snprintf(a->dir, sizeof a->dir, "%s/a-peers", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &a->id);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 1, .identity_sk = a->id.sk};
+    a->n = kn_boot_as("a.node", a->id.sk, 1);
     uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &a->n, &em)) test_fail(__FILE__, __LINE__, "a.node: %s", em.text);
     pthread_t t;
     pthread_create(&t, NULL, an_net_thread, a);
     pthread_join(t, NULL);
@@ -272,16 +267,7 @@ static bool pattern_ok(const uqi_payload *p, int i, size_t len)
 
 static uint64_t a_send(anode *a, const char *target, const char *body, const char *ctx, uqi_payload *pl)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = 30;
-    m->payload = pl;
-    uint8_t *c = (uint8_t *)uqi_xstrdup(ctx);
-    uint64_t id = 0;
-    uq_err e = uqi_kernel_send(a->port, m, c, strlen(ctx), &id, &em);
-    if (e) test_fail(__FILE__, __LINE__, "send to %s: %s", target, em.text);
-    return id;
+    return kn_send(a->port, "a.node", target, body, 30, ctx, pl, UQ_OK);
 }
 
 /* The context as text (in a static buffer). */

@@ -73,18 +73,13 @@ static void rig_start(rig *r)
     memset(r, 0, sizeof *r);
     r->blackhole = -1;
     snprintf(r->dir, sizeof r->dir, "%s/peers", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &r->ida);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 2, .identity_sk = r->ida.sk};
-    uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &r->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    r->n = kn_boot_as("a.node", r->ida.sk, 2);
     uqi_node_engine(r->n)->progress = false;
-    uqn_net_cfg nc = {.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir, .send_timeout_ms = 400,
-                      .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
-                      .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = r->n};
-    if (uqn_net_start(&nc, &r->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
+    r->net = kn_net_start(r->n, (uqn_net_cfg){.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir,
+                                              .send_timeout_ms = 400, .backoff_min_ms = 20, .backoff_max_ms = 100});
     uqi_node_set_net(r->n, r->net);
+    uq_errmsg em = {{0}};
     rp_init(&r->b, "b.node", 0);
     rp_init(&r->c, "c.node", 0);
     rp_start(&r->b, "127.0.0.1:0", r->dir);
@@ -125,25 +120,7 @@ static void rig_echo(rig *r, const char *id, bool public, bool network)
 static uint64_t send_req(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
                          uqi_payload *pl, uq_err want)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = expects;
-    m->payload = pl;
-    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
-    uint64_t id = 0;
-    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
-    if (e != want) test_fail(__FILE__, __LINE__, "send to %s: %s (want %s)", target, e ? em.text : "OK", uq_strerror(want));
-    if (e) {
-        free(c);
-        uqi_msg_free(m);
-    }
-    return id;
-}
-
-static bool ctx_is(const uqi_msg *m, const char *want)
-{
-    return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
+    return kn_send(port, "a.node", target, body, expects, ctx, pl, want);
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -185,7 +162,7 @@ TEST(net_node_request_response_with_context_at_most_once)
     ASSERT_EQ(got->kind, UQI_MSG_RESPONSE);
     ASSERT_EQ(got->id, id);
     ASSERT(kn_body_is(got, "\"answer\""));
-    ASSERT(ctx_is(got, "ctx-one"));
+    ASSERT(kn_ctx_is(got, "ctx-one"));
     ASSERT(strcmp(got->source.node, "b.node") == 0 && strcmp(got->source.process, "srv") == 0);
     ASSERT(got->payload && got->payload->len == 4);
     uqi_msg_free(got);
@@ -210,7 +187,7 @@ TEST(net_node_request_response_with_context_at_most_once)
     rp_send(&r.b, "a.node", resp, false, 0);
     uqi_msg_free(resp);
     got = uqi_port_receive(r.port, 5000);
-    ASSERT(got && got->id == id && ctx_is(got, "ctx-two"));
+    ASSERT(got && got->id == id && kn_ctx_is(got, "ctx-two"));
     uqi_msg_free(got);
     rig_stop(&r);
 }
@@ -287,7 +264,7 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
         if (e->error != cases[i].want)
             test_fail(__FILE__, __LINE__, "%s: error %u, want %u", cases[i].target, e->error, cases[i].want);
         ASSERT_EQ(e->id, id);
-        ASSERT(ctx_is(e, cases[i].ctx));
+        ASSERT(kn_ctx_is(e, cases[i].ctx));
         ASSERT(kn_body_is(e, "{\"n\":1}"));
         ASSERT(e->payload && e->payload->len == 3 && strcmp(e->payload->mime, "a/b") == 0);
         uqi_msg_free(e);
@@ -302,7 +279,7 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
     usleep(300000); /* reread within 200 ms: a link to c.node made under the old key ends */
     send_req(r.port, "c.node@x", "1", 30, "wrong-key", NULL, UQ_OK);
     e = uqi_port_receive(r.port, 5000);
-    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && ctx_is(e, "wrong-key"));
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && kn_ctx_is(e, "wrong-key"));
     uqi_msg_free(e);
     ASSERT(rp_wait(&r.c, 100) == NULL); /* nothing reached it */
     /* a peer killed: Offline; restarted: it comes back */
@@ -317,13 +294,13 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
      * cut)": the request written before the peer died fails Offline when its
      * link is cut, with its context, without waiting for its 5 s timeout */
     e = uqi_port_receive(r.port, 3000);
-    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && e->id == id && ctx_is(e, "up"));
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && e->id == id && kn_ctx_is(e, "up"));
     uqi_msg_free(e);
     send_req(r.port, "b.node@srv", "2", 30, "down", NULL, UQ_OK);
     for (;;) {
         e = uqi_port_receive(r.port, 5000);
         ASSERT(e != NULL);
-        if (ctx_is(e, "down")) break;
+        if (kn_ctx_is(e, "down")) break;
         uqi_msg_free(e);
     }
     ASSERT(e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE);
@@ -435,7 +412,7 @@ TEST(net_node_bulk_and_many_both_ways)
     uqi_msg_free(resp);
     uqi_msg_free(in);
     uqi_msg *got = uqi_port_receive(r.port, 20000);
-    ASSERT(got && got->id == id && ctx_is(got, "big") && got->payload && got->payload->len == big);
+    ASSERT(got && got->id == id && kn_ctx_is(got, "big") && got->payload && got->payload->len == big);
     ASSERT(memcmp(got->payload->data, data, big) == 0);
     uqi_msg_free(got);
     /* over the limit between nodes (10,485,800 bytes): refused at send */
