@@ -76,6 +76,24 @@ uint64_t kn_request(uqi_kproc *port, const char *target, const char *body, uint3
     return kn_send(port, "test.node", target, body, expects, ctx, payload, UQ_OK);
 }
 
+char *kn_ask(uqi_kproc *port, const char *target, const char *body, uqi_payload *payload, char **data)
+{
+    uint64_t id = kn_request(port, target, body, 30, NULL, payload);
+    for (;;) {
+        uqi_msg *r = uqi_port_receive(port, 30000);
+        if (!r) test_fail(__FILE__, __LINE__, "no answer from %s to %s", target, body);
+        if (r->id != id) {
+            uqi_msg_free(r);
+            continue;
+        }
+        if (r->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "%s: error %u for %s", target, r->error, body);
+        char *s = kn_str(r->body, r->body_len);
+        if (data) *data = r->payload ? kn_str(r->payload->data, r->payload->len) : NULL;
+        uqi_msg_free(r);
+        return s;
+    }
+}
+
 char *kn_str(const void *p, size_t n)
 {
     char *s = uqi_xmalloc(n + 1);

@@ -28,6 +28,11 @@ uint64_t kn_send(uqi_kproc *port, const char *node, const char *target, const ch
 /* kn_send on "test.node"; fails the test on error. */
 uint64_t kn_request(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
                     uqi_payload *payload);
+/* kn_request to target (30 s) and its response, waited for (30 s; other
+ * messages are dropped): its body as a string, and its payload in *data
+ * (NUL-terminated; NULL when none) if data is given. The test fails on an
+ * error or no answer. */
+char *kn_ask(uqi_kproc *port, const char *target, const char *body, uqi_payload *payload, char **data);
 /* A NUL-terminated copy of p[0..n). */
 char *kn_str(const void *p, size_t n);
 /* A kernel command from a port, and its answer. */
