@@ -292,72 +292,53 @@ int uq_cmd_boot(int argc, char **argv)
         fprintf(stderr, "uqbar: %s\n", em.text);
         return EXIT_FAILED;
     }
+    /* From here on every failure ends at fail:, which stops what was started. */
+    int rc = EXIT_FAILED;
     uqi_node_config cfg = {.name = name, .cache_dir = cache, .workers = workers, .store = store};
-    uqn_identity ident; /* networking: the node's key from its keyfile */
+    uqn_identity ident = {0}; /* networking: the node's key from its keyfile */
     uqn_net *net = NULL;
+    uqi_node *node = NULL;
+    term t = {0};
+    uqs_files *files = NULL;
+    uqi_fsmod *fsmod = NULL;
     if (nopt.on) {
         if (uq_boot_identity(home, &name, name_given, &nopt, &ident, &em)) {
             fprintf(stderr, "uqbar: %s\n", em.text);
-            uqs_close(store);
-            return EXIT_FAILED;
+            goto fail;
         }
         cfg.name = name;
         cfg.identity_sk = ident.sk;
     }
-    uqi_node *node;
     if (uqi_node_start(&cfg, &node, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     if (nopt.on && uq_boot_net(node, home, &nopt, &ident, &net, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
-        uqi_node_stop(node);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     term_net = net;
-    term t = {node, NULL, isatty(0) == 1, NULL};
+    t = (term){node, NULL, isatty(0) == 1, NULL};
     if (uqi_node_port(node, "terminal", &t.port, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
-        uq_boot_net_stop(node, net);
-        uqi_node_stop(node);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     /* The files module (fs), before the processes that may use it. */
-    uqs_files *files = NULL;
-    uqi_fsmod *fsmod = NULL;
     if (uqs_files_open(store, home, &files, &em) || uqi_fsmod_start(node, files, &fsmod, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
-        uq_boot_net_stop(node, net);
-        uqi_node_stop(node);
-        uqs_files_close(files);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     /* Backups (restored first with --restore), before the processes come back. */
     if (nopt.on && uq_boot_backup(node, store, &nopt, &ident, &t.backup, &em)) {
         fprintf(stderr, "uqbar: %s\n", em.text);
-        uq_boot_net_stop(node, net);
-        uqi_fsmod_stop(fsmod);
-        uqi_node_stop(node);
-        uqs_files_close(files);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     /* The processes that ran before the node went down come back. */
     uint64_t t0 = uqi_now_ns();
     uint32_t restored, failed;
     if (uqi_node_restore_ex(node, &restored, &failed, print_restore_problem, NULL, &em)) {
         fprintf(stderr, "uqbar: the process table in %s cannot be read: %s\n", uqs_path(store), em.text);
-        uqi_backup_stop(t.backup);
-        uq_boot_net_stop(node, net);
-        uqi_fsmod_stop(fsmod);
-        uqi_node_stop(node);
-        uqs_files_close(files);
-        uqs_close(store);
-        return EXIT_FAILED;
+        goto fail;
     }
     if (restored || failed)
         printf("restored %u process%s%s in %.1f ms\n", restored, restored == 1 ? "" : "es",
@@ -407,13 +388,15 @@ int uq_cmd_boot(int argc, char **argv)
 shutdown:
     printf("shutting down\n");
     fflush(stdout);
+    rc = 0;
+fail: /* also the way out when all went well: one teardown, in this order */
     uqi_backup_stop(t.backup);
     term_net = NULL;
     uq_boot_net_stop(node, net);
-    if (nopt.on) uqn_identity_wipe(&ident);
+    uqn_identity_wipe(&ident);
     uqi_fsmod_stop(fsmod);
-    uqi_node_stop(node);
+    if (node) uqi_node_stop(node);
     uqs_files_close(files);
     uqs_close(store); /* after the node: pending writes are finished first */
-    return 0;
+    return rc;
 }

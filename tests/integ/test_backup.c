@@ -5,131 +5,32 @@
  * in their store files), a flipped byte in a peer's copy is refused by name
  * (and another peer's copy taken), and a peer answers only the owner. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kernel/backup_crypt.h"
 #include "net/identity.h"
 #include "runner.h"
 #include "store/store.h"
+#include "tboot.h"
 #include "util/util.h"
-
-typedef struct bnode {
-    pid_t pid;
-    int in, out;
-    char name[32], home[1200], listen[64], backup[64];
-    const char *extra[4];  /* more boot options */
-    char buf[65536];
-    size_t have;
-} bnode;
 
 static char dir_path[1300];
 
-static int any_port(void)
+/* The nodes of a test: all read the directory file dir_path (empty at first). */
+static void init_nodes(bnode *nodes, const char *const *names, int n)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof sa;
-    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void bn_boot(bnode *b, const char *manifest)
-{
-    int pin[2], pout[2];
-    ASSERT(pipe(pin) == 0 && pipe(pout) == 0);
-    char exe[1100];
-    snprintf(exe, sizeof exe, "%s/uqbar", tb_build());
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        dup2(pin[0], 0);
-        dup2(pout[1], 1);
-        dup2(pout[1], 2);
-        close(pin[1]);
-        close(pout[0]);
-        const char *argv[24] = {exe, "boot", "--home", b->home, "--name", b->name, "--listen", b->listen,
-                                "--dev-unencrypted-key", "--net-timeout", "2000", "--workers", "1",
-                                "--peers", dir_path};
-        int k = 15;
-        if (b->backup[0]) argv[k++] = "--backup-peers", argv[k++] = b->backup;
-        for (int j = 0; j < 4 && b->extra[j]; j++) argv[k++] = b->extra[j];
-        if (manifest) argv[k++] = "--install", argv[k++] = manifest, argv[k++] = "--yes";
-        argv[k] = NULL;
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    close(pin[0]);
-    close(pout[1]);
-    b->pid = pid;
-    b->in = pin[1];
-    b->out = pout[0];
-    b->have = 0;
-}
-
-static bool bn_expect(bnode *b, const char *want, int ms)
-{
-    uint64_t end = uqi_now_ns() + (uint64_t)ms * 1000000ull;
-    for (;;) {
-        b->buf[b->have] = '\0';
-        char *hit = strstr(b->buf, want);
-        if (hit) {
-            char *nl = strchr(hit, '\n');
-            size_t cut = nl ? (size_t)(nl + 1 - b->buf) : b->have;
-            memmove(b->buf, b->buf + cut, b->have - cut + 1);
-            b->have -= cut;
-            return true;
-        }
-        if (uqi_now_ns() >= end) return false;
-        struct pollfd pf = {b->out, POLLIN, 0};
-        if (poll(&pf, 1, 20) <= 0) continue;
-        if (b->have > sizeof b->buf - 4096) {
-            memmove(b->buf, b->buf + b->have - 2048, 2048);
-            b->have = 2048;
-        }
-        ssize_t n = read(b->out, b->buf + b->have, sizeof b->buf - 1 - b->have);
-        if (n <= 0) return false;
-        if (getenv("UQ_NET_DEBUG")) fprintf(stderr, "[%s] %.*s", b->name, (int)n, b->buf + b->have);
-        b->have += (size_t)n;
-    }
-}
-
-static void bn_say(bnode *b, const char *line)
-{
-    ASSERT(write(b->in, line, strlen(line)) == (ssize_t)strlen(line));
-}
-
-static void bn_exit(bnode *b)
-{
-    bn_say(b, "exit\n");
-    ASSERT(bn_expect(b, "shutting down", 10000));
-    waitpid(b->pid, NULL, 0);
-    close(b->in);
-    close(b->out);
-}
-
-static void bn_up(bnode *b, const char *manifest)
-{
-    bn_boot(b, manifest);
-    if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", b->name, b->buf);
+    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
+    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    bn_init_all(nodes, names, n, dir_path);
 }
 
 /* Wait until every entry is acknowledged by every backup peer. */
 static void bn_backed_up(bnode *b)
 {
-    for (int i = 0; i < 2000; i++) {
-        bn_say(b, "backup\n");
-        if (bn_expect(b, "backup: 0 pending", 30)) return;
-    }
-    test_fail(__FILE__, __LINE__, "%s: backups still pending: %s", b->name, b->buf);
+    if (!bn_retry(b, "backup\n", "backup: 0 pending", 2000, 30))
+        test_fail(__FILE__, __LINE__, "%s: backups still pending: %s", b->name, b->buf);
 }
 
 static bool file_has(const char *path, const char *needle)
@@ -163,60 +64,31 @@ static void rm_store(const char *home)
 TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
 {
     signal(SIGPIPE, SIG_IGN);
-    char manifest[1300], shared[1024], text[4096];
-    ASSERT(realpath(tb_shared(), shared) != NULL);
-    snprintf(manifest, sizeof manifest, "%s/tally.json", tb_tmpdir());
-    snprintf(text, sizeof text,
-             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"tally\",\"process_wasm_path\":\"%s/apps/tally.wasm\","
-             "\"on_exit\":\"None\",\"public\":false},{\"process_name\":\"gone\",\"process_wasm_path\":"
-             "\"%s/apps/tally.wasm\",\"on_exit\":\"None\",\"public\":false}]}",
-             shared, shared);
-    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    char manifest[1300];
+    tboot_manifest(manifest, sizeof manifest, "tally.json", "t",
+                   (tboot_proc[]){{"tally", "tally", "None", false, false}, {"gone", "tally", "None", false, false}}, 2);
     bnode nodes[3];
     bnode *x = &nodes[0], *y = &nodes[1], *w = &nodes[2];
     const char *names[3] = {"x.local", "y.local", "w.local"};
-    for (int i = 0; i < 3; i++) {
-        bnode *b = &nodes[i];
-        memset(b, 0, sizeof *b);
-        snprintf(b->name, sizeof b->name, "%s", names[i]);
-        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
-        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
-    }
+    init_nodes(nodes, names, 3);
     snprintf(x->backup, sizeof x->backup, "y.local,w.local");
     bn_up(y, NULL);
     bn_up(w, NULL);
     bn_up(x, manifest);
-    char dir[8192] = "";
-    for (int i = 0; i < 3; i++) {
-        char path[1300];
-        snprintf(path, sizeof path, "%s/record", nodes[i].home);
-        uint8_t *rec;
-        size_t len;
-        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
-        strncat(dir, (char *)rec, len);
-        free(rec);
-    }
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, dir, strlen(dir), NULL), UQ_OK);
+    bn_directory(dir_path, (bnode *[]){x, y, w}, 3);
 
     /* x's tally persists a count; its backups reach both peers */
-    bn_say(x, "m tally {\"add\":987654321}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654321,\"rc\":0}", 20000));
-    bn_say(x, "m tally {\"add\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654322,\"rc\":0}", 10000));
+    bn_ask(x, "m tally {\"add\":987654321}\n", "{\"count\":987654321,\"rc\":0}", 20000);
+    bn_ask(x, "m tally {\"add\":1}\n", "{\"count\":987654322,\"rc\":0}", 10000);
     /* a process that ends is gone from the backups too (its deletion is sent) */
-    bn_say(x, "m gone {\"add\":7}\n");
-    ASSERT(bn_expect(x, "{\"count\":7,\"rc\":0}", 10000));
-    bn_say(x, "kill gone\n");
-    ASSERT(bn_expect(x, "response from x.local@kernel", 10000));
+    bn_ask(x, "m gone {\"add\":7}\n", "{\"count\":7,\"rc\":0}", 10000);
+    bn_ask(x, "kill gone\n", "response from x.local@kernel", 10000);
     uint64_t t0 = uqi_now_ns();
     bn_backed_up(x);
     test_log("backed up to two peers %.0f ms after the last state write", (double)(uqi_now_ns() - t0) / 1e6);
     /* a node other than the owner (w's terminal) cannot list at y */
-    bn_say(w, "m y.local@backup \"List\"\n");
-    ASSERT(bn_expect(w, "backup keeps entries for the backup process of other nodes only", 10000));
-    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+    bn_ask(w, "m y.local@backup \"List\"\n", "backup keeps entries for the backup process of other nodes only", 10000);
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
 
     /* peers cannot read: the count is in x's store, not in theirs (which do hold x's entries) */
     char path[1400];
@@ -300,7 +172,7 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     /* the owner check: w's key, in a fresh home, lists nothing of x's at y */
     char wfresh[1300];
     snprintf(wfresh, sizeof wfresh, "%s/w-fresh", tb_tmpdir());
-    bn_exit(w); /* one w at a time */
+    bn_exit(w, 0); /* one w at a time */
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/identity.key' '%s/'", wfresh, w->home, wfresh);
     ASSERT_EQ(system(cmd), 0);
     r = restore(wfresh, "y.local");
@@ -313,15 +185,12 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
     bn_boot(x, NULL);
     ASSERT(bn_expect(x, "restored 1 process in", 30000));
     ASSERT(bn_expect(x, "is up", 30000));
-    bn_say(x, "m gone {\"get\":1}\n");
-    ASSERT(bn_expect(x, "error NoSuchProcess", 10000));
-    bn_say(x, "m tally {\"get\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654322,", 10000));
+    bn_ask(x, "m gone {\"get\":1}\n", "error NoSuchProcess", 10000);
+    bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":987654322,", 10000);
     /* and its backups go on */
-    bn_say(x, "m tally {\"add\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":987654323,\"rc\":0}", 10000));
+    bn_ask(x, "m tally {\"add\":1}\n", "{\"count\":987654323,\"rc\":0}", 10000);
     bn_backed_up(x);
-    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
     uqn_identity_wipe(&xid);
 }
 
@@ -331,8 +200,7 @@ static double median_add_ms(bnode *b, int k)
     double t[64];
     for (int i = 0; i < k && i < 64; i++) {
         uint64_t t0 = uqi_now_ns();
-        bn_say(b, "m tally {\"add\":1}\n");
-        ASSERT(bn_expect(b, "\"rc\":0}", 10000));
+        bn_ask(b, "m tally {\"add\":1}\n", "\"rc\":0}", 10000);
         t[i] = (double)(uqi_now_ns() - t0) / 1e6;
     }
     for (int i = 1; i < k; i++)
@@ -348,23 +216,17 @@ static double median_add_ms(bnode *b, int k)
  * (with manifest) times tally adds without backups into *plain_ms. */
 static void make_directory(bnode *nodes, int n, const char *manifest, double *plain_ms)
 {
-    char dir[8192] = "";
-    for (int i = 0; i < n; i++) {
+    bnode *all[3];
+    for (int i = 0; i < n && i < 3; i++) {
         bnode plain = nodes[i];
         plain.backup[0] = '\0';
         memset(plain.extra, 0, sizeof plain.extra);
         bn_up(&plain, i == 0 ? manifest : NULL);
         if (i == 0 && manifest) *plain_ms = median_add_ms(&plain, 30);
-        bn_exit(&plain);
-        char path[1300];
-        snprintf(path, sizeof path, "%s/record", nodes[i].home);
-        uint8_t *rec;
-        size_t len;
-        ASSERT_EQ(uqi_read_file(path, &rec, &len, NULL), UQ_OK);
-        strncat(dir, (char *)rec, len);
-        free(rec);
+        bn_exit(&plain, 0);
+        all[i] = &nodes[i];
     }
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, dir, strlen(dir), NULL), UQ_OK);
+    bn_directory(dir_path, all, n);
 }
 
 /* "A peer that is offline gets the entries when it comes back", also after
@@ -374,26 +236,13 @@ static void make_directory(bnode *nodes, int n, const char *manifest, double *pl
 TEST_T(backup_offline_peer_catches_up_and_quota, 240)
 {
     signal(SIGPIPE, SIG_IGN);
-    char manifest[1300], shared[1024], text[2048];
-    ASSERT(realpath(tb_shared(), shared) != NULL);
-    snprintf(manifest, sizeof manifest, "%s/tally.json", tb_tmpdir());
-    snprintf(text, sizeof text,
-             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"tally\",\"process_wasm_path\":\"%s/apps/tally.wasm\","
-             "\"on_exit\":\"None\",\"public\":false}]}",
-             shared);
-    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
+    char manifest[1300];
+    tboot_manifest(manifest, sizeof manifest, "tally.json", "t", &(tboot_proc){"tally", "tally", "None", false, false},
+                   1);
     bnode nodes[3];
     bnode *x = &nodes[0], *y = &nodes[1], *q = &nodes[2];
     const char *names[3] = {"x.local", "y.local", "q.local"};
-    for (int i = 0; i < 3; i++) {
-        bnode *b = &nodes[i];
-        memset(b, 0, sizeof *b);
-        snprintf(b->name, sizeof b->name, "%s", names[i]);
-        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
-        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
-    }
+    init_nodes(nodes, names, 3);
     double plain_ms, backed_ms;
     make_directory(nodes, 3, manifest, &plain_ms); /* the tally counts 30 */
     snprintf(x->backup, sizeof x->backup, "y.local,q.local");
@@ -401,39 +250,25 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     q->extra[1] = "1K";
     bn_up(q, NULL);
     bn_up(x, NULL); /* y is down */
-    bn_say(x, "m tally {\"add\":5}\n");
-    ASSERT(bn_expect(x, "{\"count\":35,\"rc\":0}", 20000));
+    bn_ask(x, "m tally {\"add\":5}\n", "{\"count\":35,\"rc\":0}", 20000);
     /* q's refusal names its quota; y is Offline */
-    bool seen = false;
-    for (int i = 0; i < 100 && !seen; i++) {
-        bn_say(x, "backup\n");
-        seen = bn_expect(x, "quota of 1024 bytes (--backup-quota)", 300);
-    }
+    bool seen = bn_retry(x, "backup\n", "quota of 1024 bytes (--backup-quota)", 100, 300);
     ASSERT(seen);
     /* y's attempt may still be in flight when q's refusal is seen: ask
      * until it has failed */
-    seen = false;
-    for (int i = 0; i < 100 && !seen; i++) {
-        bn_say(x, "backup\n");
-        seen = bn_expect(x, "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 300);
-    }
-    ASSERT(seen);
-    bn_say(x, "backup\n");
-    ASSERT(bn_expect(x, "failing: Offline", 5000));
+    ASSERT(bn_retry(x, "backup\n", "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 100, 300));
+    bn_ask(x, "backup\n", "failing: Offline", 5000);
     /* x goes down before y ever answered; then y comes back, then x */
-    bn_exit(x);
+    bn_exit(x, 0);
     bn_up(y, NULL);
     bn_up(x, NULL);
     backed_ms = median_add_ms(x, 30); /* the tally counts 65 */
     test_log("state_set round trip from the terminal, median of 30: %.2f ms without backups, %.2f ms with two "
              "backup peers", plain_ms, backed_ms);
-    bool caught_up = false;
-    for (int i = 0; i < 200 && !caught_up; i++) {
-        bn_say(x, "backup\n");
-        caught_up = bn_expect(x, "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 300);
-    }
+    bool caught_up = bn_retry(x, "backup\n",
+                              "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 200, 300);
     ASSERT(caught_up);
-    for (int i = 0; i < 3; i++) bn_exit(&nodes[i]);
+    for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
     /* what y holds brings x back */
     char cmd[4000];
     snprintf(cmd, sizeof cmd, "cd '%s' && find . -mindepth 1 -maxdepth 1 ! -name identity.key -exec rm -rf {} +", x->home);
@@ -447,10 +282,9 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     ASSERT(bn_expect(x, "0 lost", 30000));
     ASSERT(bn_expect(x, "restored 1 process", 30000));
     ASSERT(bn_expect(x, "is up", 30000));
-    bn_say(x, "m tally {\"get\":1}\n");
-    ASSERT(bn_expect(x, "{\"count\":65,", 10000));
-    bn_exit(x);
-    bn_exit(y);
+    bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":65,", 10000);
+    bn_exit(x, 0);
+    bn_exit(y, 0);
 }
 
 /* Many entries: 2000 states of 4 KiB and one of 1 MiB, written into x's
@@ -460,18 +294,10 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
 TEST_T(backup_many_entries_both_ways, 300)
 {
     signal(SIGPIPE, SIG_IGN);
-    snprintf(dir_path, sizeof dir_path, "%s/directory", tb_tmpdir());
-    ASSERT_EQ(uqi_write_file_atomic(dir_path, "", 0, NULL), UQ_OK);
     bnode nodes[2];
     bnode *x = &nodes[0], *y = &nodes[1];
     const char *names[2] = {"x.local", "y.local"};
-    for (int i = 0; i < 2; i++) {
-        bnode *b = &nodes[i];
-        memset(b, 0, sizeof *b);
-        snprintf(b->name, sizeof b->name, "%s", names[i]);
-        snprintf(b->home, sizeof b->home, "%s/%s", tb_tmpdir(), names[i]);
-        snprintf(b->listen, sizeof b->listen, "127.0.0.1:%d", any_port());
-    }
+    init_nodes(nodes, names, 2);
     double unused;
     make_directory(nodes, 2, NULL, &unused);
     enum { N = 2000, SZ = 4096, BIG = 1 << 20 };
@@ -502,8 +328,8 @@ TEST_T(backup_many_entries_both_ways, 300)
     double mb = ((double)N * SZ + BIG) / 1e6;
     test_log("backup of %d entries (%.1f MB) from boot to acknowledged: %.2f s (%.0f entries/s, %.1f MB/s)", N + 1, mb,
              up_s, (N + 1) / up_s, mb / up_s);
-    bn_exit(x);
-    bn_exit(y);
+    bn_exit(x, 0);
+    bn_exit(y, 0);
     char path[1400];
     snprintf(path, sizeof path, "%s/store/data.mdb", y->home);
     ASSERT(file_has(path, "h/x.local/"));
@@ -519,7 +345,7 @@ TEST_T(backup_many_entries_both_ways, 300)
     ASSERT_STR_HAS(r.out, "0 lost");
     test_log("restore of the same: %.2f s (%.0f entries/s, %.1f MB/s)", r.seconds, (N + 1) / r.seconds, mb / r.seconds);
     tb_result_free(&r);
-    bn_exit(y);
+    bn_exit(y, 0);
     ASSERT_EQ(uqs_open(x->home, NULL, &s, &em), UQ_OK);
     uint8_t *got;
     size_t n;

@@ -5,10 +5,7 @@
  * keeper goes on; sequences never go back; a node sees its own entries
  * only; the quota holds. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "kernel/backup.h"
@@ -16,60 +13,14 @@
 #include "knode.h"
 #include "net/netmod.h"
 #include "store/store.h"
-#include "tnet.h"
+#include "tpeer.h"
 
-/* ---- a bare peer: a net module the test speaks through ----------------------- */
-typedef struct rawpeer {
-    uqn_identity id;
-    uqn_net *net;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uqi_msg *head, *tail;
-    uint64_t next_id;
-} rawpeer;
-
-static void rp_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
+/* ---- a bare peer (tpeer.h) the test speaks through ------------------------- */
+static void peer_start(rawpeer *rp, const char *name, const char *dir)
 {
-    rawpeer *rp = arg;
-    uqi_msg *m;
-    uq_errmsg em = {{0}};
-    if (uqi_wire_decode(msg, len, peer, rp->id.name, &m, &em)) {
-        test_log("%s: undecodable message: %s", rp->id.name, em.text);
-        return;
-    }
-    pthread_mutex_lock(&rp->mu);
-    m->next = NULL;
-    if (rp->tail) rp->tail->next = m;
-    else rp->head = m;
-    rp->tail = m;
-    pthread_cond_broadcast(&rp->cv);
-    pthread_mutex_unlock(&rp->mu);
-}
-
-static void rp_done(void *arg, void *cookie, int why) {}
-
-static void rp_start(rawpeer *rp, const char *name, const char *dir)
-{
-    memset(rp, 0, sizeof *rp);
-    tn_identity(name, 0, &rp->id);
-    pthread_mutex_init(&rp->mu, NULL);
-    pthread_cond_init(&rp->cv, NULL);
+    rp_init(rp, name, 0);
     rp->next_id = 1000;
-    uqn_net_cfg c = {.id = &rp->id, .listen = "127.0.0.1:0", .dir_path = dir, .recv = rp_recv, .done = rp_done,
-                     .arg = rp, .backoff_min_ms = 20, .backoff_max_ms = 100};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&c, &rp->net, &em)) test_fail(__FILE__, __LINE__, "%s: %s", name, em.text);
-}
-
-static void rp_fini(rawpeer *rp)
-{
-    uqn_net_stop(rp->net);
-    for (uqi_msg *m = rp->head, *nx; m; m = nx) {
-        nx = m->next;
-        uqi_msg_free(m);
-    }
-    pthread_mutex_destroy(&rp->mu);
-    pthread_cond_destroy(&rp->cv);
+    rp_start(rp, NULL, dir);
 }
 
 /* Send body (and payload) from process `from` of the raw peer to
@@ -84,34 +35,10 @@ static uqi_msg *ask_from(rawpeer *rp, const char *from, const char *body, const 
     snprintf(m->target.process, sizeof m->target.process, "backup");
     m->expects_response_s = 10;
     if (data) m->payload = uqi_payload_new(data, len, "application/octet-stream");
-    uint8_t *b;
-    size_t bl;
-    uq_errmsg em = {{0}};
-    if (uqi_wire_encode(m, false, &b, &bl, &em) || uqn_net_send(rp->net, "keeper.node", b, bl, NULL, &em))
-        test_fail(__FILE__, __LINE__, "%s -> keeper: %s", rp->id.name, em.text);
+    rp_send(rp, "keeper.node", m, false, 0);
     uint64_t id = m->id;
     uqi_msg_free(m);
-    uint64_t end = uqi_now_ns() + 5000000000ull;
-    pthread_mutex_lock(&rp->mu);
-    for (;;) {
-        for (uqi_msg **pp = &rp->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-            if ((*pp)->id != id) continue;
-            uqi_msg *r = *pp;
-            *pp = r->next;
-            if (rp->tail == r) rp->tail = prev;
-            pthread_mutex_unlock(&rp->mu);
-            r->next = NULL;
-            return r;
-        }
-        if (uqi_now_ns() >= end) break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50000000L;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&rp->cv, &rp->mu, &ts);
-    }
-    pthread_mutex_unlock(&rp->mu);
-    return NULL;
+    return rp_wait_id(rp, id, 5000);
 }
 
 static uqi_msg *ask(rawpeer *rp, const char *body, const void *data, size_t len)
@@ -160,8 +87,8 @@ TEST_T(backup_protocol_hostile_requests_and_owner_only, 60)
     uqi_backup_cfg bc = {.sk = kid.sk, .quota = 64 << 10};
     if (uqi_backup_start(kn, store, &bc, &bk, &em)) test_fail(__FILE__, __LINE__, "backup: %s", em.text);
     rawpeer o, x;
-    rp_start(&o, "owner.node", dir);
-    rp_start(&x, "other.node", dir);
+    peer_start(&o, "owner.node", dir);
+    peer_start(&x, "other.node", dir);
     uqn_dir *d = uqn_dir_new();
     tn_dir_add(d, &kid, uqn_net_listen_addr(knet));
     tn_dir_add(d, &o.id, uqn_net_listen_addr(o.net));

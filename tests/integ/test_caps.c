@@ -12,19 +12,7 @@
 /* A request from the root port to a capper; returns the response body. */
 static char *ask(uqi_kproc *port, const char *target, const char *body, uqi_payload *payload)
 {
-    uint64_t id = kn_request(port, target, body, 30, NULL, payload);
-    for (;;) {
-        uqi_msg *r = uqi_port_receive(port, 30000);
-        if (!r) test_fail(__FILE__, __LINE__, "no answer from %s to %s", target, body);
-        if (r->id != id) {
-            uqi_msg_free(r);
-            continue;
-        }
-        if (r->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "%s: error %u for %s", target, r->error, body);
-        char *s = kn_str(r->body, r->body_len);
-        uqi_msg_free(r);
-        return s;
-    }
+    return kn_ask(port, target, body, payload, NULL);
 }
 
 static long long rc_of(const char *json)

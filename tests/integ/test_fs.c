@@ -63,20 +63,7 @@ static void down(fsnode *t)
 static char *ask(fsnode *t, const char *app, const char *body, const char *payload, char **data)
 {
     uqi_payload *p = payload ? uqi_payload_new(payload, strlen(payload), "text/plain") : NULL;
-    uint64_t id = kn_request(t->port, app, body, 30, NULL, p);
-    for (;;) {
-        uqi_msg *r = uqi_port_receive(t->port, 30000);
-        if (!r) test_fail(__FILE__, __LINE__, "no answer from %s to %s", app, body);
-        if (r->id != id) {
-            uqi_msg_free(r);
-            continue;
-        }
-        if (r->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "%s: error %u for %s", app, r->error, body);
-        char *s = kn_str(r->body, r->body_len);
-        if (data) *data = r->payload ? kn_str(r->payload->data, r->payload->len) : NULL;
-        uqi_msg_free(r);
-        return s;
-    }
+    return kn_ask(t->port, app, body, p, data);
 }
 
 /* app asks fs: "fs\n" + json, with payload; the body of fs's answer. */

@@ -11,122 +11,20 @@
 #include "knode.h"
 #include "net/netmod.h"
 #include "tnet.h"
+#include "tpeer.h"
 #include "util/util.h"
 
-/* ---- a bare node --------------------------------------------------------- */
-typedef struct lpeer {
-    uqn_identity id;
-    uqn_net *net;
-    char listen[128], dir[1200];
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uqi_msg *head, *tail;      /* kernel messages received */
-    uint8_t *raw[4096];        /* look-up messages received (look-ups off) */
-    size_t rawlen[4096];
-    int nraw;
-} lpeer;
-
-static void lp_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
+/* ---- a bare node (tpeer.h), with the look-up timeouts of a.node --------- */
+static void lp_start(rawpeer *lp, const char *listen, bool lookup_off)
 {
-    lpeer *lp = arg;
-    pthread_mutex_lock(&lp->mu);
-    if (uqn_lk_is_msg(msg, len)) {
-        if (lp->nraw < 4096) {
-            lp->raw[lp->nraw] = uqi_xmalloc(len);
-            memcpy(lp->raw[lp->nraw], msg, len);
-            lp->rawlen[lp->nraw++] = len;
-        }
-    } else {
-        uqi_msg *m;
-        if (uqi_wire_decode(msg, len, peer, lp->id.name, &m, NULL) == UQ_OK) {
-            m->next = NULL;
-            if (lp->tail) lp->tail->next = m;
-            else lp->head = m;
-            lp->tail = m;
-        }
-    }
-    pthread_cond_broadcast(&lp->cv);
-    pthread_mutex_unlock(&lp->mu);
+    lp->opt.send_timeout_ms = 2000, lp->opt.lookup_timeout_ms = 1000, lp->opt.lookup_off = lookup_off;
+    rp_start(lp, listen, NULL);
 }
 
-static void lp_done(void *arg, void *cookie, int why) { UQ_UNUSED(arg), UQ_UNUSED(cookie), UQ_UNUSED(why); }
-
-static void lp_init(lpeer *lp, const char *name, int variant)
+static void lp_new(rawpeer *lp, const char *name, bool lookup_off)
 {
-    memset(lp, 0, sizeof *lp);
-    tn_identity(name, variant, &lp->id);
-    pthread_mutex_init(&lp->mu, NULL);
-    pthread_cond_init(&lp->cv, NULL);
-    snprintf(lp->dir, sizeof lp->dir, "%s/%s-%d.peers", tb_tmpdir(), name, variant);
-}
-
-static void lp_start(lpeer *lp, const char *listen, bool lookup_off)
-{
-    uqn_net_cfg c = {.id = &lp->id, .listen = listen ? listen : "127.0.0.1:0", .dir_path = lp->dir,
-                     .recv = lp_recv, .done = lp_done, .arg = lp, .backoff_min_ms = 20, .backoff_max_ms = 100,
-                     .send_timeout_ms = 2000, .lookup_timeout_ms = 1000, .lookup_off = lookup_off};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&c, &lp->net, &em)) test_fail(__FILE__, __LINE__, "%s: %s", lp->id.name, em.text);
-    snprintf(lp->listen, sizeof lp->listen, "%s", uqn_net_listen_addr(lp->net));
-}
-
-static void lp_stop(lpeer *lp)
-{
-    uqn_net_stop(lp->net);
-    lp->net = NULL;
-}
-
-static void lp_fini(lpeer *lp)
-{
-    if (lp->net) lp_stop(lp);
-    for (uqi_msg *m = lp->head, *nx; m; m = nx) {
-        nx = m->next;
-        uqi_msg_free(m);
-    }
-    for (int i = 0; i < lp->nraw; i++) free(lp->raw[i]);
-}
-
-static uqi_msg *lp_wait(lpeer *lp, int ms)
-{
-    uint64_t end = uqi_now_ns() + (uint64_t)ms * 1000000ull;
-    pthread_mutex_lock(&lp->mu);
-    while (!lp->head && uqi_now_ns() < end) {
-        pthread_mutex_unlock(&lp->mu);
-        usleep(2000);
-        pthread_mutex_lock(&lp->mu);
-    }
-    uqi_msg *m = lp->head;
-    if (m) {
-        lp->head = m->next;
-        if (!lp->head) lp->tail = NULL;
-        m->next = NULL;
-    }
-    pthread_mutex_unlock(&lp->mu);
-    return m;
-}
-
-/* Wait until lp holds more than k raw look-up messages; the (k+1)-th. */
-static const uint8_t *lp_raw(lpeer *lp, int k, size_t *len, int ms)
-{
-    uint64_t end = uqi_now_ns() + (uint64_t)ms * 1000000ull;
-    for (;;) {
-        pthread_mutex_lock(&lp->mu);
-        int n = lp->nraw;
-        pthread_mutex_unlock(&lp->mu);
-        if (n > k) break;
-        if (uqi_now_ns() >= end) return NULL;
-        usleep(2000);
-    }
-    *len = lp->rawlen[k];
-    return lp->raw[k];
-}
-
-static void lp_send_raw(lpeer *lp, const char *to, const void *bytes, size_t len)
-{
-    uint8_t *b = uqi_xmalloc(len ? len : 1);
-    memcpy(b, bytes, len);
-    uq_errmsg em = {{0}};
-    if (uqn_net_send(lp->net, to, b, len, NULL, &em)) test_fail(__FILE__, __LINE__, "%s: %s", lp->id.name, em.text);
+    rp_init(lp, name, 0);
+    lp_start(lp, NULL, lookup_off);
 }
 
 static uqn_record rec_of(uqn_net *net)
@@ -158,12 +56,9 @@ typedef struct anode {
 
 static void a_net(anode *a)
 {
-    uqn_net_cfg nc = {.id = &a->id, .listen = "127.0.0.1:0", .dir_path = a->dir, .learned_path = a->learned,
-                      .send_timeout_ms = 2000, .lookup_timeout_ms = 1000, .backoff_min_ms = 20,
-                      .backoff_max_ms = 100, .recv = uqi_node_net_recv, .done = uqi_node_net_done,
-                      .down = uqi_node_net_down, .arg = a->n};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&nc, &a->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
+    a->net = kn_net_start(a->n, (uqn_net_cfg){.id = &a->id, .listen = "127.0.0.1:0", .dir_path = a->dir,
+                                              .learned_path = a->learned, .send_timeout_ms = 2000,
+                                              .lookup_timeout_ms = 1000, .backoff_min_ms = 20, .backoff_max_ms = 100});
     uqi_node_set_net(a->n, a->net);
 }
 
@@ -179,14 +74,10 @@ static void a_start(anode *a)
     memset(a, 0, sizeof *a);
     snprintf(a->dir, sizeof a->dir, "%s/a.peers", tb_tmpdir());
     snprintf(a->learned, sizeof a->learned, "%s/a.learned", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &a->id);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 2, .identity_sk = a->id.sk};
-    uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &a->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    a->n = kn_boot_as("a.node", a->id.sk, 2);
     a_net(a);
-    ASSERT_EQ(uqi_node_port(a->n, "tester", &a->port, &em), UQ_OK);
+    ASSERT_EQ(uqi_node_port(a->n, "tester", &a->port, NULL), UQ_OK);
 }
 
 static void a_stop(anode *a)
@@ -197,25 +88,13 @@ static void a_stop(anode *a)
 
 static uint64_t a_send(anode *a, const char *target, const char *body, const char *ctx)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = 10;
-    uint8_t *c = (uint8_t *)uqi_xstrdup(ctx);
-    uint64_t id = 0;
-    if (uqi_kernel_send(a->port, m, c, strlen(ctx), &id, &em)) test_fail(__FILE__, __LINE__, "send: %s", em.text);
-    return id;
-}
-
-static bool ctx_is(const uqi_msg *m, const char *want)
-{
-    return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
+    return kn_send(a->port, "a.node", target, body, 10, ctx, NULL, UQ_OK);
 }
 
 /* The request arrived at lp: answer it from there; a's port gets the response. */
-static void answer_back(anode *a, lpeer *lp, uint64_t id, const char *ctx)
+static void answer_back(anode *a, rawpeer *lp, uint64_t id, const char *ctx)
 {
-    uqi_msg *in = lp_wait(lp, 5000);
+    uqi_msg *in = rp_wait(lp, 5000);
     ASSERT(in != NULL);
     ASSERT(in->id == id && strcmp(in->source.node, "a.node") == 0);
     uqi_msg *r = uqi_msg_new(UQI_MSG_RESPONSE, "\"pong\"", 6);
@@ -231,7 +110,7 @@ static void answer_back(anode *a, lpeer *lp, uint64_t id, const char *ctx)
     uqi_msg *got = uqi_port_receive(a->port, 5000);
     ASSERT(got != NULL);
     if (got->kind != UQI_MSG_RESPONSE) test_fail(__FILE__, __LINE__, "kind %d error %u", got->kind, got->error);
-    ASSERT(got->id == id && kn_body_is(got, "\"pong\"") && ctx_is(got, ctx));
+    ASSERT(got->id == id && kn_body_is(got, "\"pong\"") && kn_ctx_is(got, ctx));
     ASSERT(strcmp(got->source.node, lp->id.name) == 0);
     uqi_msg_free(got);
 }
@@ -243,7 +122,7 @@ static void expect_offline(anode *a, uint64_t id, const char *body, const char *
     ASSERT(e != NULL);
     if (e->kind != UQI_MSG_ERROR || e->error != UQI_SEND_OFFLINE)
         test_fail(__FILE__, __LINE__, "kind %d error %u, want Offline", e->kind, e->error);
-    ASSERT(e->id == id && kn_body_is(e, body) && ctx_is(e, ctx));
+    ASSERT(e->id == id && kn_body_is(e, body) && kn_ctx_is(e, ctx));
     uqi_msg_free(e);
 }
 
@@ -269,11 +148,9 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
 {
     anode a;
     a_start(&a);
-    lpeer b, c;
-    lp_init(&b, "b.node", 0);
-    lp_init(&c, "c.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&c, NULL, false);
+    rawpeer b, c;
+    lp_new(&b, "b.node", false);
+    lp_new(&c, "c.node", false);
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rc = rec_of(c.net);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     write_dir(b.dir, (const uqn_record *[]){&ra, &rb, &rc, NULL});
@@ -310,7 +187,7 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
 
     /* a restart of A's networking, B gone: the learned record serves */
     a_net_stop(&a);
-    lp_stop(&b);
+    rp_stop(&b);
     a_net(&a);
     id = a_send(&a, "c.node@srv", "3", "after-restart");
     answer_back(&a, &c, id, "after-restart");
@@ -319,7 +196,7 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
     ASSERT_EQ(st.learned, 1);
 
     /* C moves to another port with a newer record; B's directory has it */
-    lp_stop(&c);
+    rp_stop(&c);
     lp_start(&c, NULL, false);
     uqn_record rc2;
     const char *addrs[1] = {c.listen};
@@ -338,8 +215,8 @@ TEST_T(net_lookup_a_learns_c_from_b_persists_and_refreshes, 90)
     ASSERT_STR_HAS(learned, want);
     free(learned);
     a_stop(&a);
-    lp_fini(&b);
-    lp_fini(&c);
+    rp_fini(&b);
+    rp_fini(&c);
 }
 
 /* A lying peer: L answers a record for c.node signed by another key.
@@ -351,13 +228,10 @@ TEST_T(net_lookup_lying_peer_refused, 90)
 {
     anode a;
     a_start(&a);
-    lpeer b, c, l;
-    lp_init(&b, "b.node", 0);
-    lp_init(&c, "c.node", 0);
-    lp_init(&l, "l.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&c, NULL, false);
-    lp_start(&l, NULL, false);
+    rawpeer b, c, l;
+    lp_new(&b, "b.node", false);
+    lp_new(&c, "c.node", false);
+    lp_new(&l, "l.node", false);
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rc = rec_of(c.net), rl = rec_of(l.net);
     uqn_identity fake;
     tn_identity("c.node", 1, &fake); /* the liar's key for the name c.node */
@@ -378,10 +252,10 @@ TEST_T(net_lookup_lying_peer_refused, 90)
     uqn_lk_stats st;
     uqn_net_lookup_stats(a.net, &st);
     ASSERT(st.refused >= 1 && st.found == 0 && st.learned == 0);
-    ASSERT(lp_wait(&c, 100) == NULL && lp_wait(&l, 100) == NULL);
+    ASSERT(rp_wait(&c, 100) == NULL && rp_wait(&l, 100) == NULL);
 
     /* L gone, A asks only B: it learns the true C, and the message reaches it */
-    lp_stop(&l);
+    rp_stop(&l);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     usleep(1100 * 1000); /* a name nobody could give is not asked again for 1 s */
     id = a_send(&a, "c.node@srv", "\"two\"", "true-c");
@@ -390,14 +264,14 @@ TEST_T(net_lookup_lying_peer_refused, 90)
     /* C goes down; A, asking again (B and L, back), gets L's key: refused */
     lp_start(&l, l.listen, false);
     write_dir(a.dir, (const uqn_record *[]){&rb, &rl, NULL});
-    lp_stop(&c);
+    rp_stop(&c);
     usleep(100 * 1000);
     id = a_send(&a, "c.node@srv", "\"three\"", "down");
     expect_offline(&a, id, "\"three\"", "down");
     uqn_net_why(a.net, "c.node", why, sizeof why);
     test_log("why: %s", why);
     ASSERT_STR_HAS(why, "may not rebind a known name");
-    ASSERT(lp_wait(&l, 200) == NULL);
+    ASSERT(rp_wait(&l, 200) == NULL);
     char hex[65];
     uqn_hex(c.id.pk, 32, hex);
     char *learned = file_text(a.learned);
@@ -408,18 +282,18 @@ TEST_T(net_lookup_lying_peer_refused, 90)
     bool back = false;
     for (int tries = 0; tries < 40 && !back; tries++) {
         id = a_send(&a, "c.node@srv", "\"four\"", "back");
-        uqi_msg *in = lp_wait(&c, 250);
+        uqi_msg *in = rp_wait(&c, 250);
         back = in && in->id == id;
         uqi_msg_free(in);
         uqi_msg *e;
         while ((e = uqi_port_receive(a.port, 0))) uqi_msg_free(e);
     }
     ASSERT(back);
-    ASSERT(lp_wait(&l, 100) == NULL);
+    ASSERT(rp_wait(&l, 100) == NULL);
     a_stop(&a);
-    lp_fini(&b);
-    lp_fini(&c);
-    lp_fini(&l);
+    rp_fini(&b);
+    rp_fini(&c);
+    rp_fini(&l);
 }
 
 /* A hostile peer H (its look-ups off: the test writes its answers): an
@@ -431,9 +305,8 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
 {
     anode a;
     a_start(&a);
-    lpeer h;
-    lp_init(&h, "h.node", 0);
-    lp_start(&h, NULL, true);
+    rawpeer h;
+    lp_new(&h, "h.node", true);
     uqn_identity cid, did;
     tn_identity("c.node", 0, &cid);
     tn_identity("d.node", 0, &did);
@@ -449,12 +322,12 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     /* altered: c.node's record with another address, the signature kept */
     uint64_t id = a_send(&a, "c.node@srv", "1", "altered");
     size_t len;
-    const uint8_t *req = lp_raw(&h, 0, &len, 5000);
+    const uint8_t *req = rp_raw(&h, 0, &len, 5000);
     ASSERT(req && len == 9 && memcmp(req, "\x10\x01\x06" "c.node", 9) == 0);
     uqn_record alt = rc;
     snprintf(alt.addrs[0], sizeof alt.addrs[0], "127.0.0.1:1");
     size_t n = uqn_lk_encode_ans("c.node", &alt, msg);
-    lp_send_raw(&h, "a.node", msg, n);
+    rp_send_raw(&h, "a.node", msg, n);
     expect_offline(&a, id, "1", "altered");
     char why[256];
     uqn_net_why(a.net, "c.node", why, sizeof why);
@@ -464,10 +337,10 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     /* another name's record in the answer for c.node */
     usleep(1100 * 1000);
     id = a_send(&a, "c.node@srv", "2", "wrong-name");
-    ASSERT(lp_raw(&h, 1, &len, 5000) != NULL);
+    ASSERT(rp_raw(&h, 1, &len, 5000) != NULL);
     n = uqn_lk_encode_ans("d.node", &rd, msg);
     msg[3] = 'c';
-    lp_send_raw(&h, "a.node", msg, n);
+    rp_send_raw(&h, "a.node", msg, n);
     expect_offline(&a, id, "2", "wrong-name");
     uqn_net_why(a.net, "c.node", why, sizeof why);
     ASSERT_STR_HAS(why, "the record is for d.node");
@@ -476,13 +349,13 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     const char *junk[] = {"\x11", "\x11\x01\x00", "\x10\x09\x01x", "\x11\x01\x06" "c.node\x01\xff\xff",
                           "\x10\x01\x05" "a.nodeXYZ"};
     size_t jl[] = {1, 3, 4, 12, 12};
-    for (int i = 0; i < 5; i++) lp_send_raw(&h, "a.node", junk[i], jl[i]);
+    for (int i = 0; i < 5; i++) rp_send_raw(&h, "a.node", junk[i], jl[i]);
     n = uqn_lk_encode_ans("c.node", &rc, msg);
-    lp_send_raw(&h, "a.node", msg, n);
+    rp_send_raw(&h, "a.node", msg, n);
     /* A still answers: its own record */
     n = uqn_lk_encode_req("a.node", msg);
-    lp_send_raw(&h, "a.node", msg, n);
-    const uint8_t *ans = lp_raw(&h, 2, &len, 5000);
+    rp_send_raw(&h, "a.node", msg, n);
+    const uint8_t *ans = rp_raw(&h, 2, &len, 5000);
     ASSERT(ans != NULL);
     uqn_lkmsg m;
     ASSERT_EQ(uqn_lk_decode(ans, len, &m, NULL), UQ_OK);
@@ -501,7 +374,7 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     uint64_t t0 = uqi_now_ns();
     for (int i = 0; i < 2000; i++) {
         n = uqn_lk_encode_req(i % 2 ? "a.node" : "x.node", msg);
-        lp_send_raw(&h, "a.node", msg, n);
+        rp_send_raw(&h, "a.node", msg, n);
     }
     uint64_t served = 0;
     for (int i = 0; i < 1000; i++) { /* until all 2000 were served or dropped */
@@ -516,7 +389,7 @@ TEST_T(net_lookup_forged_malformed_and_flood_refused, 90)
     ASSERT_EQ(served + st.limited - limited0, 2000);
     ASSERT(served <= (uint64_t)(40 + 20 * secs + 2));
     a_stop(&a);
-    lp_fini(&h);
+    rp_fini(&h);
 }
 
 /* A name nobody knows: the message fails Offline with its context once the
@@ -526,11 +399,9 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
 {
     anode a;
     a_start(&a);
-    lpeer b, s;
-    lp_init(&b, "b.node", 0);
-    lp_init(&s, "s.node", 0);
-    lp_start(&b, NULL, false);
-    lp_start(&s, NULL, true); /* look-ups off: it never answers them */
+    rawpeer b, s;
+    lp_new(&b, "b.node", false);
+    lp_new(&s, "s.node", true); /* look-ups off: it never answers them */
     uqn_record ra = rec_of(a.net), rb = rec_of(b.net), rs = rec_of(s.net);
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     write_dir(b.dir, (const uqn_record *[]){&ra, &rb, NULL});
@@ -562,9 +433,8 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
     expect_offline(&a, id, "3", "again");
     ASSERT((uqi_now_ns() - t0) / 1000000 < 500);
     /* a node nobody knows dials A: its link is held while A asks, then closed */
-    lpeer z;
-    lp_init(&z, "z.node", 0);
-    lp_start(&z, NULL, false);
+    rawpeer z;
+    lp_new(&z, "z.node", false);
     write_dir(z.dir, (const uqn_record *[]){&ra, NULL});
     write_dir(a.dir, (const uqn_record *[]){&rb, NULL});
     uqi_msg *q = uqi_msg_new(UQI_MSG_REQUEST, "\"hi\"", 4);
@@ -588,7 +458,7 @@ TEST_T(net_lookup_unknown_name_offline_with_context, 60)
     uqn_net_get_stats(a.net, &ns);
     ASSERT(ns.links_up >= 1);
     a_stop(&a);
-    lp_fini(&b);
-    lp_fini(&s);
-    lp_fini(&z);
+    rp_fini(&b);
+    rp_fini(&s);
+    rp_fini(&z);
 }

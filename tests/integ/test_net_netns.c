@@ -11,7 +11,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -19,6 +18,7 @@
 
 #include "knode.h"
 #include "net/netmod.h"
+#include "tboot.h"
 #include "tnet.h"
 #include "tnetns.h"
 
@@ -26,7 +26,7 @@
 #define B_LISTEN TNS_IP_B ":7102"
 
 /* ---- b.node: `uqbar boot` in namespace b, its output kept by a thread ---- */
-typedef struct bnode {
+typedef struct bproc {
     const char *ns;
     char home[1200], manifest[1300];
     pid_t pid;
@@ -34,12 +34,12 @@ typedef struct bnode {
     pthread_t reader;
     pthread_mutex_t mu;
     char *log;                  /* everything it printed */
-    size_t len, cap, seen;      /* seen: bn_expect has looked up to here */
-} bnode;
+    size_t len, cap, seen;      /* seen: bp_expect has looked up to here */
+} bproc;
 
-static void *bn_read(void *arg)
+static void *bp_read(void *arg)
 {
-    bnode *b = arg;
+    bproc *b = arg;
     char buf[4096];
     ssize_t n;
     while ((n = read(b->out, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
@@ -59,40 +59,22 @@ static void *bn_read(void *arg)
     return NULL;
 }
 
-static void bn_boot(bnode *b, bool install)
+static void bp_boot(bproc *b, bool install)
 {
-    char exe[1100], nspath[256];
+    char exe[1100];
     snprintf(exe, sizeof exe, "%s/uqbar", tb_build());
-    snprintf(nspath, sizeof nspath, "/run/netns/%s", b->ns);
     const char *argv[20] = {exe, "boot", "--home", b->home, "--name", "b.node", "--listen", B_LISTEN,
                             "--dev-unencrypted-key", "--net-timeout", "3000", "--net-keepalive", "300",
                             "--workers", "1"};
     int k = 15;
     if (install) argv[k++] = "--install", argv[k++] = b->manifest, argv[k++] = "--yes";
     argv[k] = NULL;
-    int in[2], out[2];
-    ASSERT(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) { /* only async-signal-safe calls: the test has threads */
-        int fd = open(nspath, O_RDONLY);
-        if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(126);
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(out[1], 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    b->pid = pid;
-    b->in = in[1];
-    b->out = out[0];
-    pthread_create(&b->reader, NULL, bn_read, b);
+    b->pid = tboot_spawn(argv, b->ns, 0, &b->in, &b->out);
+    pthread_create(&b->reader, NULL, bp_read, b);
 }
 
 /* Wait until b's output (after what earlier calls matched) holds want. */
-static bool bn_expect(bnode *b, const char *want, int ms)
+static bool bp_expect(bproc *b, const char *want, int ms)
 {
     uint64_t end = uqi_now_ns() + (uint64_t)ms * 1000000ull;
     for (;;) {
@@ -110,7 +92,7 @@ static bool bn_expect(bnode *b, const char *want, int ms)
 }
 
 /* The line of b's output holding want (anywhere), copied to out. */
-static bool bn_line(bnode *b, const char *want, char *out, size_t cap)
+static bool bp_line(bproc *b, const char *want, char *out, size_t cap)
 {
     pthread_mutex_lock(&b->mu);
     char *hit = b->log ? strstr(b->log, want) : NULL;
@@ -125,7 +107,7 @@ static bool bn_line(bnode *b, const char *want, char *out, size_t cap)
 }
 
 /* End it: kill -9 (sig = SIGKILL), or exit from its terminal. */
-static void bn_stop(bnode *b, int sig)
+static void bp_stop(bproc *b, int sig)
 {
     if (sig) kill(b->pid, sig);
     else if (write(b->in, "exit\n", 5) != 5) kill(b->pid, SIGTERM);
@@ -145,7 +127,7 @@ static void bn_stop(bnode *b, int sig)
     b->pid = -1;
 }
 
-static void bn_start(bnode *b, const char *ns)
+static void bp_start(bproc *b, const char *ns)
 {
     memset(b, 0, sizeof *b);
     b->ns = ns;
@@ -168,14 +150,14 @@ static void bn_start(bnode *b, const char *ns)
     snprintf(cache, sizeof cache, "%s/cache-test", shared);
     setenv("UQBAR_CACHE", cache, 1);
     uint64_t t0 = uqi_now_ns();
-    bn_boot(b, true);
-    if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "b.node did not come up:\n%s", b->log);
+    bp_boot(b, true);
+    if (!bp_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "b.node did not come up:\n%s", b->log);
     test_log("b.node (uqbar boot, netns %s) up in %.0f ms", ns, (double)(uqi_now_ns() - t0) / 1e6);
 }
 
-static void bn_fini(bnode *b)
+static void bp_fini(bproc *b)
 {
-    if (b->pid > 0) bn_stop(b, 0);
+    if (b->pid > 0) bp_stop(b, 0);
     free(b->log);
     pthread_mutex_destroy(&b->mu);
 }
@@ -194,11 +176,9 @@ static void *an_net_thread(void *arg)
 {
     anode *a = arg;
     tns_enter(a->ns); /* this thread only: the net thread it makes is born there */
-    uqn_net_cfg c = {.id = &a->id, .listen = A_LISTEN, .dir_path = a->dir, .send_timeout_ms = 3000,
-                     .keepalive_ms = 300, .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
-                     .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = a->n};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&c, &a->net, &em)) test_fail(__FILE__, __LINE__, "a.node net: %s", em.text);
+    a->net = kn_net_start(a->n, (uqn_net_cfg){.id = &a->id, .listen = A_LISTEN, .dir_path = a->dir,
+                                              .send_timeout_ms = 3000, .keepalive_ms = 300, .backoff_min_ms = 20,
+                                              .backoff_max_ms = 100});
     return NULL;
 }
 
@@ -207,12 +187,9 @@ static void an_start(anode *a, const char *ns)
     memset(a, 0, sizeof *a);
     a->ns = ns;
     snprintf(a->dir, sizeof a->dir, "%s/a-peers", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &a->id);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 1, .identity_sk = a->id.sk};
+    a->n = kn_boot_as("a.node", a->id.sk, 1);
     uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &a->n, &em)) test_fail(__FILE__, __LINE__, "a.node: %s", em.text);
     pthread_t t;
     pthread_create(&t, NULL, an_net_thread, a);
     pthread_join(t, NULL);
@@ -245,7 +222,7 @@ static void record_text(const uqn_identity *id, const char *addr, char *out, siz
     free(t);
 }
 
-static void write_dirs(anode *a, bnode *b, bool wrong_a, bool wrong_b)
+static void write_dirs(anode *a, bproc *b, bool wrong_a, bool wrong_b)
 {
     char ra[1024], rb[1024], rwa[1024], rwb[1024], text[4200], path[1300];
     uqn_identity other;
@@ -290,16 +267,7 @@ static bool pattern_ok(const uqi_payload *p, int i, size_t len)
 
 static uint64_t a_send(anode *a, const char *target, const char *body, const char *ctx, uqi_payload *pl)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = 30;
-    m->payload = pl;
-    uint8_t *c = (uint8_t *)uqi_xstrdup(ctx);
-    uint64_t id = 0;
-    uq_err e = uqi_kernel_send(a->port, m, c, strlen(ctx), &id, &em);
-    if (e) test_fail(__FILE__, __LINE__, "send to %s: %s", target, em.text);
-    return id;
+    return kn_send(a->port, "a.node", target, body, 30, ctx, pl, UQ_OK);
 }
 
 /* The context as text (in a static buffer). */
@@ -529,14 +497,14 @@ static char *tee_stop(void)
 typedef struct rig {
     tns t;
     anode a;
-    bnode b;
+    bproc b;
 } rig;
 
 static bool rig_up(rig *r, const tns_shape *sh, bool need_tunem)
 {
     signal(SIGPIPE, SIG_IGN);
     if (!tns_up(&r->t, sh, need_tunem)) return false;
-    bn_start(&r->b, r->t.b);
+    bp_start(&r->b, r->t.b);
     an_start(&r->a, r->t.a);
     write_dirs(&r->a, &r->b, false, false);
     return true;
@@ -545,7 +513,7 @@ static bool rig_up(rig *r, const tns_shape *sh, bool need_tunem)
 static void rig_down(rig *r)
 {
     an_stop(&r->a);
-    bn_fini(&r->b);
+    bp_fini(&r->b);
     tns_down(&r->t);
 }
 
@@ -710,8 +678,8 @@ TEST_T(net_netns_peer_killed_and_restarted_during_traffic, 90)
             killed_at = uqi_now_ns();
             phase = 1;
         } else if (phase == 1 && uqi_now_ns() - killed_at > 300000000ull) {
-            bn_stop(&r.b, SIGKILL); /* reaped */
-            bn_boot(&r.b, false);   /* the same home: its store brings tally back with its count */
+            bp_stop(&r.b, SIGKILL); /* reaped */
+            bp_boot(&r.b, false);   /* the same home: its store brings tally back with its count */
             phase = 2;
         } else if (phase == 2 && acked_after >= 80) {
             phase = 3;
@@ -719,7 +687,7 @@ TEST_T(net_netns_peer_killed_and_restarted_during_traffic, 90)
         if (uqi_now_ns() - t0 > 60000000000ull) test_fail(__FILE__, __LINE__, "stuck in phase %d", phase);
     }
     track_drain(&r.a, &t, 10000);
-    ASSERT(bn_expect(&r.b, "restored 2 processes", 1000));
+    ASSERT(bp_expect(&r.b, "restored 2 processes", 1000));
     uqi_msg *m = a_call_until_answered(&r.a, "b.node@tally", "{\"get\":1}", 10000);
     long long count = count_of(m);
     uqi_msg_free(m);
@@ -757,8 +725,8 @@ TEST_T(net_netns_wrong_key_and_tampered_frame_refused, 90)
     m = a_call(&r.a, "b.node@echo", "{\"k\":2}", "wrong-key-of-a", 10000);
     ASSERT(m && m->kind == UQI_MSG_ERROR && m->error == UQI_SEND_OFFLINE && kn_body_is(m, "{\"k\":2}"));
     uqi_msg_free(m);
-    ASSERT(bn_expect(&r.b, "refused", 3000));
-    ASSERT(bn_line(&r.b, "has key", line, sizeof line));
+    ASSERT(bp_expect(&r.b, "refused", 3000));
+    ASSERT(bp_line(&r.b, "has key", line, sizeof line));
     test_log("wrong key: a.node -> Offline both ways; b.node logged: %s", line);
     /* the true keys: the next handshake passes */
     write_dirs(&r.a, &r.b, false, false);
@@ -774,8 +742,8 @@ TEST_T(net_netns_wrong_key_and_tampered_frame_refused, 90)
     tns_stat(&r.t, "a2b", "bytes"); /* reads tunem's report */
     ASSERT_EQ(r.t.tampered, 1);
     ASSERT(t.kind[i] == UQI_MSG_ERROR && t.err[i] == UQI_SEND_OFFLINE); /* its payload and context: track_take */
-    ASSERT(bn_expect(&r.b, "link from a.node refused", 3000));
-    ASSERT(bn_line(&r.b, "link from a.node refused", line, sizeof line));
+    ASSERT(bp_expect(&r.b, "link from a.node refused", 3000));
+    ASSERT(bp_line(&r.b, "link from a.node refused", line, sizeof line));
     test_log("tampered a->b: request came back Offline; b.node logged: %s", line);
     ASSERT_STR_HAS(line, "failed authentication");
 

@@ -14,124 +14,8 @@
 #include "kernel/remote.h"
 #include "knode.h"
 #include "net/netmod.h"
-#include "tnet.h"
-
-/* ---- a bare peer: a net module whose messages the test reads ------------- */
-typedef struct rawpeer {
-    uqn_identity id;
-    uqn_net *net;
-    char listen[128];
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uqi_msg *head, *tail;    /* received, in order (unbounded: the test reads them all) */
-    int fails;
-    int whys[4096];          /* per cookie (1..4095): 1 + the done reason */
-} rawpeer;
-
-static void rp_recv(void *arg, const char *peer, const uint8_t *msg, size_t len)
-{
-    rawpeer *rp = arg;
-    uqi_msg *m;
-    uq_errmsg em = {{0}};
-    uq_err e = uqi_wire_decode(msg, len, peer, rp->id.name, &m, &em);
-    if (e) {
-        test_log("%s: undecodable message: %s", rp->id.name, em.text);
-        return;
-    }
-    pthread_mutex_lock(&rp->mu);
-    m->next = NULL;
-    if (rp->tail) rp->tail->next = m;
-    else rp->head = m;
-    rp->tail = m;
-    pthread_cond_broadcast(&rp->cv);
-    pthread_mutex_unlock(&rp->mu);
-}
-
-static void rp_done(void *arg, void *cookie, int why)
-{
-    rawpeer *rp = arg;
-    pthread_mutex_lock(&rp->mu);
-    if (why) rp->fails++;
-    uintptr_t k = (uintptr_t)cookie;
-    if (k && k < 4096) rp->whys[k] = 1 + why;
-    pthread_mutex_unlock(&rp->mu);
-}
-
-static uint32_t rp_keepalive_ms, rp_timeout_ms; /* for the next rp_start; 0: defaults */
-
-static void rp_start(rawpeer *rp, const char *listen, const char *dir)
-{
-    uqn_net_cfg c = {.id = &rp->id, .listen = listen, .dir_path = dir, .recv = rp_recv, .done = rp_done, .arg = rp,
-                     .backoff_min_ms = 20, .backoff_max_ms = 100, .keepalive_ms = rp_keepalive_ms,
-                     .send_timeout_ms = rp_timeout_ms};
-    uq_errmsg em = {{0}};
-    if (uqn_net_start(&c, &rp->net, &em)) test_fail(__FILE__, __LINE__, "%s: %s", rp->id.name, em.text);
-    snprintf(rp->listen, sizeof rp->listen, "%s", uqn_net_listen_addr(rp->net));
-}
-
-static void rp_init(rawpeer *rp, const char *name, int variant)
-{
-    memset(rp, 0, sizeof *rp);
-    tn_identity(name, variant, &rp->id);
-    pthread_mutex_init(&rp->mu, NULL);
-    pthread_cond_init(&rp->cv, NULL);
-}
-
-static void rp_stop(rawpeer *rp)
-{
-    uqn_net_stop(rp->net);
-    rp->net = NULL;
-}
-
-static void rp_fini(rawpeer *rp)
-{
-    if (rp->net) rp_stop(rp);
-    for (uqi_msg *m = rp->head, *nx; m; m = nx) {
-        nx = m->next;
-        uqi_msg_free(m);
-    }
-    pthread_mutex_destroy(&rp->mu);
-    pthread_cond_destroy(&rp->cv);
-}
-
-static uqi_msg *rp_wait(rawpeer *rp, int ms)
-{
-    uqi_msg *m = NULL;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&rp->mu);
-    while (!rp->head)
-        if (pthread_cond_timedwait(&rp->cv, &rp->mu, &ts) != 0) break;
-    if ((m = rp->head)) {
-        rp->head = m->next;
-        if (!rp->head) rp->tail = NULL;
-        m->next = NULL;
-    }
-    pthread_mutex_unlock(&rp->mu);
-    return m;
-}
-
-/* Send a wire message from rp to node `to` (cookie: 0, or 1..4095 to see its fate in whys). */
-static void rp_send_c(rawpeer *rp, const char *to, const uqi_msg *m, bool with_rsvp, uintptr_t cookie)
-{
-    uint8_t *b;
-    size_t len;
-    uq_errmsg em = {{0}};
-    if (uqi_wire_encode(m, with_rsvp, &b, &len, &em) || uqn_net_send(rp->net, to, b, len, (void *)cookie, &em))
-        test_fail(__FILE__, __LINE__, "%s -> %s: %s", rp->id.name, to, em.text);
-}
-
-static void rp_send(rawpeer *rp, const char *to, const uqi_msg *m, bool with_rsvp)
-{
-    uint8_t *b;
-    size_t len;
-    uq_errmsg em = {{0}};
-    if (uqi_wire_encode(m, with_rsvp, &b, &len, &em) || uqn_net_send(rp->net, to, b, len, NULL, &em))
-        test_fail(__FILE__, __LINE__, "%s -> %s: %s", rp->id.name, to, em.text);
-}
+#include "tboot.h"
+#include "tpeer.h"
 
 static uqi_msg *mk(uqi_msg_kind kind, uint64_t id, const char *src, const char *dst, const char *body)
 {
@@ -153,17 +37,6 @@ typedef struct rig {
     int blackhole;
 } rig;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof sa;
-    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void rig_dir(rig *r, bool wrong_key_for_c)
 {
     uqn_dir *d = uqn_dir_new();
@@ -179,7 +52,7 @@ static void rig_dir(rig *r, bool wrong_key_for_c)
     }
     uqn_identity x;
     tn_identity("dead.node", 0, &x); /* nothing listens there */
-    snprintf(a, sizeof a, "127.0.0.1:%d", free_port());
+    snprintf(a, sizeof a, "127.0.0.1:%d", tboot_free_port());
     tn_dir_add(d, &x, a);
     tn_identity("hole.node", 0, &x); /* accepts TCP, never answers the handshake */
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -200,18 +73,13 @@ static void rig_start(rig *r)
     memset(r, 0, sizeof *r);
     r->blackhole = -1;
     snprintf(r->dir, sizeof r->dir, "%s/peers", tb_tmpdir());
-    char cache[1100];
-    snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     tn_identity("a.node", 0, &r->ida);
-    uqi_node_config c = {.name = "a.node", .cache_dir = cache, .workers = 2, .identity_sk = r->ida.sk};
-    uq_errmsg em = {{0}};
-    if (uqi_node_start(&c, &r->n, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
+    r->n = kn_boot_as("a.node", r->ida.sk, 2);
     uqi_node_engine(r->n)->progress = false;
-    uqn_net_cfg nc = {.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir, .send_timeout_ms = 400,
-                      .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv,
-                      .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = r->n};
-    if (uqn_net_start(&nc, &r->net, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
+    r->net = kn_net_start(r->n, (uqn_net_cfg){.id = &r->ida, .listen = "127.0.0.1:0", .dir_path = r->dir,
+                                              .send_timeout_ms = 400, .backoff_min_ms = 20, .backoff_max_ms = 100});
     uqi_node_set_net(r->n, r->net);
+    uq_errmsg em = {{0}};
     rp_init(&r->b, "b.node", 0);
     rp_init(&r->c, "c.node", 0);
     rp_start(&r->b, "127.0.0.1:0", r->dir);
@@ -252,25 +120,7 @@ static void rig_echo(rig *r, const char *id, bool public, bool network)
 static uint64_t send_req(uqi_kproc *port, const char *target, const char *body, uint32_t expects, const char *ctx,
                          uqi_payload *pl, uq_err want)
 {
-    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
-    uq_errmsg em = {{0}};
-    ASSERT_EQ(uqi_addr_parse(target, "a.node", &m->target, &em), UQ_OK);
-    m->expects_response_s = expects;
-    m->payload = pl;
-    uint8_t *c = ctx ? (uint8_t *)uqi_xstrdup(ctx) : NULL;
-    uint64_t id = 0;
-    uq_err e = uqi_kernel_send(port, m, c, ctx ? strlen(ctx) : 0, &id, &em);
-    if (e != want) test_fail(__FILE__, __LINE__, "send to %s: %s (want %s)", target, e ? em.text : "OK", uq_strerror(want));
-    if (e) {
-        free(c);
-        uqi_msg_free(m);
-    }
-    return id;
-}
-
-static bool ctx_is(const uqi_msg *m, const char *want)
-{
-    return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
+    return kn_send(port, "a.node", target, body, expects, ctx, pl, want);
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -301,30 +151,30 @@ TEST(net_node_request_response_with_context_at_most_once)
 
     /* c.node answers first: it was not asked, so it is not believed */
     uqi_msg *forged = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"forged\"");
-    rp_send(&r.c, "a.node", forged, false);
+    rp_send(&r.c, "a.node", forged, false, 0);
     ASSERT(uqi_port_receive(r.port, 300) == NULL);
 
     uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"answer\"");
     resp->payload = uqi_payload_new("BACK", 4, "");
-    rp_send(&r.b, "a.node", resp, false);
+    rp_send(&r.b, "a.node", resp, false, 0);
     uqi_msg *got = uqi_port_receive(r.port, 5000);
     ASSERT(got != NULL);
     ASSERT_EQ(got->kind, UQI_MSG_RESPONSE);
     ASSERT_EQ(got->id, id);
     ASSERT(kn_body_is(got, "\"answer\""));
-    ASSERT(ctx_is(got, "ctx-one"));
+    ASSERT(kn_ctx_is(got, "ctx-one"));
     ASSERT(strcmp(got->source.node, "b.node") == 0 && strcmp(got->source.process, "srv") == 0);
     ASSERT(got->payload && got->payload->len == 4);
     uqi_msg_free(got);
     /* the same response again: not delivered twice */
-    rp_send(&r.b, "a.node", resp, false);
+    rp_send(&r.b, "a.node", resp, false, 0);
     ASSERT(uqi_port_receive(r.port, 300) == NULL);
     /* nor after the link is cut and b.node comes back on the same port */
     char addr[128];
     snprintf(addr, sizeof addr, "%s", r.b.listen);
     rp_stop(&r.b);
     rp_start(&r.b, addr, r.dir);
-    rp_send(&r.b, "a.node", resp, false);
+    rp_send(&r.b, "a.node", resp, false, 0);
     ASSERT(uqi_port_receive(r.port, 400) == NULL);
     uqi_msg_free(resp);
     uqi_msg_free(forged);
@@ -334,10 +184,10 @@ TEST(net_node_request_response_with_context_at_most_once)
     ASSERT(in && in->id == id);
     uqi_msg_free(in);
     resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"two\"");
-    rp_send(&r.b, "a.node", resp, false);
+    rp_send(&r.b, "a.node", resp, false, 0);
     uqi_msg_free(resp);
     got = uqi_port_receive(r.port, 5000);
-    ASSERT(got && got->id == id && ctx_is(got, "ctx-two"));
+    ASSERT(got && got->id == id && kn_ctx_is(got, "ctx-two"));
     uqi_msg_free(got);
     rig_stop(&r);
 }
@@ -354,7 +204,7 @@ TEST(net_node_network_capability_both_ways)
     rig_echo(&r, "private", false, true);
     uqi_msg *q = mk(UQI_MSG_REQUEST, 77, "client", "echo", "{\"hello\":\"a\"}");
     q->expects_response_s = 5;
-    rp_send(&r.b, "a.node", q, false);
+    rp_send(&r.b, "a.node", q, false, 0);
     uqi_msg *in = rp_wait(&r.b, 10000);
     ASSERT(in != NULL);
     ASSERT_EQ(in->kind, UQI_MSG_RESPONSE);
@@ -366,7 +216,7 @@ TEST(net_node_network_capability_both_ways)
     for (int i = 0; i < 2; i++) {
         snprintf(q->target.process, sizeof q->target.process, "%s", refused[i]);
         q->id = 78 + (uint64_t)i;
-        rp_send(&r.b, "a.node", q, false);
+        rp_send(&r.b, "a.node", q, false, 0);
         in = rp_wait(&r.b, 5000);
         ASSERT(in != NULL);
         ASSERT_EQ(in->kind, UQI_MSG_ERROR);
@@ -376,7 +226,7 @@ TEST(net_node_network_capability_both_ways)
     }
     snprintf(q->target.process, sizeof q->target.process, "nobody");
     q->id = 90;
-    rp_send(&r.b, "a.node", q, false);
+    rp_send(&r.b, "a.node", q, false, 0);
     in = rp_wait(&r.b, 5000);
     ASSERT(in && in->kind == UQI_MSG_ERROR && in->error == UQI_SEND_NO_PROCESS);
     uqi_msg_free(in);
@@ -414,7 +264,7 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
         if (e->error != cases[i].want)
             test_fail(__FILE__, __LINE__, "%s: error %u, want %u", cases[i].target, e->error, cases[i].want);
         ASSERT_EQ(e->id, id);
-        ASSERT(ctx_is(e, cases[i].ctx));
+        ASSERT(kn_ctx_is(e, cases[i].ctx));
         ASSERT(kn_body_is(e, "{\"n\":1}"));
         ASSERT(e->payload && e->payload->len == 3 && strcmp(e->payload->mime, "a/b") == 0);
         uqi_msg_free(e);
@@ -429,7 +279,7 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
     usleep(300000); /* reread within 200 ms: a link to c.node made under the old key ends */
     send_req(r.port, "c.node@x", "1", 30, "wrong-key", NULL, UQ_OK);
     e = uqi_port_receive(r.port, 5000);
-    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && ctx_is(e, "wrong-key"));
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && kn_ctx_is(e, "wrong-key"));
     uqi_msg_free(e);
     ASSERT(rp_wait(&r.c, 100) == NULL); /* nothing reached it */
     /* a peer killed: Offline; restarted: it comes back */
@@ -444,13 +294,13 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
      * cut)": the request written before the peer died fails Offline when its
      * link is cut, with its context, without waiting for its 5 s timeout */
     e = uqi_port_receive(r.port, 3000);
-    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && e->id == id && ctx_is(e, "up"));
+    ASSERT(e && e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE && e->id == id && kn_ctx_is(e, "up"));
     uqi_msg_free(e);
     send_req(r.port, "b.node@srv", "2", 30, "down", NULL, UQ_OK);
     for (;;) {
         e = uqi_port_receive(r.port, 5000);
         ASSERT(e != NULL);
-        if (ctx_is(e, "down")) break;
+        if (kn_ctx_is(e, "down")) break;
         uqi_msg_free(e);
     }
     ASSERT(e->kind == UQI_MSG_ERROR && e->error == UQI_SEND_OFFLINE);
@@ -477,7 +327,7 @@ TEST(net_node_failed_response_resends_to_original_request)
     r.port->public = true; /* reachable by b.node (the port is root: it holds the network capability) */
     uqi_msg *q = mk(UQI_MSG_REQUEST, 4242, "client", "tester", "\"ask\"");
     q->expects_response_s = 30;
-    rp_send(&r.b, "a.node", q, false);
+    rp_send(&r.b, "a.node", q, false, 0);
     uqi_msg_free(q);
     uqi_msg *req = uqi_port_receive(r.port, 5000);
     ASSERT(req && req->kind == UQI_MSG_REQUEST && req->id == 4242);
@@ -522,7 +372,7 @@ TEST(net_node_bulk_and_many_both_ways)
     for (int i = 0; i < N; i++) {
         uqi_msg *q = mk(UQI_MSG_REQUEST, 100000 + (uint64_t)i, "client", "echo", "{\"i\":1}");
         q->expects_response_s = 30;
-        rp_send(&r.b, "a.node", q, false);
+        rp_send(&r.b, "a.node", q, false, 0);
         uqi_msg_free(q);
         send_req(r.port, "b.node@sink", "\"x\"", 0, NULL, NULL, UQ_OK);
     }
@@ -558,11 +408,11 @@ TEST(net_node_bulk_and_many_both_ways)
     ASSERT(in && in->id == id && in->payload && in->payload->len == big && memcmp(in->payload->data, data, big) == 0);
     uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"big back\"");
     resp->payload = uqi_payload_hold(in->payload);
-    rp_send(&r.b, "a.node", resp, false);
+    rp_send(&r.b, "a.node", resp, false, 0);
     uqi_msg_free(resp);
     uqi_msg_free(in);
     uqi_msg *got = uqi_port_receive(r.port, 20000);
-    ASSERT(got && got->id == id && ctx_is(got, "big") && got->payload && got->payload->len == big);
+    ASSERT(got && got->id == id && kn_ctx_is(got, "big") && got->payload && got->payload->len == big);
     ASSERT(memcmp(got->payload->data, data, big) == 0);
     uqi_msg_free(got);
     /* over the limit between nodes (10,485,800 bytes): refused at send */
@@ -642,11 +492,10 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     rawpeer x, y;
     rp_init(&x, "x.node", 0);
     rp_init(&y, "y.node", 0);
-    rp_keepalive_ms = 300; /* a dead link is noticed after 0.9 s */
-    rp_timeout_ms = 3000;
+    x.opt.keepalive_ms = y.opt.keepalive_ms = 300; /* a dead link is noticed after 0.9 s */
+    x.opt.send_timeout_ms = y.opt.send_timeout_ms = 3000;
     rp_start_in(&x, na, "10.231.0.1:7101", dir);
     rp_start_in(&y, nb, "10.231.0.2:7102", dir);
-    rp_keepalive_ms = rp_timeout_ms = 0;
     uqn_dir *d = uqn_dir_new();
     tn_dir_add(d, &x.id, x.listen);
     tn_dir_add(d, &y.id, y.listen);
@@ -658,7 +507,7 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     enum { SMALL = 300 };
     for (int i = 1; i <= SMALL; i++) {
         uqi_msg *m = numbered((uint64_t)i, i == 150 ? (4u << 20) : (size_t)(i % 7) * 100);
-        rp_send_c(&x, "y.node", m, false, (uintptr_t)i);
+        rp_send(&x, "y.node", m, false, (uintptr_t)i);
         uqi_msg_free(m);
     }
     for (int i = 1; i <= SMALL; i++) {
@@ -679,7 +528,7 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     enum { CUT = 60 };
     for (int i = 1; i <= CUT; i++) {
         uqi_msg *m = numbered(1000 + (uint64_t)i, i == 1 ? (10u << 20) - 4096 : 500);
-        rp_send_c(&x, "y.node", m, false, (uintptr_t)i);
+        rp_send(&x, "y.node", m, false, (uintptr_t)i);
         uqi_msg_free(m);
     }
     usleep(150000);
@@ -724,7 +573,7 @@ TEST_T(net_netns_delay_loss_and_cut_link, 120)
     bool back = false;
     for (int tries = 0; tries < 100 && !back; tries++) {
         m = numbered(5000 + (uint64_t)tries, 100);
-        rp_send_c(&x, "y.node", m, false, 0);
+        rp_send(&x, "y.node", m, false, 0);
         uqi_msg_free(m);
         uqi_msg *r = rp_wait(&y, 200);
         back = r != NULL;

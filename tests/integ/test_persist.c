@@ -10,6 +10,7 @@
 #include "knode.h"
 #include "sdk_abi.h"
 #include "store/store.h"
+#include "tboot.h"
 
 typedef struct pnode {
     uqs_store *store;
@@ -168,27 +169,12 @@ typedef struct child {
 
 static child boot_node(const char *home, const char *manifest)
 {
-    int pin[2], pout[2];
-    ASSERT(pipe(pin) == 0 && pipe(pout) == 0);
     char exe[1100];
     snprintf(exe, sizeof exe, "%s/uqbar", tb_build());
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        dup2(pin[0], 0);
-        dup2(pout[1], 1);
-        dup2(pout[1], 2);
-        close(pin[1]);
-        close(pout[0]);
-        if (manifest)
-            execl(exe, exe, "boot", "--home", home, "--name", "c.local", "--install", manifest, "--yes", (char *)NULL);
-        else
-            execl(exe, exe, "boot", "--home", home, "--name", "c.local", (char *)NULL);
-        _exit(127);
-    }
-    close(pin[0]);
-    close(pout[1]);
-    child c = {pid, pin[1], pout[0]};
+    const char *argv[] = {exe, "boot", "--home", home, "--name", "c.local", "--install", manifest, "--yes", NULL};
+    if (!manifest) argv[6] = NULL;
+    child c;
+    c.pid = tboot_spawn(argv, NULL, 0, &c.in, &c.out);
     return c;
 }
 

@@ -9,11 +9,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "runner.h"
+#include "tboot.h"
 #include "util/util.h"
 
 int tns_sh(const char *fmt, ...)
@@ -127,23 +127,7 @@ static void tunem_start(tns *t, const tns_shape *sh)
     const char *argv[] = {exe, "--ns-a", t->a, "--ns-b", t->b, "--dev-a", t->dev_a, "--dev-b", t->dev_b,
                           "--addr-a", TNS_IP_A, "--addr-b", TNS_IP_B, "--delay", delay, "--jitter", jitter,
                           "--loss", loss, "--rate", rate, "--limit", "10000", "--seed", seed, NULL};
-    int in[2], out[2];
-    ASSERT(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(out[1], 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    t->tunem = pid;
-    t->to = in[1];
-    t->from = out[0];
+    t->tunem = tboot_spawn(argv, NULL, SIGTERM, &t->to, &t->from); /* never outlive the test */
     char *l;
     while ((l = tunem_line(t, 10000)))
         if (strncmp(l, "ready ", 6) == 0) {
