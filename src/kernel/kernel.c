@@ -139,16 +139,21 @@ static void unlink_proc(uqi_node *n, uqi_kproc *kp)
 typedef struct kproc_full { uqi_kproc kp; kp_ext ext; } kproc_full;
 static kp_ext *ext_of(uqi_kproc *kp) { return &((kproc_full *)kp)->ext; }
 
+_Static_assert(UQI_MAX_HELD == 64, "held_mask has a bit per handle");
+_Static_assert(offsetof(uqi_kproc, public) == offsetof(uqi_kproc, held) + sizeof(((uqi_kproc *)0)->held),
+               "kproc_new zeroes all but held[]");
+
 static uqi_kproc *kproc_new(uqi_node *n, const char *id)
 {
     kproc_full *f = uqi_block_get(sizeof *f);
-    memset(f, 0, sizeof *f);
+    /* all zero but held[] (read only where held_mask says) */
+    memset(f, 0, offsetof(uqi_kproc, held));
+    memset((char *)f + offsetof(uqi_kproc, public), 0, sizeof *f - offsetof(uqi_kproc, public));
     uqi_kproc *kp = &f->kp;
     kp->node = n;
     memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
     memcpy(kp->addr.process, id, strnlen(id, UQI_NAME_MAX));
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
-    uqi_cond_init_monotonic(&kp->port_cond);
     kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
     kp->addr_len = (uint16_t)(strlen(kp->addr.node) + 1 + strlen(kp->addr.process));
     atomic_init(&kp->refs, 1); /* the table's */
@@ -203,14 +208,13 @@ void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
 static void kproc_free(uqi_kproc *kp)
 {
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
-    for (int i = 0; i < UQI_MAX_HELD; i++)
-        if (kp->held[i]) uqi_msg_free(kp->held[i]);
+    for (uint64_t m = kp->held_mask; m; m &= m - 1) uqi_msg_free(kp->held[__builtin_ctzll(m)]);
     bool shared = kproc_shared(kp); /* out of the table: can only drop to 1 */
     if (shared) {
         uqi_mailbox_disarm(&kp->mbox, true, true);
         uqi_mailbox_drain(&kp->mbox);
     }
-    pthread_cond_destroy(&kp->port_cond);
+    if (kp->port) pthread_cond_destroy(&kp->port_cond);
     UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
     free(kp->caps.b);
     uqi_last_target_clear(kp->last_target);
@@ -257,10 +261,10 @@ static uqi_msg *copy_for_error(const uqi_msg *m)
  * a host port waits on its condition variable. */
 static void wake(uqi_kproc *kp, bool waits)
 {
-    if (kp->proc) {
-        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
-    } else {
+    if (kp->port) {
         pthread_cond_broadcast(&kp->port_cond);
+    } else if (kp->proc) {
+        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
     }
 }
 
@@ -1050,6 +1054,8 @@ static uq_err port_new(uqi_node *n, const char *id, bool root, uqi_kproc **out, 
     }
     n->nprocs++;
     uqi_kproc *kp = kproc_new(n, id);
+    kp->port = true;
+    uqi_cond_init_monotonic(&kp->port_cond);
     kp->root = root;
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;

@@ -35,8 +35,10 @@ typedef struct uqi_kproc {
     uqi_addr addr;
     uqi_proc *proc;              /* NULL for a host port */
     uqi_mailbox mbox;
-    pthread_cond_t port_cond;    /* host ports wait here (with node->lock) */
-    uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process */
+    pthread_cond_t port_cond;    /* host ports wait here (with node->lock); initialized for ports only */
+    uint64_t held_mask;          /* bit h-1 set: handle h is in use (held[h-1] valid) */
+    uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process; read only where
+                                    held_mask says (not zeroed: 8 cache lines per spawn) */
     bool public;
     bool running;                /* started (RunProcess); before that, messages wait */
     bool dead;
@@ -57,6 +59,7 @@ typedef struct uqi_kproc {
     uqi_capset caps;             /* what it holds */
     uqi_cap *issued;             /* what it issued, held by anyone (revoked when it goes) */
     uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check */
+    bool port;                   /* a host port (port_cond is initialized) */
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
