@@ -74,9 +74,13 @@ struct uqi_node {
 
 /* Write kp's record (node lock held). Ports and processes without a stored
  * module (spawned from a loaded module by host code) are not persisted. */
+static void caps_materialize(uqi_node *n, uqi_kproc *holder);
 static void persist(uqi_node *n, uqi_kproc *kp)
 {
-    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) uqi_persist_proc(n->store, kp);
+    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) {
+        if (UQ_UNLIKELY(kp->implicit_kids != NULL)) caps_materialize(n, kp); /* its record lists them */
+        uqi_persist_proc(n->store, kp);
+    }
 }
 
 #define MESSAGING "\"messaging\""
@@ -215,7 +219,7 @@ static void kproc_free(uqi_kproc *kp)
         uqi_mailbox_drain(&kp->mbox);
     }
     if (kp->port) pthread_cond_destroy(&kp->port_cond);
-    UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
+    UQ_ASSERT(kp->caps.n == 0 && !kp->issued && !kp->implicit_kids && !kp->implicit_holder); /* retire() gave them up */
     free(kp->caps.b);
     uqi_last_target_clear(kp->last_target);
     uqi_block_put(kp->last_target, sizeof(uqi_last_target));
@@ -393,6 +397,7 @@ static uqi_cap **issuer_list(uqi_node *n, const uqi_addr *issuer)
 static bool holds(uqi_node *n, uqi_kproc *kp, const uqi_addr *issuer, const char *params)
 {
     if (kp->root || uqi_addr_eq(issuer, &kp->addr)) return true;
+    caps_materialize(n, kp);
     return uqi_capset_find(&kp->caps, issuer, params, uqi_cap_hash(issuer, params)) != NULL;
 }
 
@@ -405,7 +410,8 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     if (to->public || from->root || from == to || n->no_cap_checks) return true;
     uint64_t gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
     if (from->msg_ok_to == to && from->msg_ok_gen == gen) return true;
-    if (!uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash)) return false;
+    if (to->implicit_holder != from && !uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash))
+        return false;
     from->msg_ok_to = to;
     from->msg_ok_gen = gen;
     return true;
@@ -426,6 +432,58 @@ static uqi_cap *grant_one_h(uqi_node *n, uqi_kproc *holder, const uqi_addr *issu
 static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
 {
     return grant_one_h(n, holder, issuer, params, uqi_cap_hash(issuer, params));
+}
+
+/* ---- the parent's implicit messaging capability over its child ---------------
+ * Spawning a child from a process used to make a capability record for the
+ * parent (allocated, hashed into its set, linked to the child's issued list)
+ * and drop it when the child ended: most parents never look at it. Now the
+ * child names its parent (implicit_holder) and may_message accepts that; the
+ * record is made (caps_materialize) before anything else reads the parent's
+ * set or the child's issued list: holds(), listing, drops, revocation, a
+ * kill with "no-revoke", persistence. Node lock held. */
+static void implicit_add(uqi_kproc *holder, uqi_kproc *kid)
+{
+    kid->implicit_holder = holder;
+    kid->implicit_next = holder->implicit_kids;
+    if (holder->implicit_kids) holder->implicit_kids->implicit_prev = &kid->implicit_next;
+    kid->implicit_prev = &holder->implicit_kids;
+    holder->implicit_kids = kid;
+}
+
+static void implicit_unlink(uqi_kproc *kid)
+{
+    if (!kid->implicit_holder) return;
+    *kid->implicit_prev = kid->implicit_next;
+    if (kid->implicit_next) kid->implicit_next->implicit_prev = kid->implicit_prev;
+    kid->implicit_holder = NULL;
+    kid->implicit_next = NULL;
+    kid->implicit_prev = NULL;
+}
+
+/* kid's parent gets the record of its implicit capability (if any). */
+static void implicit_make_real(uqi_node *n, uqi_kproc *kid)
+{
+    uqi_kproc *h = kid->implicit_holder;
+    if (!h) return;
+    implicit_unlink(kid);
+    grant_one_h(n, h, &kid->addr, MESSAGING, kid->msg_cap_hash);
+}
+
+/* Every implicit capability of holder becomes a record. The list is taken
+ * whole first: grant_one_h persists the holder, which comes back here. */
+static void caps_materialize(uqi_node *n, uqi_kproc *holder)
+{
+    uqi_kproc *kid = holder->implicit_kids;
+    holder->implicit_kids = NULL;
+    while (kid) {
+        uqi_kproc *nx = kid->implicit_next;
+        kid->implicit_holder = NULL;
+        kid->implicit_next = NULL;
+        kid->implicit_prev = NULL;
+        grant_one_h(n, holder, &kid->addr, MESSAGING, kid->msg_cap_hash);
+        kid = nx;
+    }
 }
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
@@ -453,6 +511,11 @@ static uint32_t revoke_list(uqi_cap **head)
  * revoked (or kept for a successor of the same name, after "no-revoke"). */
 static void caps_retire(uqi_node *n, uqi_kproc *kp)
 {
+    while (kp->implicit_kids) implicit_unlink(kp->implicit_kids); /* what it held implicitly goes too */
+    /* its parent's implicit capability over it: kept for a successor (a
+     * record on the orphans: kp is dead, see issuer_list) or revoked */
+    if (kp->keep_issued) implicit_make_real(n, kp);
+    else implicit_unlink(kp);
     for (uint32_t i = 0; i < kp->caps.nb; i++)
         while (kp->caps.b[i]) drop_one(kp, kp->caps.b[i]);
     if (kp->keep_issued) {
@@ -1263,6 +1326,7 @@ bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms)
 /* One process as a JSON object (node lock held); returns the length. */
 static int proc_json(uqi_kproc *kp, char *buf, size_t cap)
 {
+    caps_materialize(kp->node, kp); /* counted as records */
     static const char *on_exit[] = {"None", "Restart", "Requests"};
     return snprintf(buf, cap,
                     "{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,\"sent\":%llu,"
@@ -1355,6 +1419,7 @@ uq_err uqi_node_drop_caps(uqi_node *n, const char *holder, const uqi_capref *cap
         pthread_mutex_unlock(&n->lock);
         return uqi_errf(em, UQ_ENOENT, "no process %s", holder);
     }
+    caps_materialize(n, h);
     for (uint32_t i = 0; i < ncaps; i++) {
         uqi_cap *c = uqi_capset_find(&h->caps, &caps[i].issuer, caps[i].params,
                                      uqi_cap_hash(&caps[i].issuer, caps[i].params));
@@ -1380,6 +1445,7 @@ char *uqi_node_caps_json(uqi_node *n, uqi_kproc *kp)
 {
     json_t *arr = json_array();
     pthread_mutex_lock(&n->lock);
+    caps_materialize(n, kp);
     for (uint32_t i = 0; i < kp->caps.nb; i++)
         for (uqi_cap *c = kp->caps.b[i]; c; c = c->hnext) json_array_append_new(arr, uqi_cap_token(c));
     pthread_mutex_unlock(&n->lock);
@@ -1401,6 +1467,7 @@ uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi
     } else {
         pthread_mutex_lock(&n->lock);
         uqi_kproc *kp = strcmp(holder->node, n->name) == 0 ? find(n, holder->process) : NULL;
+        if (kp && !kp->dead) caps_materialize(n, kp);
         uqi_cap *c = kp && !kp->dead ? uqi_capset_find(&kp->caps, &t->issuer, t->params, t->hash) : NULL;
         if (!c || c->serial != t->serial)
             err = uqi_errf(em, UQ_ENOENT, "%s no longer holds that capability: it was dropped or revoked", h);
@@ -1417,6 +1484,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
     pthread_mutex_lock(&n->lock);
     if (uqi_addr_eq(&cr->issuer, &kp->addr)) {
         /* Its own: revoke from every holder. */
+        implicit_make_real(n, kp);
         for (uqi_cap *c = kp->issued, *nx; c; c = nx) {
             nx = c->inext;
             if (strcmp(c->params, cr->params) == 0) {
@@ -1425,6 +1493,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
             }
         }
     } else {
+        caps_materialize(n, kp);
         uqi_cap *c = uqi_capset_find(&kp->caps, &cr->issuer, cr->params, uqi_cap_hash(&cr->issuer, cr->params));
         if (c) {
             drop_one(kp, c);
@@ -1474,7 +1543,10 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
                        parent->addr.process, refused);
     } else {
         for (uint32_t i = 0; i < ncaps; i++) grant_one(n, kp, &caps[i].issuer, caps[i].params);
-        if (!public) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
+        /* the parent may message its child: a record now if the parent's
+         * is persisted, else implicit until needed (caps_materialize) */
+        if (!public && n->store && parent->wasm_key[0]) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
+        else if (!public) implicit_add(parent, kp);
         err = run_locked(n, kp, id, em);
     }
     pthread_mutex_unlock(&n->lock);

@@ -59,6 +59,13 @@ typedef struct uqi_kproc {
     uqi_capset caps;             /* what it holds */
     uqi_cap *issued;             /* what it issued, held by anyone (revoked when it goes) */
     uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check */
+    /* A parent's messaging capability over a child it spawned is implicit
+     * (no record) until something needs the record: listing, granting or
+     * checking it, a drop, a revocation, persistence (kernel.c,
+     * caps_materialize). The child is on its parent's implicit_kids list. */
+    struct uqi_kproc *implicit_holder;   /* the parent holding it implicitly, or NULL */
+    struct uqi_kproc *implicit_next, **implicit_prev;
+    struct uqi_kproc *implicit_kids;     /* children it holds messaging over implicitly */
     bool port;                   /* a host port (port_cond is initialized) */
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
