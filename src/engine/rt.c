@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <wasm-rt.h>
@@ -183,7 +184,10 @@ static bool pages_mapped(uint8_t *lo, uint64_t len, uint64_t *ent)
     if (pagemap_fd < 0) return false;
     size_t bytes = (size_t)(len / OS_PAGE) * sizeof *ent;
     off_t at = (off_t)((uintptr_t)lo / OS_PAGE * sizeof *ent);
-    return pread(pagemap_fd, ent, bytes, at) == (ssize_t)bytes;
+    /* the system call itself: glibc's pread is a cancellation point and
+     * turns asynchronous cancellation on and off around it (2-3 % of a
+     * spawn); no thread here is ever cancelled */
+    return syscall(SYS_pread64, pagemap_fd, ent, bytes, at) == (long)bytes;
 }
 
 /* Make [lo, lo + used) zero again, keeping its access. */
