@@ -158,10 +158,20 @@ static uqi_kproc *kproc_new(uqi_node *n, const char *id)
     memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
     memcpy(kp->addr.process, id, strnlen(id, UQI_NAME_MAX));
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
-    kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
     kp->addr_len = (uint16_t)(strlen(kp->addr.node) + 1 + strlen(kp->addr.process));
     atomic_init(&kp->refs, 1); /* the table's */
     return kp;
+}
+
+/* The hash of kp's messaging capability (node lock held): most processes
+ * are never checked against it, so it is made on first use. */
+static uint32_t msg_hash(uqi_kproc *kp)
+{
+    if (UQ_UNLIKELY(!kp->msg_cap_hashed)) {
+        kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
+        kp->msg_cap_hashed = true;
+    }
+    return kp->msg_cap_hash;
 }
 
 static void kproc_hold(uqi_kproc *kp) { atomic_fetch_add_explicit(&kp->refs, 1, memory_order_relaxed); }
@@ -410,7 +420,7 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     if (to->public || from->root || from == to || n->no_cap_checks) return true;
     uint64_t gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
     if (from->msg_ok_to == to && from->msg_ok_gen == gen) return true;
-    if (to->implicit_holder != from && !uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash))
+    if (to->implicit_holder != from && !uqi_capset_find(&from->caps, &to->addr, MESSAGING, msg_hash(to)))
         return false;
     from->msg_ok_to = to;
     from->msg_ok_gen = gen;
@@ -467,7 +477,7 @@ static void implicit_make_real(uqi_node *n, uqi_kproc *kid)
     uqi_kproc *h = kid->implicit_holder;
     if (!h) return;
     implicit_unlink(kid);
-    grant_one_h(n, h, &kid->addr, MESSAGING, kid->msg_cap_hash);
+    grant_one_h(n, h, &kid->addr, MESSAGING, msg_hash(kid));
 }
 
 /* Every implicit capability of holder becomes a record. The list is taken
@@ -481,7 +491,7 @@ static void caps_materialize(uqi_node *n, uqi_kproc *holder)
         kid->implicit_holder = NULL;
         kid->implicit_next = NULL;
         kid->implicit_prev = NULL;
-        grant_one_h(n, holder, &kid->addr, MESSAGING, kid->msg_cap_hash);
+        grant_one_h(n, holder, &kid->addr, MESSAGING, msg_hash(kid));
         kid = nx;
     }
 }
@@ -1545,7 +1555,7 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
         for (uint32_t i = 0; i < ncaps; i++) grant_one(n, kp, &caps[i].issuer, caps[i].params);
         /* the parent may message its child: a record now if the parent's
          * is persisted, else implicit until needed (caps_materialize) */
-        if (!public && n->store && parent->wasm_key[0]) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
+        if (!public && n->store && parent->wasm_key[0]) grant_one_h(n, parent, &kp->addr, MESSAGING, msg_hash(kp));
         else if (!public) implicit_add(parent, kp);
         err = run_locked(n, kp, id, em);
     }

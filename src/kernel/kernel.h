@@ -58,7 +58,9 @@ typedef struct uqi_kproc {
     /* capabilities (docs/CAPABILITIES.md), node lock held */
     uqi_capset caps;             /* what it holds */
     uqi_cap *issued;             /* what it issued, held by anyone (revoked when it goes) */
-    uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check */
+    uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check; made on
+                                    first use (kernel.c, msg_hash; node lock held) */
+    bool msg_cap_hashed;
     /* A parent's messaging capability over a child it spawned is implicit
      * (no record) until something needs the record: listing, granting or
      * checking it, a drop, a revocation, persistence (kernel.c,
