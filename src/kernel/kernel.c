@@ -1533,7 +1533,12 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
     if (err) return err;
     char uuid[37], key[68], refused[600];
     uqi_module *mod;
-    if ((err = load_for(n, &id, uuid, wasm, len, &mod, em))) return err;
+    uqi_module *hint = parent->spawn_hint; /* the same bytes as last time: no engine lock, no search */
+    if (hint && uqi_module_same(hint, wasm, len) && id && *id && uqi_process_name_valid(id) && strcmp(id, "kernel") != 0)
+        mod = hint;
+    else if ((err = load_for(n, &id, uuid, wasm, len, &mod, em)))
+        return err;
+    parent->spawn_hint = mod;
     if (n->store) wasm_key_of(wasm, len, key);
     pthread_mutex_lock(&n->lock);
     uqi_kproc *kp = install_locked(n, id, mod, public, em, &err);

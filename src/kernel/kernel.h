@@ -68,6 +68,7 @@ typedef struct uqi_kproc {
     struct uqi_kproc *implicit_holder;   /* the parent holding it implicitly, or NULL */
     struct uqi_kproc *implicit_next, **implicit_prev;
     struct uqi_kproc *implicit_kids;     /* children it holds messaging over implicitly */
+    uqi_module *spawn_hint;      /* the module it last spawned (its own task only; uqi_module_same) */
     bool port;                   /* a host port (port_cond is initialized) */
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
