@@ -462,6 +462,11 @@ static void keep_bytes(uqi_module *m, const uint8_t *wasm, size_t len)
     m->wasm_len = len;
 }
 
+bool uqi_module_same(const uqi_module *m, const uint8_t *wasm, size_t len)
+{
+    return m->wasm && m->wasm_len == len && memcmp(m->wasm, wasm, len) == 0;
+}
+
 uq_err uqi_engine_load(uqi_engine *e, const uint8_t *wasm, size_t len, const char *label, uqi_module **out,
                        uq_errmsg *em)
 {

@@ -50,6 +50,13 @@ void uqi_engine_fini(uqi_engine *e);
 uq_err uqi_engine_load(uqi_engine *e, const uint8_t *wasm, size_t len, const char *label,
                        uqi_module **out, uq_errmsg *em);
 
+/* Is m the module of wasm[0..len), by its kept bytes? No lock: m must have
+ * been returned by uqi_engine_load before, on this thread or one this
+ * thread has synchronized with since (its kept bytes, if any, were set
+ * then, and never change). A spawner's hint for its next spawn
+ * of the same bytes (not counted in cache_hits). */
+bool uqi_module_same(const uqi_module *m, const uint8_t *wasm, size_t len);
+
 /* The default cache directory for `uqbar run`: $UQBAR_CACHE, else
  * $XDG_CACHE_HOME/uqbar, else ~/.cache/uqbar. Returned string is malloc'ed. */
 char *uqi_default_cache_dir(void);

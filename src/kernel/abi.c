@@ -22,7 +22,7 @@ static inline u32 get32(const uint8_t *b) { u32 v; memcpy(&v, b, 4); return v; }
 
 static uqi_msg *held(uqi_kproc *kp, u32 h)
 {
-    return h >= 1 && h <= UQI_MAX_HELD ? kp->held[h - 1] : NULL;
+    return h >= 1 && h <= UQI_MAX_HELD && (kp->held_mask >> (h - 1) & 1) ? kp->held[h - 1] : NULL;
 }
 
 /* receive(header*) -> handle: waits for the next message. */
@@ -32,10 +32,8 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
     if (!kp) return UQ_ABI_EINVAL;
     uint8_t *h = uqi_guest_ptr(p, hdr, UQ_ABI_HEADER_SIZE);
     if (!h) return UQ_ABI_EFAULT;
-    int slot = -1;
-    for (int i = 0; i < UQI_MAX_HELD; i++)
-        if (!kp->held[i]) { slot = i; break; }
-    if (slot < 0) return UQ_ABI_ETOOMANY;
+    if (kp->held_mask == UINT64_MAX) return UQ_ABI_ETOOMANY;
+    int slot = __builtin_ctzll(~kp->held_mask); /* the lowest free handle */
     uqi_msg *m;
     while (!(m = uqi_mailbox_take(&kp->mbox, uqi_task_current()))) { /* marked waiting: the next sender wakes us */
         uqi_task_check_kill();
@@ -43,6 +41,7 @@ int32_t Z_uqbarZ_receive(abi_ctx *p, u32 hdr)
         uqi_task_check_kill();
     }
     kp->held[slot] = m;
+    kp->held_mask |= 1ull << slot;
     memset(h, 0, UQ_ABI_HEADER_SIZE);
     put32(h + 0, (u32)slot + 1);
     put32(h + 4, (u32)m->kind);
@@ -101,7 +100,7 @@ int32_t Z_uqbarZ_msg_free(abi_ctx *p, u32 handle)
     uqi_kproc *kp = p->user;
     if (!kp || !held(kp, handle)) return UQ_ABI_EBADHANDLE;
     uqi_msg_free(kp->held[handle - 1]);
-    kp->held[handle - 1] = NULL;
+    kp->held_mask &= ~(1ull << (handle - 1));
     return 0;
 }
 

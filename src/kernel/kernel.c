@@ -74,9 +74,13 @@ struct uqi_node {
 
 /* Write kp's record (node lock held). Ports and processes without a stored
  * module (spawned from a loaded module by host code) are not persisted. */
+static void caps_materialize(uqi_node *n, uqi_kproc *holder);
 static void persist(uqi_node *n, uqi_kproc *kp)
 {
-    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) uqi_persist_proc(n->store, kp);
+    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) {
+        if (UQ_UNLIKELY(kp->implicit_kids != NULL)) caps_materialize(n, kp); /* its record lists them */
+        uqi_persist_proc(n->store, kp);
+    }
 }
 
 #define MESSAGING "\"messaging\""
@@ -139,20 +143,35 @@ static void unlink_proc(uqi_node *n, uqi_kproc *kp)
 typedef struct kproc_full { uqi_kproc kp; kp_ext ext; } kproc_full;
 static kp_ext *ext_of(uqi_kproc *kp) { return &((kproc_full *)kp)->ext; }
 
+_Static_assert(UQI_MAX_HELD == 64, "held_mask has a bit per handle");
+_Static_assert(offsetof(uqi_kproc, public) == offsetof(uqi_kproc, held) + sizeof(((uqi_kproc *)0)->held),
+               "kproc_new zeroes all but held[]");
+
 static uqi_kproc *kproc_new(uqi_node *n, const char *id)
 {
     kproc_full *f = uqi_block_get(sizeof *f);
-    memset(f, 0, sizeof *f);
+    /* all zero but held[] (read only where held_mask says) */
+    memset(f, 0, offsetof(uqi_kproc, held));
+    memset((char *)f + offsetof(uqi_kproc, public), 0, sizeof *f - offsetof(uqi_kproc, public));
     uqi_kproc *kp = &f->kp;
     kp->node = n;
     memcpy(kp->addr.node, n->name, strnlen(n->name, UQI_NAME_MAX)); /* both checked: at most UQI_NAME_MAX */
     memcpy(kp->addr.process, id, strnlen(id, UQI_NAME_MAX));
     uqi_mailbox_init(&kp->mbox, n->mailbox_cap);
-    uqi_cond_init_monotonic(&kp->port_cond);
-    kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
     kp->addr_len = (uint16_t)(strlen(kp->addr.node) + 1 + strlen(kp->addr.process));
     atomic_init(&kp->refs, 1); /* the table's */
     return kp;
+}
+
+/* The hash of kp's messaging capability (node lock held): most processes
+ * are never checked against it, so it is made on first use. */
+static uint32_t msg_hash(uqi_kproc *kp)
+{
+    if (UQ_UNLIKELY(!kp->msg_cap_hashed)) {
+        kp->msg_cap_hash = uqi_cap_hash(&kp->addr, MESSAGING);
+        kp->msg_cap_hashed = true;
+    }
+    return kp->msg_cap_hash;
 }
 
 static void kproc_hold(uqi_kproc *kp) { atomic_fetch_add_explicit(&kp->refs, 1, memory_order_relaxed); }
@@ -203,15 +222,14 @@ void uqi_exit_requests_free(uqi_exit_request *r, uint32_t n)
 static void kproc_free(uqi_kproc *kp)
 {
     uqi_exit_requests_free(kp->exit_reqs, kp->n_exit_reqs);
-    for (int i = 0; i < UQI_MAX_HELD; i++)
-        if (kp->held[i]) uqi_msg_free(kp->held[i]);
+    for (uint64_t m = kp->held_mask; m; m &= m - 1) uqi_msg_free(kp->held[__builtin_ctzll(m)]);
     bool shared = kproc_shared(kp); /* out of the table: can only drop to 1 */
     if (shared) {
         uqi_mailbox_disarm(&kp->mbox, true, true);
         uqi_mailbox_drain(&kp->mbox);
     }
-    pthread_cond_destroy(&kp->port_cond);
-    UQ_ASSERT(kp->caps.n == 0 && !kp->issued); /* retire() gave them up */
+    if (kp->port) pthread_cond_destroy(&kp->port_cond);
+    UQ_ASSERT(kp->caps.n == 0 && !kp->issued && !kp->implicit_kids && !kp->implicit_holder); /* retire() gave them up */
     free(kp->caps.b);
     uqi_last_target_clear(kp->last_target);
     uqi_block_put(kp->last_target, sizeof(uqi_last_target));
@@ -257,10 +275,10 @@ static uqi_msg *copy_for_error(const uqi_msg *m)
  * a host port waits on its condition variable. */
 static void wake(uqi_kproc *kp, bool waits)
 {
-    if (kp->proc) {
-        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
-    } else {
+    if (kp->port) {
         pthread_cond_broadcast(&kp->port_cond);
+    } else if (kp->proc) {
+        if (waits && kp->running) uqi_task_wake(&kp->proc->task); /* else it reads its mailbox when run */
     }
 }
 
@@ -389,6 +407,7 @@ static uqi_cap **issuer_list(uqi_node *n, const uqi_addr *issuer)
 static bool holds(uqi_node *n, uqi_kproc *kp, const uqi_addr *issuer, const char *params)
 {
     if (kp->root || uqi_addr_eq(issuer, &kp->addr)) return true;
+    caps_materialize(n, kp);
     return uqi_capset_find(&kp->caps, issuer, params, uqi_cap_hash(issuer, params)) != NULL;
 }
 
@@ -401,7 +420,8 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     if (to->public || from->root || from == to || n->no_cap_checks) return true;
     uint64_t gen = atomic_load_explicit(&n->cap_gen, memory_order_relaxed);
     if (from->msg_ok_to == to && from->msg_ok_gen == gen) return true;
-    if (!uqi_capset_find(&from->caps, &to->addr, MESSAGING, to->msg_cap_hash)) return false;
+    if (to->implicit_holder != from && !uqi_capset_find(&from->caps, &to->addr, MESSAGING, msg_hash(to)))
+        return false;
     from->msg_ok_to = to;
     from->msg_ok_gen = gen;
     return true;
@@ -422,6 +442,58 @@ static uqi_cap *grant_one_h(uqi_node *n, uqi_kproc *holder, const uqi_addr *issu
 static uqi_cap *grant_one(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params)
 {
     return grant_one_h(n, holder, issuer, params, uqi_cap_hash(issuer, params));
+}
+
+/* ---- the parent's implicit messaging capability over its child ---------------
+ * Spawning a child from a process used to make a capability record for the
+ * parent (allocated, hashed into its set, linked to the child's issued list)
+ * and drop it when the child ended: most parents never look at it. Now the
+ * child names its parent (implicit_holder) and may_message accepts that; the
+ * record is made (caps_materialize) before anything else reads the parent's
+ * set or the child's issued list: holds(), listing, drops, revocation, a
+ * kill with "no-revoke", persistence. Node lock held. */
+static void implicit_add(uqi_kproc *holder, uqi_kproc *kid)
+{
+    kid->implicit_holder = holder;
+    kid->implicit_next = holder->implicit_kids;
+    if (holder->implicit_kids) holder->implicit_kids->implicit_prev = &kid->implicit_next;
+    kid->implicit_prev = &holder->implicit_kids;
+    holder->implicit_kids = kid;
+}
+
+static void implicit_unlink(uqi_kproc *kid)
+{
+    if (!kid->implicit_holder) return;
+    *kid->implicit_prev = kid->implicit_next;
+    if (kid->implicit_next) kid->implicit_next->implicit_prev = kid->implicit_prev;
+    kid->implicit_holder = NULL;
+    kid->implicit_next = NULL;
+    kid->implicit_prev = NULL;
+}
+
+/* kid's parent gets the record of its implicit capability (if any). */
+static void implicit_make_real(uqi_node *n, uqi_kproc *kid)
+{
+    uqi_kproc *h = kid->implicit_holder;
+    if (!h) return;
+    implicit_unlink(kid);
+    grant_one_h(n, h, &kid->addr, MESSAGING, msg_hash(kid));
+}
+
+/* Every implicit capability of holder becomes a record. The list is taken
+ * whole first: grant_one_h persists the holder, which comes back here. */
+static void caps_materialize(uqi_node *n, uqi_kproc *holder)
+{
+    uqi_kproc *kid = holder->implicit_kids;
+    holder->implicit_kids = NULL;
+    while (kid) {
+        uqi_kproc *nx = kid->implicit_next;
+        kid->implicit_holder = NULL;
+        kid->implicit_next = NULL;
+        kid->implicit_prev = NULL;
+        grant_one_h(n, holder, &kid->addr, MESSAGING, msg_hash(kid));
+        kid = nx;
+    }
 }
 
 static void drop_one(uqi_kproc *holder, uqi_cap *c)
@@ -449,6 +521,11 @@ static uint32_t revoke_list(uqi_cap **head)
  * revoked (or kept for a successor of the same name, after "no-revoke"). */
 static void caps_retire(uqi_node *n, uqi_kproc *kp)
 {
+    while (kp->implicit_kids) implicit_unlink(kp->implicit_kids); /* what it held implicitly goes too */
+    /* its parent's implicit capability over it: kept for a successor (a
+     * record on the orphans: kp is dead, see issuer_list) or revoked */
+    if (kp->keep_issued) implicit_make_real(n, kp);
+    else implicit_unlink(kp);
     for (uint32_t i = 0; i < kp->caps.nb; i++)
         while (kp->caps.b[i]) drop_one(kp, kp->caps.b[i]);
     if (kp->keep_issued) {
@@ -1050,6 +1127,8 @@ static uq_err port_new(uqi_node *n, const char *id, bool root, uqi_kproc **out, 
     }
     n->nprocs++;
     uqi_kproc *kp = kproc_new(n, id);
+    kp->port = true;
+    uqi_cond_init_monotonic(&kp->port_cond);
     kp->root = root;
     kp->next = n->ptab[hash_str(id) % PTAB];
     n->ptab[hash_str(id) % PTAB] = kp;
@@ -1257,6 +1336,7 @@ bool uqi_node_wait_shutdown(uqi_node *n, int timeout_ms)
 /* One process as a JSON object (node lock held); returns the length. */
 static int proc_json(uqi_kproc *kp, char *buf, size_t cap)
 {
+    caps_materialize(kp->node, kp); /* counted as records */
     static const char *on_exit[] = {"None", "Restart", "Requests"};
     return snprintf(buf, cap,
                     "{\"public\":%s,\"running\":%s,\"wasm\":%s,\"mailbox\":%u,\"received\":%llu,\"sent\":%llu,"
@@ -1349,6 +1429,7 @@ uq_err uqi_node_drop_caps(uqi_node *n, const char *holder, const uqi_capref *cap
         pthread_mutex_unlock(&n->lock);
         return uqi_errf(em, UQ_ENOENT, "no process %s", holder);
     }
+    caps_materialize(n, h);
     for (uint32_t i = 0; i < ncaps; i++) {
         uqi_cap *c = uqi_capset_find(&h->caps, &caps[i].issuer, caps[i].params,
                                      uqi_cap_hash(&caps[i].issuer, caps[i].params));
@@ -1374,6 +1455,7 @@ char *uqi_node_caps_json(uqi_node *n, uqi_kproc *kp)
 {
     json_t *arr = json_array();
     pthread_mutex_lock(&n->lock);
+    caps_materialize(n, kp);
     for (uint32_t i = 0; i < kp->caps.nb; i++)
         for (uqi_cap *c = kp->caps.b[i]; c; c = c->hnext) json_array_append_new(arr, uqi_cap_token(c));
     pthread_mutex_unlock(&n->lock);
@@ -1395,6 +1477,7 @@ uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi
     } else {
         pthread_mutex_lock(&n->lock);
         uqi_kproc *kp = strcmp(holder->node, n->name) == 0 ? find(n, holder->process) : NULL;
+        if (kp && !kp->dead) caps_materialize(n, kp);
         uqi_cap *c = kp && !kp->dead ? uqi_capset_find(&kp->caps, &t->issuer, t->params, t->hash) : NULL;
         if (!c || c->serial != t->serial)
             err = uqi_errf(em, UQ_ENOENT, "%s no longer holds that capability: it was dropped or revoked", h);
@@ -1411,6 +1494,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
     pthread_mutex_lock(&n->lock);
     if (uqi_addr_eq(&cr->issuer, &kp->addr)) {
         /* Its own: revoke from every holder. */
+        implicit_make_real(n, kp);
         for (uqi_cap *c = kp->issued, *nx; c; c = nx) {
             nx = c->inext;
             if (strcmp(c->params, cr->params) == 0) {
@@ -1419,6 +1503,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
             }
         }
     } else {
+        caps_materialize(n, kp);
         uqi_cap *c = uqi_capset_find(&kp->caps, &cr->issuer, cr->params, uqi_cap_hash(&cr->issuer, cr->params));
         if (c) {
             drop_one(kp, c);
@@ -1448,7 +1533,12 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
     if (err) return err;
     char uuid[37], key[68], refused[600];
     uqi_module *mod;
-    if ((err = load_for(n, &id, uuid, wasm, len, &mod, em))) return err;
+    uqi_module *hint = parent->spawn_hint; /* the same bytes as last time: no engine lock, no search */
+    if (hint && uqi_module_same(hint, wasm, len) && id && *id && uqi_process_name_valid(id) && strcmp(id, "kernel") != 0)
+        mod = hint;
+    else if ((err = load_for(n, &id, uuid, wasm, len, &mod, em)))
+        return err;
+    parent->spawn_hint = mod;
     if (n->store) wasm_key_of(wasm, len, key);
     pthread_mutex_lock(&n->lock);
     uqi_kproc *kp = install_locked(n, id, mod, public, em, &err);
@@ -1468,7 +1558,10 @@ uq_err uqi_node_spawn_child(uqi_node *n, uqi_kproc *parent, const char *id, cons
                        parent->addr.process, refused);
     } else {
         for (uint32_t i = 0; i < ncaps; i++) grant_one(n, kp, &caps[i].issuer, caps[i].params);
-        if (!public) grant_one_h(n, parent, &kp->addr, MESSAGING, kp->msg_cap_hash);
+        /* the parent may message its child: a record now if the parent's
+         * is persisted, else implicit until needed (caps_materialize) */
+        if (!public && n->store && parent->wasm_key[0]) grant_one_h(n, parent, &kp->addr, MESSAGING, msg_hash(kp));
+        else if (!public) implicit_add(parent, kp);
         err = run_locked(n, kp, id, em);
     }
     pthread_mutex_unlock(&n->lock);

@@ -35,8 +35,10 @@ typedef struct uqi_kproc {
     uqi_addr addr;
     uqi_proc *proc;              /* NULL for a host port */
     uqi_mailbox mbox;
-    pthread_cond_t port_cond;    /* host ports wait here (with node->lock) */
-    uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process */
+    pthread_cond_t port_cond;    /* host ports wait here (with node->lock); initialized for ports only */
+    uint64_t held_mask;          /* bit h-1 set: handle h is in use (held[h-1] valid) */
+    uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process; read only where
+                                    held_mask says (not zeroed: 8 cache lines per spawn) */
     bool public;
     bool running;                /* started (RunProcess); before that, messages wait */
     bool dead;
@@ -56,7 +58,18 @@ typedef struct uqi_kproc {
     /* capabilities (docs/CAPABILITIES.md), node lock held */
     uqi_capset caps;             /* what it holds */
     uqi_cap *issued;             /* what it issued, held by anyone (revoked when it goes) */
-    uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check */
+    uint32_t msg_cap_hash;       /* hash of its own messaging capability, for the send check; made on
+                                    first use (kernel.c, msg_hash; node lock held) */
+    bool msg_cap_hashed;
+    /* A parent's messaging capability over a child it spawned is implicit
+     * (no record) until something needs the record: listing, granting or
+     * checking it, a drop, a revocation, persistence (kernel.c,
+     * caps_materialize). The child is on its parent's implicit_kids list. */
+    struct uqi_kproc *implicit_holder;   /* the parent holding it implicitly, or NULL */
+    struct uqi_kproc *implicit_next, **implicit_prev;
+    struct uqi_kproc *implicit_kids;     /* children it holds messaging over implicitly */
+    uqi_module *spawn_hint;      /* the module it last spawned (its own task only; uqi_module_same) */
+    bool port;                   /* a host port (port_cond is initialized) */
     bool root;                   /* a host port of the node's owner (terminal, installer):
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */

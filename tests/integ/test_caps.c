@@ -458,6 +458,75 @@ TEST(caps_debug_hascap)
     uqi_node_stop(n);
 }
 
+/* A parent holds messaging over the child it spawned (implicitly until
+ * something needs the record: kernel.c, caps_materialize): it works, is
+ * the only way in, is seen by the child, can be revoked by the child and
+ * dropped, granted onward and listed by the parent, survives a "no-revoke"
+ * kill of the child for its successor, and goes when the parent ends. */
+TEST(caps_guest_spawn_parent_holds_messaging_over_child)
+{
+    uqi_kproc *port;
+    uqi_node *n = cappers(&port, (const char *[]){"parent", "alice", NULL});
+    char path[1100];
+    snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
+    uint8_t *b;
+    size_t len;
+    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
+    uqi_payload *wasm = uqi_payload_new(b, len, "application/wasm");
+    free(b);
+    const char *kids[] = {"kid1", "kid2", "kid3", "kid4", "kid5"};
+    for (int i = 0; i < 5; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "spawn\n%s\n", kids[i]);
+        char *r = ask(port, "parent", body, uqi_payload_hold(wasm));
+        ASSERT(rc_of(r) > 0);
+        free(r);
+    }
+    uqi_payload_rele(wasm);
+    /* it works, and only for the parent */
+    ASSERT(ask_rc(port, "parent", "send\nkid1") > 0);
+    ASSERT_EQ(ask_rc(port, "alice", "send\nkid1"), UQ_ABI_EPERM);
+    /* the child sees it held; so does the node */
+    ASSERT_EQ(ask_rc(port, "kid2", "has\nparent\n{\"params\":\"messaging\"}"), 1);
+    ASSERT_EQ(ask_rc(port, "kid2", "has\nalice\n{\"params\":\"messaging\"}"), 0);
+    ASSERT_EQ(has(n, "parent", "kid3", "\"messaging\""), 1);
+    /* the child revokes it */
+    ASSERT_EQ(ask_rc(port, "kid2", "drop\n{\"params\":\"messaging\"}"), 1);
+    ASSERT_EQ(ask_rc(port, "parent", "send\nkid2"), UQ_ABI_EPERM);
+    ASSERT_EQ(has(n, "parent", "kid2", "\"messaging\""), 0);
+    /* the parent drops it */
+    ASSERT_EQ(ask_rc(port, "parent", "drop\n{\"issuer\":\"kid3\",\"params\":\"messaging\"}"), 1);
+    ASSERT_EQ(ask_rc(port, "parent", "send\nkid3"), UQ_ABI_EPERM);
+    /* the parent grants it onward */
+    ASSERT_EQ(uqi_node_grant_messaging(n, "parent", "alice", NULL), UQ_OK); /* to reach alice */
+    ASSERT(ask_rc(port, "parent", "attach\nalice\n[{\"issuer\":\"kid4\",\"params\":\"messaging\"}]") > 0);
+    for (int i = 0; i < 400 && has(n, "alice", "kid4", "\"messaging\"") != 1; i++) usleep(5000);
+    ASSERT(ask_rc(port, "alice", "send\nkid4") > 0);
+    /* listed as a token: kid1 and kid4, not the dropped and revoked ones */
+    char *l = ask(port, "parent", "list", NULL);
+    ASSERT_STR_HAS(l, "@kid1\"");
+    ASSERT_STR_HAS(l, "@kid4\"");
+    ASSERT(!strstr(l, "@kid2\"") && !strstr(l, "@kid3\""));
+    free(l);
+    /* a "no-revoke" kill of the child keeps it for a successor of its name */
+    ASSERT_EQ(uqi_node_kill_ex(n, "kid5", true, NULL), UQ_OK);
+    for (int i = 0; i < 400 && uqi_node_has(n, "kid5"); i++) usleep(5000);
+    ASSERT(!uqi_node_has(n, "kid5"));
+    kn_spawn_guest(n, "capper", "kid5");
+    ASSERT(ask_rc(port, "parent", "send\nkid5") > 0);
+    ASSERT_EQ(ask_rc(port, "alice", "send\nkid5"), UQ_ABI_EPERM);
+    /* the parent ends: what it held goes, the children stay; a successor
+     * of its name holds nothing over them */
+    ASSERT_EQ(uqi_node_kill(n, "parent", NULL), UQ_OK);
+    for (int i = 0; i < 400 && uqi_node_has(n, "parent"); i++) usleep(5000);
+    ASSERT(uqi_node_has(n, "kid1"));
+    ASSERT_EQ(ask_rc(port, "kid1", "has\nparent\n{\"params\":\"messaging\"}"), UQ_ABI_ENOPROC);
+    kn_spawn_guest(n, "capper", "parent");
+    ASSERT_EQ(ask_rc(port, "parent", "send\nkid1"), UQ_ABI_EPERM);
+    ASSERT_EQ(ask_rc(port, "kid1", "has\nparent\n{\"params\":\"messaging\"}"), 0);
+    uqi_node_stop(n);
+}
+
 /* "They may finish at once or run forever, spawn other processes" -- and a
  * child gets only what its parent holds: spawn(), the guest call. */
 TEST(caps_guest_spawn_gives_only_what_it_holds)
