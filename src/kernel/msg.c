@@ -120,6 +120,7 @@ void uqi_payload_rele(uqi_payload *p)
 typedef struct msg_cache {
     uqi_msg *head; /* linked through ->next */
     int n;         /* signed: MSG_CACHE_MAX may be 0 */
+    bool keyed;    /* cache_key set for this thread (once, not at every refill) */
 } msg_cache;
 
 static _Thread_local msg_cache tcache;
@@ -135,6 +136,7 @@ static void cache_drain(void *arg)
     }
     c->head = NULL;
     c->n = 0;
+    c->keyed = false; /* a free after this (another destructor) sets the key again */
 }
 
 static void cache_key_make(void) { UQ_VERIFY(pthread_key_create(&cache_key, cache_drain) == 0); }
@@ -184,9 +186,10 @@ void uqi_msg_free(uqi_msg *m)
     free(m->attach);
     free(m->caps);
     if (m->small && tcache.n < MSG_CACHE_MAX) {
-        if (UQ_UNLIKELY(!tcache.head && !tcache.n)) {
+        if (UQ_UNLIKELY(!tcache.keyed)) {
             pthread_once(&cache_once, cache_key_make);
             pthread_setspecific(cache_key, &tcache);
+            tcache.keyed = true;
         }
         m->next = tcache.head;
         tcache.head = m;
