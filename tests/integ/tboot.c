@@ -42,15 +42,28 @@ pid_t tboot_spawn(const char *const *argv, const char *ns, int pdeathsig, int *i
     return pid;
 }
 
+/* A port for a node to listen on. Not from bind(0): that gives a port of the
+ * ephemeral range (ip_local_port_range, 32768-60999 here), which any
+ * outgoing connection, a dialing node's included, may take before the node
+ * binds it. Ports below that range, in a walk that starts at a place of this
+ * process's own and never hands out a port twice; each one checked free. */
 int tboot_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof sa;
-    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    close(fd);
-    return ntohs(sa.sin_port);
+    enum { LO = 20000, SPAN = 12000 };
+    static unsigned next;
+    if (!next) next = 1 + (unsigned)(getpid() * 7919u + (unsigned)uqi_now_ns()) % SPAN;
+    for (int tries = 0; tries < SPAN; tries++) {
+        int port = LO + (int)(next++ % SPAN);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ASSERT(fd >= 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as the node's listener does */
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons((uint16_t)port)};
+        bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    test_fail(__FILE__, __LINE__, "no free port in %d-%d", LO, LO + SPAN - 1);
 }
 
 void tboot_manifest(char *path, size_t cap, const char *file, const char *pkg, const tboot_proc *procs, int n)
