@@ -619,9 +619,10 @@ static bool send_fast(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint64_t *out_id
         }
         m->id = from->id_next++;
     }
+    uint64_t id = m->id; /* once in the mailbox, m is the receiver's (it may be freed at once) */
     uq_err e = uqi_mailbox_put_wake(&to->mbox, m);
     if (e == UQ_ENOENT) return false; /* it went: the locked path says so */
-    if (out_id) *out_id = m->id;
+    if (out_id) *out_id = id;
     if (e == UQ_ELIMIT) {
         *err = uqi_errf(em, UQ_ELIMIT, "mailbox of %s is full (%u messages): try again", to->addr.process, to->mbox.cap);
         return true;
