@@ -2,6 +2,7 @@
  * request, sync or async, puts and deletes; not of a failed request; not
  * after it is removed. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static void watch(void *arg, uqs_db db, const void *key, size_t klen)
 
 static void done(void *arg, uq_err err, const uq_errmsg *em)
 {
-    *(int *)arg = err ? 2 : 1;
+    atomic_store((atomic_int *)arg, err ? 2 : 1); /* read by the test's thread */
 }
 
 TEST(store_watch_sees_committed_writes)
@@ -44,10 +45,10 @@ TEST(store_watch_sees_committed_writes)
     ASSERT_EQ(uqs_state_set(st, "proc-a", "1", 1, &em), UQ_OK);
     uqs_op ops[2] = {{.db = UQS_DB_PROCS, .key = "p/a", .klen = 3, .val = "{}", .vlen = 2},
                      {.db = UQS_DB_STATE, .key = "proc-a", .klen = 6, .del = true}};
-    int flag = 0;
+    atomic_int flag = 0;
     ASSERT_EQ(uqs_write_async(st, ops, 2, done, &flag, &em), UQ_OK);
-    for (int i = 0; i < 500 && !flag; i++) usleep(2000);
-    ASSERT_EQ(flag, 1);
+    for (int i = 0; i < 500 && !atomic_load(&flag); i++) usleep(2000);
+    ASSERT_EQ(atomic_load(&flag), 1);
     /* a request that fails (a value too large for the map) is not reported */
     size_t big = 1 << 20;
     char *b = calloc(1, big);
