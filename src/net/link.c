@@ -127,43 +127,6 @@ static void verified_now(const uint8_t *p, size_t n, const uint8_t rs[32])
     pthread_mutex_unlock(&cache_lock);
 }
 
-/* Noise static keys proven for identity keys (a hello that verified and
- * matched the directory, check_peer), so that a dial can expect the key
- * (uqn_hs_expect_remote). A hint only: a wrong one costs a scalar
- * multiplication, never trust. */
-#define STATIC_CACHE 16
-static struct {
-    uint8_t ed[32], rs[32];
-    bool used;
-} static_cache[STATIC_CACHE];
-static unsigned static_next;
-
-static bool static_known(const uint8_t ed[32], uint8_t rs[32])
-{
-    bool hit = false;
-    pthread_mutex_lock(&cache_lock);
-    for (unsigned i = 0; i < STATIC_CACHE && !hit; i++) {
-        if (static_cache[i].used && memcmp(static_cache[i].ed, ed, 32) == 0) {
-            memcpy(rs, static_cache[i].rs, 32);
-            hit = true;
-        }
-    }
-    pthread_mutex_unlock(&cache_lock);
-    return hit;
-}
-
-static void static_proven(const uint8_t ed[32], const uint8_t rs[32])
-{
-    pthread_mutex_lock(&cache_lock);
-    unsigned i = 0;
-    while (i < STATIC_CACHE && !(static_cache[i].used && memcmp(static_cache[i].ed, ed, 32) == 0)) i++;
-    if (i == STATIC_CACHE) i = static_next++ % STATIC_CACHE;
-    memcpy(static_cache[i].ed, ed, 32);
-    memcpy(static_cache[i].rs, rs, 32);
-    static_cache[i].used = true;
-    pthread_mutex_unlock(&cache_lock);
-}
-
 uq_err uqn_hello_decode(const uint8_t *p, size_t n, const uint8_t remote_static[32],
                         uqn_peer *out, uq_errmsg *em)
 {
@@ -232,17 +195,7 @@ uq_err uqn_link_new(const uqn_link_cfg *cfg, uqn_link **out, uq_errmsg *em)
     uqn_fdec_init(&l->dec, cfg->max_msg, cfg->deliver, cfg->deliver_arg);
     uq_err e = uqn_hs_init_pair(&l->hs, cfg->hash, cfg->initiator, (const uint8_t *)UQN_PROLOGUE,
                                 strlen(UQN_PROLOGUE), cfg->id->x_sk, cfg->id->x_pk, em);
-    if (!e && cfg->initiator) {
-        /* the Noise key the directory's identity key for the name we dial
-         * proved on an earlier link: es is made ahead once message 1 is
-         * written (uqn_link_output_done; check_peer still checks whatever
-         * key comes) */
-        uint8_t ed[32], rs[32];
-        uq_errmsg lem = {{0}};
-        if (cfg->lookup(cfg->lookup_arg, l->expect, ed, &lem) == UQ_OK && static_known(ed, rs))
-            uqn_hs_expect_remote(&l->hs, rs);
-        e = hs_write(l, NULL, 0, em); /* -> e */
-    }
+    if (!e && cfg->initiator) e = hs_write(l, NULL, 0, em); /* -> e */
     if (e) {
         uqn_link_free(l);
         return e;
@@ -285,7 +238,6 @@ static uq_err check_peer(uqn_link *l, const uint8_t *payload, size_t plen, uq_er
         return uqi_errf(em, UQ_ECRYPTO, "net: the peer claiming to be %s has key %.16s..., the "
                         "directory says %.16s...", l->peer.name, got, exp);
     }
-    static_proven(l->peer.pk, uqn_hs_remote_static(&l->hs));
     return UQ_OK;
 }
 
@@ -437,9 +389,6 @@ void uqn_link_output_done(uqn_link *l, size_t n)
 {
     UQ_VERIFY(n <= l->out_len - l->out_off);
     l->out_off += n;
-    /* message 1 is out: until message 2 comes (at least one scalar
-     * multiplication and a round trip away) make es ahead, here */
-    if (!l->established && l->out_off == l->out_len) uqn_hs_precompute(&l->hs);
 }
 
 bool uqn_link_established(const uqn_link *l) { return l->established; }

@@ -416,20 +416,6 @@ bool uqn_noise_prepare(void)
     return true;
 }
 
-void uqn_hs_expect_remote(uqn_hs *hs, const uint8_t rs[32])
-{
-    memcpy(hs->expect_rs, rs, 32);
-    hs->expect = hs->initiator && hs->step == 0;
-}
-
-bool uqn_hs_precompute(uqn_hs *hs)
-{
-    if (!hs->expect || hs->es_done || !hs->initiator || hs->step != 1 || hs->failed) return false;
-    hs->es_rc = crypto_scalarmult(hs->es_ahead, hs->e_sk, hs->expect_rs);
-    hs->es_done = true;
-    return true;
-}
-
 void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32])
 {
     memcpy(hs->e_sk, e_sk, 32);
@@ -513,14 +499,7 @@ uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
         if ((e = decrypt_and_hash(hs, msg + off, 48, hs->rs, &n))) goto auth;
         hs->has_rs = true;
         off += 48;
-        if (hs->es_done && memcmp(hs->expect_rs, hs->rs, 32) == 0) { /* made ahead: the same DH(e, rs) */
-            if (hs->es_rc != 0) return fail(hs, uqi_errf(em, UQ_ECRYPTO, "noise: the peer sent a low-order X25519 key"));
-            mix_key(hs, hs->es_ahead, 32);
-        } else if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) {
-            return fail(hs, e);
-        }
-        sodium_memzero(hs->es_ahead, sizeof hs->es_ahead);
-        hs->es_done = false;
+        if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) return fail(hs, e);
     } else if (hs->step == 2) { /* s, se (responder reads the initiator) */
         if ((e = decrypt_and_hash(hs, msg, 48, hs->rs, &n))) goto auth;
         hs->has_rs = true;
@@ -566,7 +545,6 @@ uq_err uqn_hs_split(uqn_hs *hs, uqn_cipher *send, uqn_cipher *recv, uq_errmsg *e
     sodium_memzero(hs->ck, sizeof hs->ck);
     sodium_memzero(hs->s_sk, sizeof hs->s_sk);
     sodium_memzero(hs->e_sk, sizeof hs->e_sk);
-    sodium_memzero(hs->es_ahead, sizeof hs->es_ahead);
     hs->step = 4;
     return UQ_OK;
 }

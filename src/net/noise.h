@@ -82,12 +82,6 @@ typedef struct uqn_hs {
     bool e_fixed;                 /* ephemeral given by uqn_hs_set_ephemeral */
     uint8_t rs[32], re[32];       /* remote static and ephemeral */
     bool has_rs;
-    /* initiator: es = DH(e, rs) made ahead (uqn_hs_precompute) against
-     * the static key we expect (uqn_hs_expect_remote); taken only if
-     * message 2 carries that very key */
-    uint8_t expect_rs[32], es_ahead[32];
-    bool expect, es_done;
-    int es_rc;                    /* crypto_scalarmult's, for es_ahead */
 } uqn_hs;
 
 /* Initialize for one side. The protocol name is Noise_XX_25519_ChaChaPoly_
@@ -99,16 +93,6 @@ uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *pro
  * key): saves deriving it on every handshake. */
 uq_err uqn_hs_init_pair(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
                         const uint8_t s_sk[32], const uint8_t s_pk[32], uq_errmsg *em);
-/* Initiator, before the first message: the responder's static key is
- * probably rs (the key it proved on an earlier link). Then, once message 1
- * is written and while it travels, uqn_hs_precompute makes es = DH(e, rs)
- * (the initiator has nothing else to do until message 2, whose reading
- * otherwise makes it): one scalar multiplication less on the path. It is
- * taken only if message 2 carries exactly that key; any other key is
- * handled as without these calls. */
-void uqn_hs_expect_remote(uqn_hs *hs, const uint8_t rs[32]);
-/* Make es ahead if expected and not done yet; true if it did work now. */
-bool uqn_hs_precompute(uqn_hs *hs);
 /* For test vectors only: use e_sk as the ephemeral secret instead of a
  * fresh random one. Call before the first message. */
 void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32]);
