@@ -801,6 +801,12 @@ static void on_accept(uqn_net *net)
     }
 }
 
+/* Time from t to now, 0 when t is later: a connection's stamps may be taken
+ * after `now` (work done inside service, e.g. a look-up answer resolving a
+ * held link, delivers and sends), and an unsigned difference would wrap and
+ * close a busy link as "idle" or "silent". */
+static inline uint64_t since(uint64_t now, uint64_t t) { return now > t ? now - t : 0; }
+
 /* Timers, queues, keepalives, idle links, garbage (each tick and after events). */
 static void service(uqn_net *net)
 {
@@ -813,14 +819,14 @@ static void service(uqn_net *net)
         if (c->dead) continue;
         bool up = c->link && uqn_link_established(c->link);
         if (!up) {
-            if (now - c->created > ct) conn_close(net, c, "the connection or handshake timed out");
+            if (since(now, c->created) > ct) conn_close(net, c, "the connection or handshake timed out");
             continue;
         }
-        if (now - c->last_rx > 3 * ka) {
+        if (since(now, c->last_rx) > 3 * ka) {
             conn_close(net, c, "the peer went silent (no keepalive)");
             continue;
         }
-        if (now - c->last_msg > idle && !c->fl_head) {
+        if (since(now, c->last_msg) > idle && !c->fl_head) {
             bool queued = false;
             if (c->peer && c->peer->out == c) {
                 pthread_mutex_lock(&net->lock);
@@ -832,7 +838,7 @@ static void service(uqn_net *net)
                 continue;
             }
         }
-        if (now - c->last_tx > ka && !c->fl_head) {
+        if (since(now, c->last_tx) > ka && !c->fl_head) {
             uq_errmsg em;
             uqn_link_send(c->link, "", 0, &em);
             flush(net, c);
