@@ -14,6 +14,9 @@ $(SHARED)/guests/%.wasm: tests/guests/%.c
 	$(WASM_CC) -O2 -Isdk -o $@ $<
 	wasm-strip $@
 
+# A guest is one translation unit: the SDK and the shared guest headers.
+$(GUEST_C:tests/guests/%.c=$(SHARED)/guests/%.wasm): $(wildcard sdk/*.h tests/guests/*.h)
+
 $(SHARED)/guests/%.wasm: tests/guests/%.wat
 	@mkdir -p $(dir $@)
 	wat2wasm $< -o $@

@@ -2,44 +2,13 @@
  * tests (tests/integ/test_caps.c): a would-be attacker, a victim, an issuer.
  * A request's body is lines: a command, then its arguments:
  *   send TARGET               request TARGET (no response expected)  -> {"rc":N}
- *   attach TARGET CAPS        the same, attaching capabilities CAPS  -> {"rc":N}
  *   kernel COMMAND            a kernel command with this request's payload, wait for
  *                             the kernel's answer -> {"rc":N,"body":...,"meta":...}
- *   list                      this process's tokens                  -> [...]
+ *   list, attach, drop, last  and gifts: see cmdguest.h
  *   verify HOLDER TOKEN       uq_cap_verify                          -> {"rc":N}
  *   has HOLDER CAP            uq_cap_has                             -> {"rc":N}
- *   drop CAP                  uq_cap_drop                            -> {"rc":N}
- *   last                      the tokens that came with the last gift -> [...] or null
- *   spawn ID CAPS             spawn a child from this request's payload -> {"rc":N,"id":"..."}
- * Anything else is a gift: its capabilities (if any) are remembered. */
-#include <stdbool.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "uqbar.h"
-
-static char *last_caps;
-
-static char *line(char **s)
-{
-    char *l = *s;
-    if (!l) return NULL;
-    char *nl = strchr(l, '\n');
-    if (nl) {
-        *nl = '\0';
-        *s = nl + 1;
-    } else {
-        *s = NULL;
-    }
-    return l;
-}
-
-static void reply_rc(const uq_msg *m, long long rc)
-{
-    char b[64];
-    snprintf(b, sizeof b, "{\"rc\":%lld}", rc);
-    uq_respond(m, b, NULL);
-}
+ *   spawn ID CAPS             spawn a child from this request's payload -> {"rc":N,"id":"..."} */
+#include "cmdguest.h"
 
 /* Send a kernel command and wait for its answer (other messages are dropped). */
 static void kernel_call(const uq_msg *m, const char *cmd)
@@ -87,28 +56,16 @@ int main(void)
         }
         char *body = uq_body(&m), *rest = body;
         char *cmd = line(&rest);
-        bool awaited = (m.flags & UQ_ABI_AWAITED) != 0;
         if (strcmp(cmd, "send") == 0) {
             reply_rc(&m, uq_request(line(&rest), "{\"hello\":1}", NULL));
-        } else if (strcmp(cmd, "attach") == 0) {
-            char *target = line(&rest);
-            uq_opts o = {0};
-            o.caps = rest;
-            reply_rc(&m, uq_request(target, "gift", &o));
         } else if (strcmp(cmd, "kernel") == 0) {
             kernel_call(&m, rest);
-        } else if (strcmp(cmd, "list") == 0) {
-            char *l = uq_caps_list();
-            uq_respond(&m, l ? l : "null", NULL);
-            free(l);
         } else if (strcmp(cmd, "verify") == 0) {
             char *holder = line(&rest);
             reply_rc(&m, uq_cap_verify(rest, holder));
         } else if (strcmp(cmd, "has") == 0) {
             char *holder = line(&rest);
             reply_rc(&m, uq_cap_has(holder, rest));
-        } else if (strcmp(cmd, "drop") == 0) {
-            reply_rc(&m, uq_cap_drop(rest));
         } else if (strcmp(cmd, "spawn") == 0) {
             char *id = line(&rest), *wasm = uq_payload(&m), out[80] = "";
             int32_t rc = uq_spawn(id, wasm, m.payload_len, rest && *rest ? rest : NULL, 0, out, sizeof out);
@@ -116,14 +73,8 @@ int main(void)
             snprintf(b, sizeof b, "{\"rc\":%d,\"id\":\"%s\"}", rc, rc > 0 ? out : "");
             uq_respond(&m, b, NULL);
             free(wasm);
-        } else if (strcmp(cmd, "last") == 0) {
-            uq_respond(&m, last_caps ? last_caps : "null", NULL);
         } else {
-            if (m.caps_len) {
-                free(last_caps);
-                last_caps = uq_msg_caps(&m);
-            }
-            if (awaited) uq_respond(&m, "\"thanks\"", NULL);
+            cap_command(&m, cmd, rest);
         }
         free(body);
         uq_msg_free(&m);
