@@ -120,15 +120,25 @@ bool kn_ctx_is(const uqi_msg *m, const char *want)
     return m->context_len == strlen(want) && memcmp(m->context, want, m->context_len) == 0;
 }
 
-uqi_payload *kn_app_payload(const char *app)
+static uqi_payload *wasm_payload(const char *dir, const char *name)
 {
     char path[1100];
-    snprintf(path, sizeof path, "%s/apps/%s.wasm", tb_shared(), app);
+    snprintf(path, sizeof path, "%s/%s/%s.wasm", tb_shared(), dir, name);
     uint8_t *b;
     size_t len;
     ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
     uqi_payload *p = uqi_payload_new(b, len, "application/wasm");
     free(b);
     return p;
+}
+
+uqi_payload *kn_app_payload(const char *app)
+{
+    return wasm_payload("apps", app);
+}
+
+uqi_payload *kn_guest_payload(const char *guest)
+{
+    return wasm_payload("guests", guest);
 }
 

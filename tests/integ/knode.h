@@ -42,5 +42,7 @@ bool kn_body_is(const uqi_msg *r, const char *want);
 bool kn_ctx_is(const uqi_msg *m, const char *want);
 /* The bytes of <shared>/apps/<app>.wasm as a payload. */
 uqi_payload *kn_app_payload(const char *app);
+/* The bytes of <shared>/guests/<guest>.wasm as a payload. */
+uqi_payload *kn_guest_payload(const char *guest);
 
 #endif

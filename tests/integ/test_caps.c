@@ -395,13 +395,7 @@ TEST(caps_no_escalation_through_child)
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"mallory", "alice", NULL});
     grant_kernel_cap(n, "mallory", "kernel");
-    char path[1100];
-    snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
-    uint8_t *b;
-    size_t len;
-    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
-    uqi_payload *wasm = uqi_payload_new(b, len, "application/wasm");
-    free(b);
+    uqi_payload *wasm = kn_guest_payload("capper");
     char *r = ask(port, "mallory",
                   "kernel\n{\"InitializeProcess\":{\"id\":\"child\",\"wasm_bytes_handle\":\"x\",\"on_exit\":\"None\","
                   "\"initial_capabilities\":[{\"issuer\":\"alice\",\"params\":\"messaging\"},"
@@ -467,13 +461,7 @@ TEST(caps_guest_spawn_parent_holds_messaging_over_child)
 {
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"parent", "alice", NULL});
-    char path[1100];
-    snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
-    uint8_t *b;
-    size_t len;
-    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
-    uqi_payload *wasm = uqi_payload_new(b, len, "application/wasm");
-    free(b);
+    uqi_payload *wasm = kn_guest_payload("capper");
     const char *kids[] = {"kid1", "kid2", "kid3", "kid4", "kid5"};
     for (int i = 0; i < 5; i++) {
         char body[64];
@@ -533,13 +521,7 @@ TEST(caps_guest_spawn_gives_only_what_it_holds)
 {
     uqi_kproc *port;
     uqi_node *n = cappers(&port, (const char *[]){"parent", "alice", NULL});
-    char path[1100];
-    snprintf(path, sizeof path, "%s/guests/capper.wasm", tb_shared());
-    uint8_t *b;
-    size_t len;
-    ASSERT_EQ(uqi_read_file(path, &b, &len, NULL), UQ_OK);
-    uqi_payload *wasm = uqi_payload_new(b, len, "application/wasm");
-    free(b);
+    uqi_payload *wasm = kn_guest_payload("capper");
     /* escalation through the child: refused, nothing started */
     char *r = ask(port, "parent", "spawn\nkid\n[{\"issuer\":\"alice\",\"params\":\"messaging\"}]", uqi_payload_hold(wasm));
     ASSERT_EQ(rc_of(r), UQ_ABI_EPERM);
