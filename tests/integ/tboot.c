@@ -17,6 +17,35 @@
 
 pid_t tboot_spawn(const char *const *argv, const char *ns, int pdeathsig, int *in, int *out)
 {
+    return tboot_spawn_env(argv, NULL, ns, pdeathsig, in, out);
+}
+
+/* environ with env's entries in place of those of the same name (built
+ * before fork: the child may not allocate). */
+static char **merged_env(const char *const *env)
+{
+    extern char **environ;
+    size_t n = 0, k = 0, add = 0;
+    while (environ[n]) n++;
+    while (env && env[add]) add++;
+    char **out = calloc(n + add + 1, sizeof *out);
+    ASSERT(out != NULL);
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < add && !replaced; j++) {
+            size_t eq = strcspn(env[j], "=");
+            replaced = strncmp(environ[i], env[j], eq + 1) == 0;
+        }
+        if (!replaced) out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < add; j++) out[k++] = (char *)env[j];
+    return out;
+}
+
+pid_t tboot_spawn_env(const char *const *argv, const char *const *env, const char *ns, int pdeathsig, int *in,
+                      int *out)
+{
+    char **envp = merged_env(env);
     char nspath[256] = "";
     if (ns) snprintf(nspath, sizeof nspath, "/run/netns/%s", ns);
     int pin[2], pout[2];
@@ -32,9 +61,10 @@ pid_t tboot_spawn(const char *const *argv, const char *ns, int pdeathsig, int *i
         dup2(pin[0], 0);
         dup2(pout[1], 1);
         dup2(pout[1], 2);
-        execv(argv[0], (char *const *)argv);
+        execve(argv[0], (char *const *)argv, envp);
         _exit(127);
     }
+    free(envp);
     close(pin[0]);
     close(pout[1]);
     *in = pin[1];
@@ -113,7 +143,7 @@ void bn_boot(bnode *b, const char *manifest)
     for (int j = 0; j < 4 && b->extra[j]; j++) argv[k++] = b->extra[j];
     if (manifest) argv[k++] = "--install", argv[k++] = manifest, argv[k++] = "--yes";
     argv[k] = NULL;
-    b->pid = tboot_spawn(argv, NULL, 0, &b->in, &b->out);
+    b->pid = tboot_spawn_env(argv, b->env, NULL, 0, &b->in, &b->out);
     b->have = 0;
 }
 
@@ -140,8 +170,23 @@ bool bn_expect(bnode *b, const char *want, int ms)
         ssize_t n = read(b->out, b->buf + b->have, sizeof b->buf - 1 - b->have);
         if (n <= 0) return false;
         if (getenv("UQ_NET_DEBUG")) fprintf(stderr, "[%s] %.*s", b->name, (int)n, b->buf + b->have);
+        if (b->nseen + (size_t)n >= sizeof b->seen) { /* keep the later half */
+            size_t keep = sizeof b->seen / 2, drop = b->nseen > keep ? b->nseen - keep : 0;
+            memmove(b->seen, b->seen + drop, b->nseen - drop);
+            b->nseen -= drop;
+        }
+        size_t c = (size_t)n < sizeof b->seen - 1 - b->nseen ? (size_t)n : sizeof b->seen - 1 - b->nseen;
+        memcpy(b->seen + b->nseen, b->buf + b->have, c);
+        b->nseen += c;
+        b->seen[b->nseen] = '\0';
         b->have += (size_t)n;
     }
+}
+
+void bn_expect_at(const char *file, int at, bnode *b, const char *want, int ms)
+{
+    if (!bn_expect(b, want, ms))
+        test_fail(file, at, "%s: no \"%s\" within %d ms; its output:\n%s", b->name, want, ms, b->seen);
 }
 
 void bn_say(bnode *b, const char *line)
@@ -152,7 +197,8 @@ void bn_say(bnode *b, const char *line)
 void bn_ask_at(const char *file, int at, bnode *b, const char *line, const char *want, int ms)
 {
     bn_say(b, line);
-    if (!bn_expect(b, want, ms)) test_fail(file, at, "%s: no \"%s\" within %d ms after %s", b->name, want, ms, line);
+    if (!bn_expect(b, want, ms))
+        test_fail(file, at, "%s: no \"%s\" within %d ms after %s; its output:\n%s", b->name, want, ms, line, b->seen);
 }
 
 bool bn_retry(bnode *b, const char *line, const char *want, int tries, int ms)
@@ -166,7 +212,7 @@ bool bn_retry(bnode *b, const char *line, const char *want, int tries, int ms)
 
 void bn_wait_up(bnode *b)
 {
-    if (!bn_expect(b, "is up", 60000)) test_fail(__FILE__, __LINE__, "%s did not come up: %s", b->name, b->buf);
+    bn_expect_at(__FILE__, __LINE__, b, "is up", 60000);
 }
 
 void bn_up(bnode *b, const char *manifest)
@@ -181,18 +227,20 @@ void bn_up_all(bnode *nodes, int n, const char *manifest)
     for (int i = 0; i < n; i++) bn_wait_up(&nodes[i]);
 }
 
-void bn_kill(bnode *b, int sig)
+int bn_kill(bnode *b, int sig)
 {
     if (sig) kill(b->pid, sig);
-    waitpid(b->pid, NULL, 0);
+    int st = 0;
+    ASSERT(waitpid(b->pid, &st, 0) == b->pid);
     close(b->in);
     close(b->out);
+    return st;
 }
 
 void bn_exit(bnode *b, int sig)
 {
     bn_say(b, "exit\n");
-    ASSERT(bn_expect(b, "shutting down", 10000));
+    bn_expect_at(__FILE__, __LINE__, b, "shutting down", 10000);
     bn_kill(b, sig);
 }
 

@@ -17,6 +17,10 @@
  * pdeathsig: a signal the child gets when the test process dies (0: none).
  * The child makes only async-signal-safe calls (the test may have threads). */
 pid_t tboot_spawn(const char *const *argv, const char *ns, int pdeathsig, int *in, int *out);
+/* tboot_spawn with env (NULL-ended "NAME=VALUE" strings, or NULL) added to
+ * the child's environment, replacing a variable of the same name. */
+pid_t tboot_spawn_env(const char *const *argv, const char *const *env, const char *ns, int pdeathsig, int *in,
+                      int *out);
 
 /* A TCP port on 127.0.0.1 that nothing listens on (just now). */
 int tboot_free_port(void);
@@ -38,8 +42,11 @@ typedef struct bnode {
     char name[32], home[1200], listen[64], backup[64];
     const char *peers;     /* --peers file (NULL: none given, <home>/peers) */
     const char *extra[4];  /* more boot options, NULL-ended */
+    const char *env[4];    /* "NAME=VALUE" for its environment, NULL-ended */
     char buf[65536];       /* output not yet matched by bn_expect */
     size_t have;
+    char seen[16384];      /* the last of everything read, for failure messages */
+    size_t nseen;
 } bnode;
 
 /* name, home <tmp>/<name>, listen on 127.0.0.1 at a free port. */
@@ -53,6 +60,9 @@ void bn_boot(bnode *b, const char *manifest);
 /* Read the node's output until a line holds want (true; the output up to
  * the end of that line is dropped) or ms pass (false). */
 bool bn_expect(bnode *b, const char *want, int ms);
+/* bn_expect, or the test fails at the caller's line, quoting the node's output. */
+#define BN_EXPECT(b, want, ms) bn_expect_at(__FILE__, __LINE__, b, want, ms)
+void bn_expect_at(const char *file, int at, bnode *b, const char *want, int ms);
 /* Type line (with its newline) into the node's terminal. */
 void bn_say(bnode *b, const char *line);
 /* bn_boot, then its "is up" within 60 s or the test fails. */
@@ -66,8 +76,8 @@ bool bn_retry(bnode *b, const char *line, const char *want, int tries, int ms);
 void bn_up_all(bnode *nodes, int n, const char *manifest);
 /* Wait for the "is up" of a node booted (60 s), or the test fails. */
 void bn_wait_up(bnode *b);
-/* Send sig (0: none), wait for the process, close its pipes. */
-void bn_kill(bnode *b, int sig);
+/* Send sig (0: none), wait for the process, close its pipes; its wait status. */
+int bn_kill(bnode *b, int sig);
 /* "exit" in its terminal, "shutting down" within 10 s (asserted), then bn_kill(b, sig). */
 void bn_exit(bnode *b, int sig);
 /* The records (<home>/record) of of[0..n), one after the other, written
