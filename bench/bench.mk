@@ -47,12 +47,12 @@ $(BENCH_OUT)/guests/%.wasm: bench/guests/%.c
 	mv -f $@.tmp $@
 
 # Linked as $(BUILD)/uqbar is: guest code resolves Z_* and wasm_rt_* against it.
-$(BENCH_OUT)/bench_engine: bench/bench_engine.c $(BUILD)/libuqbar.a src/engine/exports.list $(wildcard src/*/*.h include/uqbar/*.h)
+$(BENCH_OUT)/bench_engine: bench/bench_engine.c bench/bench_out.h $(BUILD)/libuqbar.a src/engine/exports.list $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_engine.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
 
 # The node store (src/store/): durable state writes, group commit, files.
-$(BENCH_OUT)/bench_store: bench/bench_store.c $(BUILD)/libuqbar.a $(wildcard src/*/*.h include/uqbar/*.h)
+$(BENCH_OUT)/bench_store: bench/bench_store.c bench/bench_out.h $(BUILD)/libuqbar.a $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_store.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)
 

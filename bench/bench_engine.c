@@ -32,30 +32,14 @@
 #include "sched/fiber.h"
 #include "sched/sched.h"
 
+#define BENCH_NAME "bench_engine"
+#include "bench_out.h"
+
 #define HOSTCALL_N 10000000.0  /* loop count hard-coded in hostcall*.wat */
 #define SWITCH_N 10000000      /* fiber switches per repetition */
 #define REPS 7
 #define INST_N 2000            /* instantiations for the median */
 #define IDLE_N 2000            /* idle instances for RSS */
-
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_engine: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void figure(const char *name, double v, const char *unit)
-{
-    if (v >= 100) printf("%s %.0f %s\n", name, v, unit);
-    else if (v >= 10) printf("%s %.1f %s\n", name, v, unit);
-    else printf("%s %.2f %s\n", name, v, unit);
-    fflush(stdout);
-}
 
 static void die(const char *what)
 {

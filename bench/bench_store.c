@@ -27,6 +27,9 @@
 #include "store/files.h"
 #include "util/util.h"
 
+#define BENCH_NAME "bench_store"
+#include "bench_out.h"
+
 #define N_1W 2000
 #define THREADS 16
 #define N_PER_THREAD 400
@@ -36,25 +39,6 @@
 #define N_FILE_W 64
 #define N_FILE_R 512
 #define N_APPEND 1000
-
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_store: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void figure(const char *name, double v, const char *unit)
-{
-    if (v >= 100) printf("%s %.0f %s\n", name, v, unit);
-    else if (v >= 10) printf("%s %.1f %s\n", name, v, unit);
-    else printf("%s %.2f %s\n", name, v, unit);
-    fflush(stdout);
-}
 
 static void die(const char *what, const uq_errmsg *em)
 {
