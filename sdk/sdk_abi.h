@@ -24,6 +24,8 @@
 #define UQ_ABI_SPAWN_SIZE 32
 #define UQ_SPAWN_PUBLIC 1u      /* anyone may message the child */
 #define UQ_SPAWN_RESTART 2u     /* on_exit Restart */
+#define UQ_SPAWN_NOWAIT 4u      /* return before the child's record is durable (a node with a store waits otherwise) */
+#define UQ_SPAWN_FLAGS 7u       /* every flag spawn knows; others are EINVAL */
 
 /* message kinds */
 #define UQ_KIND_REQUEST 1

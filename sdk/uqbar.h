@@ -164,9 +164,13 @@ static inline int32_t uq_cap_drop(const char *cap_json) { return uq__cap_drop(ca
 
 /* Spawn a child from wasm bytes: id NULL or "" for a fresh UUID; caps a JSON
  * array of capabilities to give it (each held or issued by us), or NULL;
- * flags UQ_SPAWN_PUBLIC, UQ_SPAWN_RESTART. The child runs at once and we may
- * message it. Returns the length of its id (written to out_id, NUL-terminated
- * when it fits) or a UQ_ABI_* code (EPERM: a capability we lack). */
+ * flags UQ_SPAWN_PUBLIC, UQ_SPAWN_RESTART, UQ_SPAWN_NOWAIT. The child runs at
+ * once and we may message it; on a node with a store this returns once the
+ * child's record is durable (it comes back after a crash), unless
+ * UQ_SPAWN_NOWAIT (for children that end soon: no wait for the disk).
+ * Returns the length of its id (written to out_id, NUL-terminated when it
+ * fits) or a UQ_ABI_* code (EPERM: a capability we lack; EIO: the child runs
+ * and out_id holds its id, but its record could not be written). */
 static inline int32_t uq_spawn(const char *id, const void *wasm, uint32_t wasm_len, const char *caps, uint32_t flags,
                                char *out_id, uint32_t out_cap)
 {

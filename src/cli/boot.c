@@ -21,7 +21,9 @@
 
 static const char *help_text =
     "commands:\n"
-    "  m ADDRESS JSON [-t SECONDS]   send a request (ADDRESS: process or node@process), print the answer\n"
+    "  m ADDRESS JSON [-t SECONDS] [-p FILE]\n"
+    "                                send a request (ADDRESS: process or node@process), print the answer;\n"
+    "                                -p: FILE's bytes as its payload (MIME from the name: .wasm, .json, .txt)\n"
     "  start ID FILE.wasm [--public] install and run a process (via the kernel API)\n"
     "  install MANIFEST.json [--yes] install a package: shows what it asks for, asks you to approve\n"
     "  kill ID                       kill a process (its queued messages are dropped)\n"
@@ -109,22 +111,61 @@ static char *next_word(char **s)
     return w;
 }
 
+/* A file's bytes as a payload, its MIME type guessed from the name. */
+static uqi_payload *file_payload(const char *file)
+{
+    static const char *types[][2] = {{".wasm", "application/wasm"}, {".json", "application/json"},
+                                     {".txt", "text/plain"}};
+    uint8_t *b;
+    size_t len;
+    uq_errmsg em = {{0}};
+    if (uqi_read_file(file, &b, &len, &em)) {
+        printf("error: %s\n", em.text);
+        return NULL;
+    }
+    const char *mime = "application/octet-stream", *dot = strrchr(file, '.');
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(dot, types[i][0]) == 0) mime = types[i][1];
+    uqi_payload *p = uqi_payload_new(b, len, mime);
+    free(b);
+    return p;
+}
+
+/* The start of the options " -t SECONDS" / " -p FILE" behind a body, or NULL. */
+static char *options_start(char *rest)
+{
+    char *t = strstr(rest, " -t "), *p = strstr(rest, " -p ");
+    return t && p ? (t < p ? t : p) : t ? t : p;
+}
+
 static void cmd_m(term *t, char *rest)
 {
     char *addr = next_word(&rest);
     while (rest && (*rest == ' ' || *rest == '\t')) rest++;
     if (!addr || !rest || !*rest) {
-        printf("usage: m ADDRESS JSON [-t SECONDS]   e.g.  m echo {\"hello\":\"world\"}\n");
+        printf("usage: m ADDRESS JSON [-t SECONDS] [-p FILE]   e.g.  m echo {\"hello\":\"world\"}\n");
         return;
     }
     unsigned timeout = 5;
-    char *opt = strstr(rest, " -t ");
-    if (opt) {
-        timeout = (unsigned)atoi(opt + 4);
-        *opt = '\0';
+    const char *file = NULL;
+    char *opts = options_start(rest);
+    if (opts) {
+        *opts++ = '\0';
+        for (char *w; (w = next_word(&opts));) {
+            char *v = next_word(&opts);
+            if (v && strcmp(w, "-t") == 0) {
+                timeout = (unsigned)atoi(v);
+            } else if (v && strcmp(w, "-p") == 0) {
+                file = v;
+            } else {
+                printf("usage: m ADDRESS JSON [-t SECONDS] [-p FILE]  (%s?)\n", w);
+                return;
+            }
+        }
         if (timeout == 0) timeout = 5;
     }
-    send_and_wait(t, addr, rest, timeout, NULL);
+    uqi_payload *p = file ? file_payload(file) : NULL;
+    if (!file || p) send_and_wait(t, addr, rest, timeout, p);
 }
 
 static void cmd_start(term *t, char *rest)

@@ -379,11 +379,15 @@ int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
     return (int32_t)k;
 }
 
+static int32_t durable_wait(abi_ctx *p, uqi_kproc *kp, const char *child);
+
 /* spawn(descriptor, out_id, out_cap) -> length of the child's id (written to
  * out_id, up to out_cap bytes) or a negative code. The child starts at once;
  * its capabilities must be held or issued by the parent (EPERM names none:
  * nothing is started); the parent may message it. Compiling a module the
- * node has not seen runs in this call (cached afterwards). */
+ * node has not seen runs in this call (cached afterwards). On a node with a
+ * store the call returns once the child's records are durable (a kill -9
+ * after it cannot lose the child), unless UQ_SPAWN_NOWAIT. */
 int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
 {
     uqi_kproc *kp = p->user;
@@ -394,7 +398,7 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
     const char *idp = id_len ? (const char *)uqi_guest_ptr(p, get32(d + 0), id_len) : "";
     const uint8_t *wasm = uqi_guest_ptr(p, get32(d + 8), wasm_len);
     if (!idp || !wasm) return UQ_ABI_EFAULT;
-    if (id_len > UQI_NAME_MAX || wasm_len == 0) return UQ_ABI_EINVAL;
+    if (id_len > UQI_NAME_MAX || wasm_len == 0 || (flags & ~UQ_SPAWN_FLAGS)) return UQ_ABI_EINVAL;
     char id[UQI_NAME_MAX + 1];
     memcpy(id, idp, id_len);
     id[id_len] = '\0';
@@ -423,9 +427,13 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
         default: return UQ_ABI_EBADMODULE;
         }
     }
-    u32 n = (u32)strlen(got);
-    uint8_t *o = uqi_guest_ptr(p, out_id, n < out_cap ? n : out_cap);
-    if (o) memcpy(o, got, n < out_cap ? n : out_cap);
+    u32 n = (u32)strlen(got), w = n + 1 < out_cap ? n + 1 : out_cap; /* with its NUL when it fits */
+    uint8_t *o = uqi_guest_ptr(p, out_id, w);
+    if (o) memcpy(o, got, w);
+    if (!(flags & UQ_SPAWN_NOWAIT)) {
+        int32_t rc = durable_wait(p, kp, got);
+        if (rc) return rc;
+    }
     return (int32_t)n;
 }
 
@@ -466,6 +474,32 @@ static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
     /* The callback writes to w: wait for it whatever happens (a kill waits too). */
     while (!atomic_load_explicit(&w.done, memory_order_acquire)) uqi_task_block();
     return w.err == UQ_OK ? 0 : w.err == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
+}
+
+static void flush_done(void *arg, uq_err err, const uq_errmsg *em)
+{
+    state_wait *w = arg;
+    w->err = err;
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    uqi_task_wake(w->task);
+}
+
+/* Wait, off the worker, until every store write queued so far (the child's
+ * records among them) is durable. 0, or EIO: the child runs, but would not
+ * come back after a restart (logged). Nothing to wait for without a store. */
+static int32_t durable_wait(abi_ctx *p, uqi_kproc *kp, const char *child)
+{
+    (void)p;
+    uqs_store *s = uqi_node_store(kp->node);
+    if (!s) return 0;
+    state_wait w = {.task = uqi_task_current()};
+    uq_errmsg em;
+    if (uqs_flush_async(s, flush_done, &w, &em)) return 0; /* closing: the node is going down */
+    while (!atomic_load_explicit(&w.done, memory_order_acquire)) uqi_task_block();
+    if (w.err == UQ_OK) return 0;
+    uq_log(UQ_LOG_WARN, "kernel", "%s spawned %s, but its record is not on disk: it will not come back after a restart",
+           kp->addr.process, child);
+    return UQ_ABI_EIO;
 }
 
 /* state_set(ptr, len) -> 0 once durable. */

@@ -72,6 +72,19 @@ uq_err uqs_flush(uqs_store *s, uq_errmsg *em)
     return UQ_OK;
 }
 
+uq_err uqs_flush_async(uqs_store *s, uqs_done_fn done, void *arg, uq_errmsg *em)
+{
+    uqs_req *r = uqi_xcalloc(1, sizeof *r); /* a barrier: no ops */
+    r->done = done;
+    r->arg = arg;
+    pthread_mutex_lock(&s->mu);
+    r->failed0 = s->stats.failures;
+    uq_err e = enqueue(s, r, em);
+    pthread_mutex_unlock(&s->mu);
+    if (e) free(r);
+    return e;
+}
+
 uq_err uqs_write_async(uqs_store *s, const uqs_op *ops, size_t n, uqs_done_fn done, void *arg, uq_errmsg *em)
 {
     uq_err e = check_ops(ops, n, em);
@@ -197,6 +210,12 @@ void *uqi_store_committer(void *arg)
         for (uqs_req *r = batch, *next; r; r = next) {
             next = r->next;
             if (r->n) r->err ? bad++ : ok++; /* a barrier (uqs_flush) is no write */
+            if (r->done && !r->n) { /* uqs_flush_async: the failures before it, this batch's included */
+                uint64_t failed = s->stats.failures - r->failed0 + bad; /* only this thread writes failures */
+                if (failed && !r->err)
+                    r->err = uqi_errf(&r->em, UQ_EIO, "store %s: %llu write%s queued before could not be committed",
+                                      s->path, (unsigned long long)failed, failed == 1 ? "" : "s");
+            }
             if (r->done) {
                 r->done(r->arg, r->err, &r->em);
                 free(r);

@@ -82,6 +82,11 @@ uq_err uqs_write_async(uqs_store *s, const uqs_op *ops, size_t n, uqs_done_fn do
  * write that failed meanwhile) could not be committed. Blocks for about one
  * fsync when writes are queued, and for almost nothing when none are. */
 uq_err uqs_flush(uqs_store *s, uq_errmsg *em);
+/* uqs_flush without waiting: done(arg, err, em) is called once on the
+ * committer thread when every write queued before this call is durable
+ * (err UQ_EIO if one of them failed meanwhile). If this returns an error
+ * (closing), done is never called. */
+uq_err uqs_flush_async(uqs_store *s, uqs_done_fn done, void *arg, uq_errmsg *em);
 /* Read one value: *out (malloc'ed, owned by the caller; NUL-terminated
  * for convenience, not counted in *out_len). UQ_ENOENT if absent. Any
  * thread; sees every write acknowledged before the call. */

@@ -17,6 +17,7 @@ typedef struct uqs_req {
     size_t n;
     uqs_done_fn done;        /* async: callback; sync: NULL */
     void *arg;
+    uint64_t failed0;        /* a barrier (n == 0): stats.failures when it was queued */
     /* sync only: */
     bool finished;
     uq_err err;

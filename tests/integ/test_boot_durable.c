@@ -127,3 +127,37 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
     BN_EXPECT(&d, "is up", 20000);
     bn_exit(&d, 0);
 }
+
+/* A child spawned by a process (the guest call spawn) is durable when the
+ * call returns: the parent's answer comes after it, the node is killed
+ * with SIGKILL as soon as the answer shows, and the child comes back. The
+ * terminal sends the child's module as the request's payload (m -p). */
+TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char shared[1024], manifest[1300], home[1100], line[2400], text[2048];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/nursery.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"nursery\",\"process_wasm_path\":"
+             "\"%s/guests/nursery.wasm\",\"on_exit\":\"None\",\"public\":true}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    snprintf(home, sizeof home, "%s/spawn", tb_tmpdir());
+    bnode d;
+    dn_boot(&d, home, manifest, false);
+    BN_EXPECT(&d, "is up", 120000);
+    bn_exit(&d, 0);
+    dn_boot(&d, home, NULL, true); /* slow commits from here on */
+    BN_EXPECT(&d, "is up", 60000);
+    snprintf(line, sizeof line, "m nursery {\"id\":\"kid\"} -t 30 -p %s/apps/echo.wasm\n", shared);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "response from d.local@nursery: {\"rc\":3,\"id\":\"kid\"}", 60000);
+    dn_kill9(&d);
+    dn_boot(&d, home, NULL, false);
+    BN_EXPECT(&d, "restored 2 processes", 60000);
+    BN_EXPECT(&d, "is up", 20000);
+    bn_say(&d, "m kid {\"back\":true}\n");
+    BN_EXPECT(&d, "response from d.local@kid: {\"back\":true}", 10000);
+    bn_exit(&d, 0);
+}
