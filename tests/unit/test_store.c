@@ -481,3 +481,76 @@ TEST(store_flush_waits_for_queued_async_writes)
     ASSERT_EQ(uqs_flush(s, &em), UQ_OK);
     uqs_close(s);
 }
+
+/* uqs_flush_async (a guest's spawn waits on it): the callback comes once
+ * every write queued before it is durable, and says when one failed, in an
+ * earlier batch or in its own. */
+typedef struct flush_seen {
+    async_count *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool called;
+    int done_then;
+    uq_err err;
+    char text[sizeof(uq_errmsg) + 1];
+} flush_seen;
+
+static void on_flushed(void *arg, uq_err err, const uq_errmsg *em)
+{
+    flush_seen *f = arg;
+    pthread_mutex_lock(&f->c->mu);
+    int done = f->c->done;
+    pthread_mutex_unlock(&f->c->mu);
+    pthread_mutex_lock(&f->mu);
+    f->done_then = done;
+    f->err = err;
+    snprintf(f->text, sizeof f->text, "%s", err && em ? em->text : "");
+    f->called = true;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void flush_wait(flush_seen *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while (!f->called) pthread_cond_wait(&f->cv, &f->mu);
+    f->called = false;
+    pthread_mutex_unlock(&f->mu);
+}
+
+TEST(store_flush_async_calls_back_once_queued_writes_are_durable)
+{
+    const char *home = tb_tmpdir();
+    setenv("UQBAR_TEST_STORE_DELAY_MS", "100", 1); /* this test runs in its own process */
+    uqs_options opt = {.map_size = 512 << 10};
+    uqs_store *s = open_ok(home, &opt);
+    unsetenv("UQBAR_TEST_STORE_DELAY_MS");
+    async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    flush_seen f = {.c = &c, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    uq_errmsg em = {{0}};
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "g%d", i);
+        ASSERT_EQ(uqs_state_set_async(s, k, "v", 1, on_done, &c, &em), UQ_OK);
+    }
+    ASSERT_EQ(uqs_flush_async(s, on_flushed, &f, &em), UQ_OK);
+    flush_wait(&f);
+    ASSERT_EQ(f.err, UQ_OK);
+    ASSERT_EQ(f.done_then, 20); /* every write before it had called back */
+    /* a failed write in the barrier's own batch (both queued behind a slow commit) */
+    ASSERT_EQ(uqs_state_set_async(s, "g0", "w", 1, on_done, &c, &em), UQ_OK);
+    size_t big = 600 << 10;
+    uint8_t *b = uqi_xcalloc(1, big);
+    ASSERT_EQ(uqs_state_set_async(s, "big", b, big, on_done, &c, &em), UQ_OK);
+    ASSERT_EQ(uqs_flush_async(s, on_flushed, &f, &em), UQ_OK);
+    flush_wait(&f);
+    ASSERT_EQ(f.err, UQ_EIO);
+    test_log("flush_async after a failed write: %s", f.text);
+    ASSERT_STR_HAS(f.text, "could not be committed");
+    /* later barriers do not report that old failure */
+    ASSERT_EQ(uqs_flush_async(s, on_flushed, &f, &em), UQ_OK);
+    flush_wait(&f);
+    ASSERT_EQ(f.err, UQ_OK);
+    free(b);
+    uqs_close(s);
+}
