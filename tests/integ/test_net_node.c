@@ -394,6 +394,80 @@ TEST(net_node_queued_entries_fail_back_whole)
     rig_stop(&r);
 }
 
+/* A link cut with entries of every kind queued and in flight (two-part
+ * ones whose payload the message alone holds, packed ones, ones alone):
+ * each request comes back Offline exactly once (written ones when the link
+ * goes down, the rest when they fail), with its id, its context and its
+ * payload byte for byte. */
+TEST(net_node_link_cut_with_entries_queued)
+{
+    rig r;
+    rig_start(&r);
+    uint64_t id = send_req(r.port, "b.node@srv", "\"warm\"", 30, "warm", NULL, UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000); /* the link is up */
+    ASSERT(in && in->id == id);
+    uqi_msg_free(in);
+    enum { N = 400 };
+    static uint64_t ids[N];
+    static bool seen[N];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < N; i++) {
+        char body[32], ctx[32];
+        snprintf(body, sizeof body, "{\"i\":%d}", i);
+        snprintf(ctx, sizeof ctx, "ctx-%d", i);
+        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
+        uqi_payload *pl = NULL;
+        if (pl_len) {
+            uint8_t *d = uqi_xmalloc(pl_len);
+            for (size_t k = 0; k < pl_len; k++) d[k] = pat(i, k);
+            pl = uqi_payload_new(d, pl_len, "x/y");
+            free(d);
+        }
+        ids[i] = send_req(r.port, "b.node@srv", body, 30, ctx, pl, UQ_OK);
+    }
+    rp_stop(&r.b); /* b.node goes away with most of them queued or in flight */
+    int got = 0;
+    uqi_msg *e;
+    while (got < N + 1 && (e = uqi_port_receive(r.port, 10000))) {
+        ASSERT_EQ(e->kind, UQI_MSG_ERROR);
+        ASSERT_EQ(e->error, UQI_SEND_OFFLINE);
+        got++;
+        if (e->id == id) { /* the warm-up request, written and unanswered */
+            ASSERT(kn_ctx_is(e, "warm"));
+            uqi_msg_free(e);
+            continue;
+        }
+        int i = -1;
+        ASSERT(sscanf((const char *)e->body, "{\"i\":%d}", &i) == 1 && i >= 0 && i < N);
+        ASSERT(!seen[i]);
+        seen[i] = true;
+        char ctx[32];
+        snprintf(ctx, sizeof ctx, "ctx-%d", i);
+        ASSERT(e->id == ids[i] && kn_ctx_is(e, ctx));
+        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
+        if (pl_len) {
+            ASSERT(e->payload && e->payload->len == pl_len && strcmp(e->payload->mime, "x/y") == 0);
+            for (size_t k = 0; k < pl_len; k++)
+                if (e->payload->data[k] != pat(i, k))
+                    test_fail(__FILE__, __LINE__, "request %d: payload byte %zu differs", i, k);
+        } else {
+            ASSERT(e->payload == NULL);
+        }
+        uqi_msg_free(e);
+    }
+    if (got != N + 1) test_fail(__FILE__, __LINE__, "%d of %d requests came back", got, N + 1);
+    ASSERT(uqi_port_receive(r.port, 300) == NULL); /* each once */
+    int reached = 0;
+    while ((in = rp_wait(&r.b, 0))) {
+        reached++;
+        uqi_msg_free(in);
+    }
+    uqn_net_stats st;
+    uqn_net_get_stats(r.net, &st);
+    test_log("%d of %d reached b.node before it went; %llu packed", reached, N, (unsigned long long)st.packed);
+    rig_stop(&r);
+}
+
 /* Many short one-way messages sent faster than the link takes them are
  * packed: they arrive all, in order, intact, and then a request expecting
  * a response still finds its way back. */
