@@ -248,7 +248,7 @@ int main(int argc, char **argv)
     }
     uqn_net *anet;
     uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv,
-                      .done = uqi_node_net_done, .down = uqi_node_net_down, .arg = n};
+                      .done = uqi_node_net_done, .lost = uqi_node_net_lost, .down = uqi_node_net_down, .arg = n};
     if (uqn_net_start(&ac, &anet, NULL)) return 1;
     uqi_node_set_net(n, anet);
     uqn_dir *d = uqn_dir_new();

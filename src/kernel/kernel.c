@@ -68,8 +68,6 @@ struct uqi_node {
     /* networking (the section "network" at the end of this file) */
     struct uqn_net *net;             /* NULL: every other node is unreachable */
     uint64_t remote_refused, remote_dropped;
-    _Atomic(uqi_msg *) net_sent;     /* written, back for a sender's thread to free (net_recycle) */
-    atomic_uint net_sent_n;
 };
 
 /* Write kp's record (node lock held). Ports and processes without a stored
@@ -335,7 +333,9 @@ static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why
     out_free(o);
 }
 
-static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
+/* orig: what comes back in an error (taken); record_outstanding copies m. */
+static void record_outstanding_orig(uqi_node *n, uqi_kproc *from, uqi_kproc *to, const uqi_msg *m, uqi_msg *orig,
+                                    uint8_t *ctx, size_t ctx_len)
 {
     if (from->dangling >= n->max_dangling) {
         /* The bound: throw away the oldest, and say so. */
@@ -355,7 +355,7 @@ static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_
     o->deadline_ns = uqi_now_coarse_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
     o->ctx = ctx;
     o->ctx_len = ctx_len;
-    o->orig = copy_for_error(m);
+    o->orig = orig;
     o->hnext = n->otab[o->id % OTAB];
     n->otab[o->id % OTAB] = o;
     kp_ext *x = ext_of(from);
@@ -364,6 +364,11 @@ static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_
     else x->oldest = o;
     x->newest = o;
     from->dangling++;
+}
+
+static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
+{
+    record_outstanding_orig(n, from, to, m, copy_for_error(m), ctx, ctx_len);
 }
 
 static uqi_outstanding *take_outstanding(uqi_node *n, uint64_t id, const uqi_addr *requester)
@@ -592,7 +597,6 @@ static void bounce(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_
 }
 
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em);
-static void net_drain(uqi_node *n);
 
 /* A one-way request to the sender's last target, without the node lock.
  * The target's record outlives the reference the sender's cache holds
@@ -1306,7 +1310,6 @@ void uqi_node_stop(uqi_node *n)
         issued_unlink(c);
         free(c);
     }
-    net_drain(n);
     sodium_memzero(n->sk, sizeof n->sk);
     uqi_engine_fini(&n->eng);
     pthread_mutex_destroy(&n->lock);
@@ -1619,13 +1622,19 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
  * request by id + requester and must come from the node the request went
  * to (or a node a local process forwarded it to), at most once. */
 
-/* What the kernel keeps for a message queued in the net module: the
- * message itself (the cookie of uqn_net_send), freed by the done callback.
- * Its id and source (the sending process) find the outstanding record of a
- * request that expects a response; any other message is turned into the
- * error that goes back to its sender. No record or copy per message: a
- * calloc and a copy made on the sender's thread and freed on the net
- * thread were a third of a small send (docs/PERFORMANCE.md, "Network"). */
+/* What the kernel keeps for a message queued in the net module: nothing,
+ * for most. A message is encoded (into a buffer on the stack when short)
+ * and queued quiet (uqn_net_send_quiet): no report when written; if it
+ * fails, the net module hands back its bytes (uqi_node_net_lost), decoded
+ * into the message again, and that is the error the sender gets (or, for a
+ * request that expects a response, the id and source that find its
+ * outstanding record, which keeps the message itself, not a copy). So the
+ * sending thread frees its message at once, into its own cache, and the
+ * net thread does nothing per message written. Only a message with a large
+ * payload (NET_TAIL_MIN) is queued in two parts, the payload sent from the
+ * sender's reference-counted uqi_payload; the message is then the cookie of
+ * uqn_net_send_tail, kept until its done callback. */
+#define NET_TAIL_MIN 4096
 
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net)
 {
@@ -1642,48 +1651,9 @@ static uqi_outstanding *peek_outstanding(uqi_node *n, uint64_t id, const uqi_add
     return NULL;
 }
 
-/* A message written to its peer is freed on a sender's thread, not on the
- * net thread: it was made on a sender's thread, and freed there it goes
- * back to that thread's message cache for the next send (freed on the net
- * thread, every small remote send cost a malloc on one side and a free on
- * the other). The net thread pushes it on a lock-free stack (bounded: past
- * NET_SENT_MAX it frees it itself); the next remote send takes the whole
- * stack (one exchange: no ABA), and uqi_node_stop what is left. */
-#define NET_SENT_MAX 4096u
-
-static void net_recycle(uqi_node *n, uqi_msg *m)
-{
-    /* only small messages without a payload: a drain (under the node lock)
-     * must stay cheap, and large blocks gain nothing from a thread cache */
-    if (!m->small || m->payload || m->metadata) {
-        uqi_msg_free(m);
-        return;
-    }
-    if (atomic_fetch_add_explicit(&n->net_sent_n, 1, memory_order_relaxed) >= NET_SENT_MAX) {
-        atomic_fetch_sub_explicit(&n->net_sent_n, 1, memory_order_relaxed);
-        uqi_msg_free(m);
-        return;
-    }
-    uqi_msg *h = atomic_load_explicit(&n->net_sent, memory_order_relaxed);
-    do m->next = h;
-    while (!atomic_compare_exchange_weak_explicit(&n->net_sent, &h, m, memory_order_release, memory_order_relaxed));
-}
-
-static void net_drain(uqi_node *n)
-{
-    uqi_msg *l = atomic_exchange_explicit(&n->net_sent, NULL, memory_order_acquire);
-    unsigned k = 0;
-    for (uqi_msg *nx; l; l = nx, k++) {
-        nx = l->next;
-        uqi_msg_free(l);
-    }
-    if (k) atomic_fetch_sub_explicit(&n->net_sent_n, k, memory_order_relaxed);
-}
-
 /* Node lock held: takes m and ctx on success; on failure the caller keeps both. */
 static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, size_t ctx_len, uq_errmsg *em)
 {
-    if (atomic_load_explicit(&n->net_sent, memory_order_relaxed)) net_drain(n);
     bool expects = m->kind == UQI_MSG_REQUEST && m->expects_response_s;
     if (expects) {
         m->rsvp = from->addr;
@@ -1702,75 +1672,116 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
         uq_log(UQ_LOG_INFO, "kernel", "%s forwards request %llu to %s: its response would go to a third node (%s), "
                "which version 1 does not do: no response will come back",
                from->addr.process, (unsigned long long)m->id, m->target.node, m->rsvp.node);
-    uint8_t *buf;
-    size_t len;
     uq_err e;
     /* a large message is not encoded (copied) only to find the queue full */
     size_t bulk = m->body_len + (m->payload ? m->payload->len : 0);
     if (bulk >= 65536 && (e = uqn_net_room(n->net, m->target.node, bulk, em))) return e;
-    /* the payload is not copied: it goes out from where it is, kept alive
-     * by m until the done callback */
-    if ((e = uqi_wire_encode_head(m, with_rsvp, &buf, &len, em))) return e;
+    /* Quiet unless its payload is large, or it is an error (the wire
+     * carries only the errors a kernel sends, so it could not be rebuilt). */
+    bool quiet = (!m->payload || m->payload->len < NET_TAIL_MIN) && m->kind != UQI_MSG_ERROR;
+    uint8_t stack[UQN_NET_INLINE], *buf;
+    size_t len;
+    if (quiet) e = uqi_wire_encode_buf(m, with_rsvp, stack, sizeof stack, &buf, &len, em);
+    else e = uqi_wire_encode_head(m, with_rsvp, &buf, &len, em); /* the payload goes out from where it is */
+    if (e) return e;
     if (expects) {
-        record_outstanding(n, from, NULL, m, ctx, ctx_len);
+        /* the record keeps m itself for the error return (a quiet message
+         * is done with once encoded), or a copy (m is the cookie until its
+         * done callback) */
+        if (quiet) {
+            m->has_rsvp = false; /* as copy_for_error's */
+            m->target_cached = false;
+            record_outstanding_orig(n, from, NULL, m, m, ctx, ctx_len);
+        } else {
+            record_outstanding(n, from, NULL, m, ctx, ctx_len);
+        }
     } else if (with_rsvp) {
         /* a local request forwarded with inherit: its response may come from there */
         uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
         if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
     }
-    e = uqn_net_send_tail(n->net, m->target.node, buf, len, m->payload ? m->payload->data : NULL,
-                          m->payload ? m->payload->len : 0, m, em);
+    if (quiet) e = uqn_net_send_quiet(n->net, m->target.node, buf, len, buf == stack, em);
+    else e = uqn_net_send_tail(n->net, m->target.node, buf, len, m->payload->data, m->payload->len, m, em);
     if (e) {
-        free(buf);
+        if (buf != stack) free(buf);
         if (expects) {
             uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
-            o->ctx = NULL; /* the caller keeps its context on failure */
+            o->ctx = NULL; /* the caller keeps its context and message on failure */
+            if (o->orig == m) o->orig = NULL;
             out_free(o);
+            m->has_rsvp = true;
         }
         return e;
     }
     if (!expects) free(ctx);
-    count_sent(from); /* m is the net module's until its done callback */
+    if (quiet && !expects) uqi_msg_free(m); /* on this thread: back to its message cache */
+    count_sent(from); /* a two-part message is the net module's until its done callback */
     return UQ_OK;
 }
 
-/* The net module's report on a message (uqn_net_cfg.done). */
+/* A message that failed (node lock held; takes m): to its sender, as an
+ * error with the message (a request that expects a response: through its
+ * outstanding record, with its context). */
+static void net_failed(uqi_node *n, uqi_msg *m, int why)
+{
+    uqi_send_error se = why == UQN_DONE_TIMEOUT ? UQI_SEND_TIMEOUT : UQI_SEND_OFFLINE;
+    if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
+        uqi_outstanding *o = take_outstanding(n, m->id, &m->source);
+        if (o) fail_outstanding(n, o, se); /* else: answered or given up already */
+    } else {
+        uqi_kproc *kp = find(n, m->source.process);
+        if (kp && !kp->dead) {
+            uqi_addr target = m->target;
+            bool was_response = m->kind == UQI_MSG_RESPONSE;
+            m->kind = UQI_MSG_ERROR;
+            m->error = se;
+            m->expects_response_s = 0;
+            m->source = target;
+            m->source_len = 0;
+            m->target = kp->addr;
+            m->target_cached = false;
+            /* answering this error (respond with it as the prompt) resends the
+             * response to the original request */
+            m->has_rsvp = was_response;
+            if (was_response) m->rsvp = target;
+            deliver_forced(kp, m);
+            m = NULL;
+        }
+    }
+    uqi_msg_free(m);
+}
+
+/* The net module's report on a two-part message (uqn_net_cfg.done). */
 void uqi_node_net_done(void *arg, void *cookie, int why)
 {
     uqi_node *n = arg;
     uqi_msg *m = cookie;
     if (!m) return; /* the kernel's own refusals */
     if (why != UQN_DONE_SENT) {
-        uqi_send_error se = why == UQN_DONE_TIMEOUT ? UQI_SEND_TIMEOUT : UQI_SEND_OFFLINE;
         pthread_mutex_lock(&n->lock);
-        if (m->kind == UQI_MSG_REQUEST && m->expects_response_s) {
-            uqi_outstanding *o = take_outstanding(n, m->id, &m->source);
-            if (o) fail_outstanding(n, o, se); /* else: answered or given up already */
-        } else {
-            uqi_kproc *kp = find(n, m->source.process);
-            if (kp && !kp->dead) {
-                uqi_addr target = m->target;
-                bool was_response = m->kind == UQI_MSG_RESPONSE;
-                m->kind = UQI_MSG_ERROR;
-                m->error = se;
-                m->expects_response_s = 0;
-                m->source = target;
-                m->source_len = 0;
-                m->target = kp->addr;
-                m->target_cached = false;
-                /* answering this error (respond with it as the prompt) resends the
-                 * response to the original request */
-                m->has_rsvp = was_response;
-                if (was_response) m->rsvp = target;
-                deliver_forced(kp, m);
-                m = NULL;
-            }
-        }
+        net_failed(n, m, why);
         pthread_mutex_unlock(&n->lock);
-        uqi_msg_free(m);
         return;
     }
-    net_recycle(n, m);
+    uqi_msg_free(m);
+}
+
+/* A quiet message that failed (uqn_net_cfg.lost): the message again from
+ * its bytes, as it was sent from this node to peer. */
+void uqi_node_net_lost(void *arg, const char *peer, const uint8_t *msg, size_t len, int why)
+{
+    uqi_node *n = arg;
+    uqi_msg *m;
+    uq_errmsg em;
+    /* decoded as if it came from us to peer: source and rsvp on this node */
+    if (uqi_wire_decode(msg, len, n->name, peer, &m, &em)) {
+        uq_log(UQ_LOG_ERROR, "kernel", "a message to %s failed and cannot be returned to its sender: %s", peer,
+               em.text);
+        return;
+    }
+    pthread_mutex_lock(&n->lock);
+    net_failed(n, m, why);
+    pthread_mutex_unlock(&n->lock);
 }
 
 /* Tell peer that its request could not be delivered (node lock held). */

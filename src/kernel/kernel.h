@@ -225,9 +225,11 @@ struct uqn_net;
  * nodes; NULL detaches it (then they bounce Offline). Detach, then
  * uqn_net_stop, before uqi_node_stop. */
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
-/* The net module's callbacks (uqn_net_cfg.recv and .done), arg = the node. */
+/* The net module's callbacks (uqn_net_cfg.recv, .done and .lost: all three
+ * must be set), arg = the node. */
 void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *msg, size_t len);
 void uqi_node_net_done(void *arg, void *cookie, int why);
+void uqi_node_net_lost(void *arg, const char *peer, const uint8_t *msg, size_t len, int why);
 /* The link to peer was cut: requests written to it that await an answer
  * fail Offline now ("connection refused or cut"), with their context. */
 void uqi_node_net_down(void *arg, const char *peer);

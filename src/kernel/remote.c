@@ -12,8 +12,10 @@ static void put32(uint8_t *p, uint32_t v)
 }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-/* The encoding, without the payload's bytes when !whole (they end it). */
-static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t **out, size_t *len, uq_errmsg *em)
+/* The encoding, without the payload's bytes when !whole (they end it);
+ * into buf[0..cap) if it fits there, else into a malloc'ed block. */
+static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t *buf, size_t cap, uint8_t **out,
+                     size_t *len, uq_errmsg *em)
 {
     if (m->n_attach)
         return uqi_errf(em, UQ_EINVAL, "capabilities cannot be attached to a message for another node (not in version 1)");
@@ -25,7 +27,7 @@ static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t **out
         return uqi_errf(em, UQ_ELIMIT, "a message of %zu bytes is over the limit between nodes (%u bytes)", total,
                         UQN_NET_MSG_MAX);
     size_t tail = m->payload && !whole ? m->payload->len : 0;
-    uint8_t *b = uqi_xmalloc(total - tail), *p = b;
+    uint8_t *b = total - tail <= cap ? buf : uqi_xmalloc(total - tail), *p = b;
     *p++ = UQI_WIRE_VERSION;
     *p++ = (uint8_t)m->kind;
     *p++ = (uint8_t)((with_rsvp ? UQI_WIRE_RSVP : 0) | (m->metadata ? UQI_WIRE_METADATA : 0) |
@@ -62,12 +64,18 @@ static uq_err encode(const uqi_msg *m, bool with_rsvp, bool whole, uint8_t **out
 
 uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
 {
-    return encode(m, with_rsvp, true, out, len, em);
+    return encode(m, with_rsvp, true, NULL, 0, out, len, em);
+}
+
+uq_err uqi_wire_encode_buf(const uqi_msg *m, bool with_rsvp, uint8_t *buf, size_t cap, uint8_t **out, size_t *len,
+                           uq_errmsg *em)
+{
+    return encode(m, with_rsvp, true, buf, cap, out, len, em);
 }
 
 uq_err uqi_wire_encode_head(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em)
 {
-    return encode(m, with_rsvp, false, out, len, em);
+    return encode(m, with_rsvp, false, NULL, 0, out, len, em);
 }
 
 /* dst = a node name known to be valid (at most UQI_NAME_MAX bytes): no

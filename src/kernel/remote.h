@@ -16,6 +16,10 @@
  * UQ_EINVAL if it carries capabilities (not in version 1), UQ_ELIMIT if
  * the encoding is over UQN_NET_MSG_MAX. */
 uq_err uqi_wire_encode(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em);
+/* The same into buf[0..cap) when it fits (*out = buf: nothing to free),
+ * else into a malloc'ed *out: a small message costs no allocation. */
+uq_err uqi_wire_encode_buf(const uqi_msg *m, bool with_rsvp, uint8_t *buf, size_t cap, uint8_t **out, size_t *len,
+                           uq_errmsg *em);
 /* The same without the payload's bytes, which end the encoding: the
  * message is *out then m->payload->data (if any), sent from where it is
  * (uqn_net_send_tail). */

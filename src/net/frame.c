@@ -58,6 +58,7 @@ uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em)
 void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m)
 {
     UQ_VERIFY(m->len <= UINT32_MAX && m->tail_len <= m->len && (m->tail || !m->tail_len));
+    UQ_VERIFY(!m->recs || (m->len <= UQN_FRAME_PLAIN_MAX && !m->tail_len));
     m->off = 0;
     m->id = 0;
     m->owned = false;
@@ -130,6 +131,14 @@ static size_t next_plain(uqn_fenc *e, uint8_t *out, gather *g)
     while (e->head) {
         uqn_fenc_msg *m = e->head;
         size_t room = UQN_FRAME_PLAIN_MAX - n;
+        if (m->recs) { /* records made by the sender: as they are, in one frame */
+            if (m->len > room) break;
+            put_data(out, n, m, 0, m->len, g);
+            n += m->len;
+            e->queued_bytes -= m->len;
+            pop(e);
+            continue;
+        }
         if (m->off == 0 && MSG_HDR + m->len <= room) { /* whole: batch it */
             out[n] = UQN_REC_MSG;
             put16(out + n + 1, (uint32_t)m->len);

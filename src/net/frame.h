@@ -28,6 +28,8 @@ typedef struct uqn_fenc_msg {
     size_t tail_len;         /* then tail[0..tail_len) (0: data alone) */
     uint32_t id;             /* chunk id, once the first chunk is out */
     bool owned;              /* uqn_fenc_push: data and this record are freed once framed */
+    bool recs;               /* data[0..len) is already whole UQN_REC_MSG records (several small
+                                messages, len <= UQN_FRAME_PLAIN_MAX, no tail): put in one frame as is */
     struct uqn_fenc_msg *next;
 } uqn_fenc_msg;
 
@@ -43,7 +45,7 @@ void uqn_fenc_fini(uqn_fenc *e);   /* drops what is still queued */
 /* Queue a copy of msg. UQ_ELIMIT if len does not fit in 32 bits. */
 uq_err uqn_fenc_push(uqn_fenc *e, const void *msg, size_t len, uq_errmsg *em);
 /* Queue m (m->data, m->len set, len < 2^32; m->tail and m->tail_len too if
- * the message is in two pieces) without copying: m and its data
+ * the message is in two pieces; m->recs if it is records) without copying: m and its data
  * stay the caller's and must live until they are framed (the queue is empty)
  * or dropped (uqn_fenc_fini). No allocation. */
 void uqn_fenc_push_ref(uqn_fenc *e, uqn_fenc_msg *m);

@@ -25,7 +25,7 @@
 #define TICK_MS 20
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
 #ifndef BATCH_MSGS
-#define BATCH_MSGS 512u            /* and at most this many messages */
+#define BATCH_MSGS 512u            /* and at most this many entries */
 #endif
 #define READ_BUF (256u << 10)  /* several frames per recv */
 
@@ -35,16 +35,34 @@
  * message crosses threads without a malloc on one side and a free on the
  * other: that pair (glibc arena locks, no thread cache hits) was the
  * largest cost of a small send. */
-#define QENT_INLINE 232
+#define QENT_INLINE UQN_NET_INLINE
 #define QFREE_MAX 8192
+
+/* Packs: while a peer's queue is not empty (the net thread is behind), a
+ * short quiet message is not given an entry of its own but appended, as a
+ * link record (UQN_REC_MSG, its u16 length, its bytes), to a pack at the
+ * tail of the queue: PACK_CAP bytes the link puts in a frame as they are
+ * (uqn_fenc_msg.recs) and encrypts from where they are. The net thread then
+ * walks, frames and recycles one entry per hundred or so messages, and a
+ * pack written needs no report at all. A failed pack is reported message
+ * by message (cfg.lost). Its deadline is its first message's: a pack takes
+ * messages for at most PACK_SPAN_NS after that, so none waits more than
+ * that beyond its own (the timeouts are checked every TICK_MS anyway). */
+#define PACK_CAP 8192u
+#define PACK_REC_HDR 3u           /* kind, u16 length (frame.h) */
+#define PACK_SPAN_NS (20ull * 1000000ull)
+#define PFREE_MAX 64
 
 typedef struct qent {
     struct qent *next;
-    uint8_t *data;           /* inl, or the sender's buffer (then ours to free) */
+    uint8_t *data;           /* inl, pbuf, or the sender's buffer (then ours to free) */
+    uint8_t *pbuf;           /* a pack's PACK_CAP bytes (kept with the entry when recycled), or NULL */
+    uint32_t nmsgs;          /* messages in it: 1, or a pack's */
     size_t len;              /* with the tail */
     const uint8_t *tail;     /* uqn_net_send_tail: lent by the sender until done, or NULL */
     size_t tail_len;
     void *cookie;
+    bool quiet;              /* uqn_net_send_quiet: no done; cfg.lost gets the bytes if it fails */
     uint64_t deadline;
     uqn_fenc_msg fm;         /* how the link queues it: no copy (uqn_link_send_ref) */
     uint8_t inl[QENT_INLINE];
@@ -101,6 +119,9 @@ struct uqn_net {
     bool kicked;             /* under lock: the eventfd was written and not yet read */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
+    qent *pfree;             /* under lock: recycled packs (with their pbuf) */
+    uint32_t npfree;
+    uint64_t packed;         /* under lock: messages queued into packs */
     peer *last;              /* under lock: the peer of the last send (a cache) */
     conn *conns;             /* thread only */
     uint32_t nconns;
@@ -124,13 +145,73 @@ static void dl_push(donelist *d, qent *q)
 
 static void qent_free_data(qent *q)
 {
-    if (q->data != q->inl) free(q->data);
+    if (q->data != q->inl && q->data != q->pbuf) free(q->data);
     q->data = NULL;
 }
 
-static void dl_report(uqn_net *net, donelist *d, int why)
+/* A pack that failed: each of its messages to cfg.lost. */
+static void pack_lost(uqn_net *net, const char *pname, const qent *q, int why)
+{
+    for (size_t i = 0; i + PACK_REC_HDR <= q->len;) {
+        size_t l = (size_t)q->pbuf[i + 1] << 8 | q->pbuf[i + 2];
+        UQ_ASSERT(q->pbuf[i] == UQN_REC_MSG && i + PACK_REC_HDR + l <= q->len);
+        if (net->cfg.lost) net->cfg.lost(net->cfg.arg, pname, q->pbuf + i + PACK_REC_HDR, l, why);
+        i += PACK_REC_HDR + l;
+    }
+}
+
+typedef struct chain {
+    qent *head, *tail;
+    uint32_t n;
+} chain;
+
+static void chain_push(chain *c, qent *q)
+{
+    q->next = NULL;
+    if (c->tail) c->tail->next = q;
+    else c->head = q;
+    c->tail = q;
+    c->n++;
+}
+
+/* Lock held: put c on the free list *fl (bounded by max) in one splice if
+ * it fits, else one by one; what does not fit goes on *rest. */
+static void chain_recycle(chain *c, qent **fl, uint32_t *nfl, uint32_t max, qent **rest)
+{
+    if (c->head && *nfl + c->n <= max) {
+        c->tail->next = *fl;
+        *fl = c->head;
+        *nfl += c->n;
+        return;
+    }
+    for (qent *q = c->head, *nx; q; q = nx) {
+        nx = q->next;
+        if (*nfl < max) {
+            q->next = *fl;
+            *fl = q;
+            (*nfl)++;
+        } else {
+            q->next = *rest;
+            *rest = q;
+        }
+    }
+}
+
+/* Report the entries of d to their senders (pname: whom they were for).
+ * Quiet entries written need nothing: a batch of them costs no call. */
+static void dl_report(uqn_net *net, const char *pname, donelist *d, int why)
 {
     for (qent *q = d->head; q; q = q->next) {
+        if (q->quiet) {
+            if (why != UQN_DONE_SENT) {
+                if (why == UQN_DONE_OFFLINE) net->st.offline += q->nmsgs;
+                else net->st.timeouts += q->nmsgs;
+                if (q->pbuf) pack_lost(net, pname, q, why);
+                else if (net->cfg.lost) net->cfg.lost(net->cfg.arg, pname, q->data, q->len, why);
+            }
+            qent_free_data(q);
+            continue;
+        }
         if (uqn_lk_owns(q->cookie)) { /* a look-up message of ours */
             qent_free_data(q);
             uqn_lk_sent(net->lk, q->cookie, why);
@@ -141,32 +222,21 @@ static void dl_report(uqn_net *net, donelist *d, int why)
         qent_free_data(q);
         if (net->cfg.done) net->cfg.done(net->cfg.arg, q->cookie, why);
     }
-    /* the entries go back to the free list in one locked step: spliced
+    /* the entries go back to the free lists in one locked step: spliced
      * whole, without walking them under the lock, if they fit */
-    uint32_t cnt = 0;
-    for (qent *q = d->head; q; q = q->next) cnt++;
-    qent *rest = NULL;
-    pthread_mutex_lock(&net->lock);
-    if (d->head && net->nqfree + cnt <= QFREE_MAX) {
-        d->tail->next = net->qfree;
-        net->qfree = d->head;
-        net->nqfree += cnt;
-        d->head = NULL;
-    }
+    chain ents = {0}, packs = {0};
     for (qent *q = d->head, *nx; q; q = nx) {
         nx = q->next;
-        if (net->nqfree < QFREE_MAX) {
-            q->next = net->qfree;
-            net->qfree = q;
-            net->nqfree++;
-        } else {
-            q->next = rest;
-            rest = q;
-        }
+        chain_push(q->pbuf ? &packs : &ents, q);
     }
+    qent *rest = NULL;
+    pthread_mutex_lock(&net->lock);
+    chain_recycle(&ents, &net->qfree, &net->nqfree, QFREE_MAX, &rest);
+    chain_recycle(&packs, &net->pfree, &net->npfree, PFREE_MAX, &rest);
     pthread_mutex_unlock(&net->lock);
     for (qent *q = rest, *nx; q; q = nx) {
         nx = q->next;
+        free(q->pbuf);
         free(q);
     }
     d->head = d->tail = NULL;
@@ -266,24 +336,27 @@ static peer *peer_get(uqn_net *net, const char *name)
     return p;
 }
 
-uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
-{
-    return uqn_net_send_tail(net, name, msg, len, NULL, 0, cookie, em);
-}
-
-uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
-                         size_t tail_len, void *cookie, uq_errmsg *em)
+/* Queue a message (see uqn_net_send_tail, uqn_net_send_quiet). */
+static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
+                      size_t tail_len, void *cookie, bool quiet, bool copy, uq_errmsg *em)
 {
     size_t len = head_len + tail_len;
     if (len > UQN_NET_MSG_MAX)
         return uqi_errf(em, UQ_EINVAL, "net: a message of %zu bytes is over the limit of %u bytes", len,
                         UQN_NET_MSG_MAX);
+    uint8_t *mine = NULL; /* a copy of a caller's message too long for an entry, made before the lock */
+    if (copy && len > QENT_INLINE) {
+        mine = uqi_xmalloc(head_len);
+        memcpy(mine, msg, head_len);
+        msg = mine;
+    }
     /* the coarse clock (a few ms behind at most, no rdtsc) is enough for a
      * deadline in seconds, and costs 5 ns instead of 25 per message */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     uint64_t deadline = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
                         (uint64_t)net->cfg.send_timeout_ms * 1000000ull;
+    bool kick = false;
     pthread_mutex_lock(&net->lock);
     uq_err e = UQ_OK;
     if (net->stopping) {
@@ -310,14 +383,53 @@ uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t he
                      p->qbytes);
         goto out;
     }
-    qent *q = net->qfree;
+    qent *q, *t = p->tail;
+    if (quiet && len <= QENT_INLINE && t) { /* behind: into a pack */
+        if (t->pbuf && t->len + PACK_REC_HDR + len <= PACK_CAP && deadline - t->deadline <= PACK_SPAN_NS) {
+            q = t; /* the open pack at the tail */
+        } else {
+            q = net->pfree;
+            if (q) {
+                net->pfree = q->next;
+                net->npfree--;
+            } else {
+                q = uqi_xmalloc(sizeof *q);
+                q->pbuf = uqi_xmalloc(PACK_CAP);
+            }
+            q->next = NULL;
+            q->data = q->pbuf;
+            q->tail = NULL;
+            q->tail_len = 0;
+            q->len = 0;
+            q->nmsgs = 0;
+            q->cookie = NULL;
+            q->quiet = true;
+            q->deadline = deadline;
+            if (t) t->next = q;
+            p->tail = q;
+        }
+        uint8_t *w = q->pbuf + q->len;
+        w[0] = UQN_REC_MSG;
+        w[1] = (uint8_t)(len >> 8);
+        w[2] = (uint8_t)len;
+        memcpy(w + PACK_REC_HDR, msg, len);
+        q->len += PACK_REC_HDR + len;
+        q->nmsgs++;
+        net->packed++;
+        p->qn++;
+        p->qbytes += PACK_REC_HDR + len;
+        goto kick;
+    }
+    q = net->qfree;
     if (q) {
         net->qfree = q->next;
         net->nqfree--;
     } else {
         q = uqi_xmalloc(sizeof *q);
+        q->pbuf = NULL;
     }
     q->next = NULL;
+    q->nmsgs = 1;
     q->data = msg;
     q->tail = tail_len ? tail : NULL;
     q->tail_len = tail_len;
@@ -330,22 +442,45 @@ uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t he
     }
     q->len = len;
     q->cookie = cookie;
+    q->quiet = quiet;
     q->deadline = deadline;
     if (p->tail) p->tail->next = q;
     else p->head = q;
     p->tail = q;
     p->qn++;
     p->qbytes += len;
-    if (!net->kicked) {
-        net->kicked = true;
+kick:
+    /* the thread is woken once until it looks (the write after the lock:
+     * kicked set means a write is made or coming, and epoll's eventfd stays
+     * readable until the thread reads it) */
+    kick = !net->kicked;
+    net->kicked = true;
+out:
+    pthread_mutex_unlock(&net->lock);
+    if (e == UQ_OK && kick) {
         uint64_t one = 1;
         ssize_t w = write(net->efd, &one, sizeof one);
         UQ_UNUSED(w);
     }
-out:
-    pthread_mutex_unlock(&net->lock);
-    if (e == UQ_OK && len <= QENT_INLINE) free(msg); /* copied into the entry */
+    if (e == UQ_OK && len <= QENT_INLINE && !copy) free(msg); /* copied into the entry */
+    if (e && mine) free(mine);
     return e;
+}
+
+uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
+{
+    return enqueue(net, name, msg, len, NULL, 0, cookie, false, false, em);
+}
+
+uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
+                         size_t tail_len, void *cookie, uq_errmsg *em)
+{
+    return enqueue(net, name, msg, head_len, tail, tail_len, cookie, false, false, em);
+}
+
+uq_err uqn_net_send_quiet(uqn_net *net, const char *name, uint8_t *msg, size_t len, bool copy, uq_errmsg *em)
+{
+    return enqueue(net, name, msg, len, NULL, 0, NULL, true, copy, em);
 }
 
 uq_err uqn_net_room(uqn_net *net, const char *name, size_t len, uq_errmsg *em)
@@ -379,7 +514,7 @@ static void fail_queue(uqn_net *net, peer *p, int why)
     pthread_mutex_lock(&net->lock);
     take_queue(p, &d);
     pthread_mutex_unlock(&net->lock);
-    dl_report(net, &d, why);
+    dl_report(net, p->name, &d, why);
 }
 
 /* ---- connections (thread only) ------------------------------------------------- */
@@ -464,12 +599,12 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
             p->backoff_ms = b;
             p->backoff_until = uqi_now_ns() + (uint64_t)b * 1000000ull;
             p->state = P_BACKOFF;
-            dl_report(net, &d, UQN_DONE_OFFLINE);
+            dl_report(net, p->name, &d, UQN_DONE_OFFLINE);
             fail_queue(net, p, UQN_DONE_OFFLINE);
             return;
         }
     }
-    dl_report(net, &d, UQN_DONE_OFFLINE);
+    dl_report(net, p ? p->name : "", &d, UQN_DONE_OFFLINE);
     if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0) {
         for (conn *o = net->conns; o; o = o->next)
             if (o != c && !o->dead && o->peer == p && o->link && uqn_link_established(o->link)) return;
@@ -626,7 +761,7 @@ static void flush(uqn_net *net, conn *c)
         donelist d = {c->fl_head, c->fl_tail};
         c->fl_head = c->fl_tail = NULL;
         c->fl_msgs = c->fl_bytes = 0;
-        dl_report(net, &d, UQN_DONE_SENT);
+        dl_report(net, c->peer ? c->peer->name : "", &d, UQN_DONE_SENT);
     }
 }
 
@@ -654,11 +789,12 @@ static void feed(uqn_net *net, peer *p)
         if (!first) return;
         size_t bytes = 0;
         qent *last = NULL;
-        uint64_t cnt = 0;
+        uint64_t cnt = 0, msgs = 0; /* entries, and the messages in them (packs hold many) */
         for (qent *q = first; q && cnt < BATCH_MSGS && (bytes == 0 || bytes + q->len <= BATCH_BYTES); q = q->next) {
             bytes += q->len;
             last = q;
             cnt++;
+            msgs += q->nmsgs;
         }
         qent *rest = last->next;
         last->next = NULL;
@@ -668,12 +804,12 @@ static void feed(uqn_net *net, peer *p)
             else p->tail = old_tail;
             p->head = rest;
         }
-        p->qn -= (uint32_t)cnt;
+        p->qn -= (uint32_t)msgs;
         p->qbytes -= bytes;
         pthread_mutex_unlock(&net->lock);
         c->fl_head = first;
         c->fl_tail = last;
-        c->fl_msgs = cnt;
+        c->fl_msgs = msgs;
         c->fl_bytes = bytes;
         for (qent *q = first; q; q = q->next) {
             uq_errmsg em;
@@ -681,6 +817,7 @@ static void feed(uqn_net *net, peer *p)
             q->fm.len = q->len;
             q->fm.tail = q->tail;
             q->fm.tail_len = q->tail_len;
+            q->fm.recs = q->pbuf != NULL;
             if (uqn_link_send_ref(c->link, &q->fm, &em)) {
                 conn_close(net, c, em.text);
                 return;
@@ -873,13 +1010,13 @@ static void service(uqn_net *net)
             qent *q = p->head;
             p->head = q->next;
             if (!p->head) p->tail = NULL;
-            p->qn--;
+            p->qn -= q->nmsgs;
             p->qbytes -= q->len;
             dl_push(&late, q);
         }
         pthread_mutex_unlock(&net->lock);
         /* waiting for a look-up: not known to be reachable */
-        dl_report(net, &late, p->state == P_LOOKUP ? UQN_DONE_OFFLINE : UQN_DONE_TIMEOUT);
+        dl_report(net, p->name, &late, p->state == P_LOOKUP ? UQN_DONE_OFFLINE : UQN_DONE_TIMEOUT);
         if (!pending) continue;
         if (p->state == P_BACKOFF) {
             if (now < p->backoff_until) fail_queue(net, p, UQN_DONE_OFFLINE);
@@ -944,9 +1081,9 @@ static void *net_main(void *arg)
                 uint64_t v;
                 pthread_mutex_lock(&net->lock);
                 net->kicked = false;
-                ssize_t r = read(net->efd, &v, sizeof v);
-                UQ_UNUSED(r);
                 pthread_mutex_unlock(&net->lock);
+                ssize_t r = read(net->efd, &v, sizeof v); /* a write after kicked was set wakes us again */
+                UQ_UNUSED(r);
             } else {
                 conn *c = ptr;
                 if (c->dead) continue;
@@ -1156,6 +1293,11 @@ void uqn_net_stop(uqn_net *net)
         nx = q->next;
         free(q);
     }
+    for (qent *q = net->pfree, *nx; q; q = nx) {
+        nx = q->next;
+        free(q->pbuf);
+        free(q);
+    }
     if (net->lfd >= 0) close(net->lfd);
     close(net->ep);
     close(net->efd);
@@ -1173,5 +1315,6 @@ void uqn_net_get_stats(uqn_net *net, uqn_net_stats *out)
     pthread_mutex_lock(&net->lock);
     *out = net->st_pub; /* as of the last tick */
     out->peers = net->npeers;
+    out->packed = net->packed;
     pthread_mutex_unlock(&net->lock);
 }

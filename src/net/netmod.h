@@ -52,6 +52,11 @@ typedef struct uqn_net_cfg {
     /* Each message queued with uqn_net_send ends here once (net thread, or
      * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
     void (*done)(void *arg, void *cookie, int why);
+    /* A message queued with uqn_net_send_quiet that failed (why is
+     * UQN_DONE_OFFLINE or _TIMEOUT): its bytes, lent for the call, from
+     * which the sender's error is rebuilt. Nothing is reported for one that
+     * was written. Same threads as done; may be NULL (failures unreported). */
+    void (*lost)(void *arg, const char *peer, const uint8_t *msg, size_t len, int why);
     /* An established link to peer was cut (closed by the peer, reset, dead
      * after silence; not an idle close) and no other link to it is up: what
      * was written and awaits an answer may never get one (net thread; may be
@@ -78,6 +83,15 @@ uq_err uqn_net_send(uqn_net *net, const char *peer, uint8_t *msg, size_t len, vo
 uq_err uqn_net_send_tail(uqn_net *net, const char *peer, uint8_t *msg, size_t head_len, const uint8_t *tail,
                          size_t tail_len, void *cookie, uq_errmsg *em);
 
+/* A message that needs no report once written (no done call, no cookie):
+ * a failure goes to cfg.lost with the message's bytes instead, so the
+ * sender keeps nothing per message. With copy, msg stays the caller's (it
+ * may be on the stack) and is copied; without, it is malloc'ed and taken
+ * on success. A message of at most UQN_NET_INLINE bytes is copied into its
+ * queue entry either way (no allocation). Errors as uqn_net_send. */
+#define UQN_NET_INLINE 232
+uq_err uqn_net_send_quiet(uqn_net *net, const char *peer, uint8_t *msg, size_t len, bool copy, uq_errmsg *em);
+
 /* Would a message of len bytes for peer fit in its queue now? UQ_ELIMIT
  * (with the same message as uqn_net_send) if not. Only a hint, for a
  * sender about to encode a large message: the queue may fill meanwhile, and
@@ -100,6 +114,7 @@ typedef struct uqn_net_stats {
     uint64_t links_up, links_failed, accepted, refused_conns;
     uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
     uint64_t offline, timeouts;
+    uint64_t packed;                /* messages queued into a pack (netmod.c) rather than an entry of their own */
     uint32_t peers, conns;
 } uqn_net_stats;
 void uqn_net_get_stats(uqn_net *net, uqn_net_stats *out);

@@ -318,6 +318,201 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
     rig_stop(&r);
 }
 
+/* The send side's three kinds of queue entry (docs/PERFORMANCE.md, "Network,
+ * sixth round"): a message alone in its entry, short messages packed into
+ * one entry while the queue is behind, and two-part entries whose large
+ * payload is sent from the sender's uqi_payload (the sender gave its own
+ * reference away at once). Queued to a node that never answers, each comes
+ * back once, Offline or Timeout, with its body, its payload byte for byte,
+ * and, for a request that expects a response, its id and context. */
+static uint8_t pat(int i, size_t k) { return (uint8_t)(k * 131 + (size_t)i * 7 + 1); }
+
+TEST(net_node_queued_entries_fail_back_whole)
+{
+    rig r;
+    rig_start(&r);
+    const char *targets[] = {"dead.node@x", "hole.node@x"};
+    const uint32_t wants[] = {UQI_SEND_OFFLINE, UQI_SEND_TIMEOUT};
+    enum { N = 600 };
+    static uint64_t ids[N];
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < N; i++) {
+            char body[32], ctx[32];
+            snprintf(body, sizeof body, "{\"i\":%d}", i);
+            snprintf(ctx, sizeof ctx, "ctx-%d", i);
+            /* every 7th with a payload past the two-part threshold, every
+             * 5th with a short one; every 3rd expects a response */
+            size_t pl_len = i % 7 == 0 ? 70000 + (size_t)i : i % 5 == 0 ? 40 + (size_t)i % 50 : 0;
+            uqi_payload *pl = NULL;
+            if (pl_len) {
+                uint8_t *d = uqi_xmalloc(pl_len);
+                for (size_t k = 0; k < pl_len; k++) d[k] = pat(i, k);
+                pl = uqi_payload_new(d, pl_len, "x/y");
+                free(d); /* the message holds the payload's only reference */
+            }
+            bool expects = i % 3 == 0;
+            ids[i] = send_req(r.port, targets[t], body, expects ? 30 : 0, expects ? ctx : NULL, pl, UQ_OK);
+        }
+        static bool seen[N];
+        memset(seen, 0, sizeof seen);
+        for (int got = 0; got < N; got++) {
+            uqi_msg *e = uqi_port_receive(r.port, 10000);
+            if (!e) test_fail(__FILE__, __LINE__, "%s: %d of %d errors came back", targets[t], got, N);
+            ASSERT_EQ(e->kind, UQI_MSG_ERROR);
+            ASSERT_EQ(e->error, wants[t]);
+            int i = -1;
+            ASSERT(e->body_len > 5 && sscanf((const char *)e->body, "{\"i\":%d}", &i) == 1 && i >= 0 && i < N);
+            ASSERT(!seen[i]);
+            seen[i] = true;
+            char body[32], ctx[32];
+            snprintf(body, sizeof body, "{\"i\":%d}", i);
+            snprintf(ctx, sizeof ctx, "ctx-%d", i);
+            ASSERT(kn_body_is(e, body));
+            ASSERT_EQ(e->id, ids[i]);
+            if (i % 3 == 0) ASSERT(kn_ctx_is(e, ctx));
+            else ASSERT(e->context == NULL);
+            ASSERT_EQ(strcmp(e->source.node, targets[t][0] == 'd' ? "dead.node" : "hole.node"), 0);
+            ASSERT_EQ(strcmp(e->source.process, "x"), 0);
+            size_t pl_len = i % 7 == 0 ? 70000 + (size_t)i : i % 5 == 0 ? 40 + (size_t)i % 50 : 0;
+            if (pl_len) {
+                ASSERT(e->payload && e->payload->len == pl_len && strcmp(e->payload->mime, "x/y") == 0);
+                for (size_t k = 0; k < pl_len; k++)
+                    if (e->payload->data[k] != pat(i, k))
+                        test_fail(__FILE__, __LINE__, "message %d: payload byte %zu differs", i, k);
+            } else {
+                ASSERT(e->payload == NULL);
+            }
+            uqi_msg_free(e);
+        }
+        ASSERT(uqi_port_receive(r.port, 200) == NULL); /* each once */
+        uqn_net_stats st;
+        uqn_net_get_stats(r.net, &st);
+        test_log("%s: %llu messages packed so far", targets[t], (unsigned long long)st.packed);
+        ASSERT(st.packed > 0);
+        usleep(150000); /* past the back-off: the next target's queue is its own anyway */
+    }
+    rig_stop(&r);
+}
+
+/* A link cut with entries of every kind queued and in flight (two-part
+ * ones whose payload the message alone holds, packed ones, ones alone):
+ * each request comes back Offline exactly once (written ones when the link
+ * goes down, the rest when they fail), with its id, its context and its
+ * payload byte for byte. */
+TEST(net_node_link_cut_with_entries_queued)
+{
+    rig r;
+    rig_start(&r);
+    uint64_t id = send_req(r.port, "b.node@srv", "\"warm\"", 30, "warm", NULL, UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000); /* the link is up */
+    ASSERT(in && in->id == id);
+    uqi_msg_free(in);
+    enum { N = 400 };
+    static uint64_t ids[N];
+    static bool seen[N];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < N; i++) {
+        char body[32], ctx[32];
+        snprintf(body, sizeof body, "{\"i\":%d}", i);
+        snprintf(ctx, sizeof ctx, "ctx-%d", i);
+        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
+        uqi_payload *pl = NULL;
+        if (pl_len) {
+            uint8_t *d = uqi_xmalloc(pl_len);
+            for (size_t k = 0; k < pl_len; k++) d[k] = pat(i, k);
+            pl = uqi_payload_new(d, pl_len, "x/y");
+            free(d);
+        }
+        ids[i] = send_req(r.port, "b.node@srv", body, 30, ctx, pl, UQ_OK);
+    }
+    rp_stop(&r.b); /* b.node goes away with most of them queued or in flight */
+    int got = 0;
+    uqi_msg *e;
+    while (got < N + 1 && (e = uqi_port_receive(r.port, 10000))) {
+        ASSERT_EQ(e->kind, UQI_MSG_ERROR);
+        ASSERT_EQ(e->error, UQI_SEND_OFFLINE);
+        got++;
+        if (e->id == id) { /* the warm-up request, written and unanswered */
+            ASSERT(kn_ctx_is(e, "warm"));
+            uqi_msg_free(e);
+            continue;
+        }
+        int i = -1;
+        ASSERT(sscanf((const char *)e->body, "{\"i\":%d}", &i) == 1 && i >= 0 && i < N);
+        ASSERT(!seen[i]);
+        seen[i] = true;
+        char ctx[32];
+        snprintf(ctx, sizeof ctx, "ctx-%d", i);
+        ASSERT(e->id == ids[i] && kn_ctx_is(e, ctx));
+        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
+        if (pl_len) {
+            ASSERT(e->payload && e->payload->len == pl_len && strcmp(e->payload->mime, "x/y") == 0);
+            for (size_t k = 0; k < pl_len; k++)
+                if (e->payload->data[k] != pat(i, k))
+                    test_fail(__FILE__, __LINE__, "request %d: payload byte %zu differs", i, k);
+        } else {
+            ASSERT(e->payload == NULL);
+        }
+        uqi_msg_free(e);
+    }
+    if (got != N + 1) test_fail(__FILE__, __LINE__, "%d of %d requests came back", got, N + 1);
+    ASSERT(uqi_port_receive(r.port, 300) == NULL); /* each once */
+    int reached = 0;
+    while ((in = rp_wait(&r.b, 0))) {
+        reached++;
+        uqi_msg_free(in);
+    }
+    uqn_net_stats st;
+    uqn_net_get_stats(r.net, &st);
+    test_log("%d of %d reached b.node before it went; %llu packed", reached, N, (unsigned long long)st.packed);
+    rig_stop(&r);
+}
+
+/* Many short one-way messages sent faster than the link takes them are
+ * packed: they arrive all, in order, intact, and then a request expecting
+ * a response still finds its way back. */
+TEST(net_node_packed_messages_arrive_in_order)
+{
+    rig r;
+    rig_start(&r);
+    enum { N = 20000 };
+    for (int i = 0; i < N; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "[%d,\"%.*s\"]", i, i % 40, "0123456789012345678901234567890123456789");
+        uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+        ASSERT_EQ(uqi_addr_parse("b.node@sink", "a.node", &m->target, NULL), UQ_OK);
+        uq_errmsg em;
+        uq_err e;
+        while ((e = uqi_kernel_send(r.port, m, NULL, 0, NULL, &em)) == UQ_ELIMIT) usleep(100);
+        ASSERT_EQ(e, UQ_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        uqi_msg *m = rp_wait(&r.b, 10000);
+        if (!m) test_fail(__FILE__, __LINE__, "%d of %d arrived", i, N);
+        char body[64];
+        snprintf(body, sizeof body, "[%d,\"%.*s\"]", i, i % 40, "0123456789012345678901234567890123456789");
+        if (!kn_body_is(m, body)) test_fail(__FILE__, __LINE__, "message %d out of order or altered", i);
+        ASSERT(strcmp(m->source.node, "a.node") == 0 && strcmp(m->target.process, "sink") == 0);
+        uqi_msg_free(m);
+    }
+    uqn_net_stats st;
+    uqn_net_get_stats(r.net, &st);
+    test_log("sent %llu messages, %llu bytes; %llu of them packed", (unsigned long long)st.msgs_sent,
+             (unsigned long long)st.bytes_sent, (unsigned long long)st.packed);
+    ASSERT(st.packed > 0);
+    uint64_t id = send_req(r.port, "b.node@srv", "\"last\"", 30, "last", NULL, UQ_OK);
+    uqi_msg *in = rp_wait(&r.b, 5000);
+    ASSERT(in && in->id == id && kn_body_is(in, "\"last\""));
+    uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"ok\"");
+    rp_send(&r.b, "a.node", resp, false, 0);
+    uqi_msg_free(resp);
+    uqi_msg_free(in);
+    uqi_msg *got = uqi_port_receive(r.port, 5000);
+    ASSERT(got && got->kind == UQI_MSG_RESPONSE && got->id == id && kn_ctx_is(got, "last"));
+    uqi_msg_free(got);
+    rig_stop(&r);
+}
+
 /* A response that cannot be sent comes back to the responder, and answering
  * that error resends the response to the original outstanding request. */
 TEST(net_node_failed_response_resends_to_original_request)

@@ -177,6 +177,88 @@ TEST(net_frame_by_reference_same_bytes)
     free(sb.p);
 }
 
+/* Records made by a sender (a pack of small messages, uqn_fenc_msg.recs)
+ * go into frames as they are: the wire bytes are exactly those of the same
+ * messages pushed one by one, when the packs end where those frames would
+ * break, and every message decodes back in order in any case. */
+typedef struct expect {
+    uint8_t **data;
+    size_t *lens, n, got, bad;
+} expect;
+
+static uq_err expect_deliver(void *arg, const uint8_t *msg, size_t len)
+{
+    expect *x = arg;
+    if (x->got >= x->n || x->lens[x->got] != len || memcmp(x->data[x->got], msg, len) != 0) x->bad++;
+    x->got++;
+    return UQ_OK;
+}
+
+TEST(net_frame_records_same_bytes)
+{
+    enum { N = 3000 };
+    static uint8_t packs[96][8192];
+    static uqn_fenc_msg refs[96];
+    uint8_t *data[N];
+    size_t lens[N];
+    uqn_fenc a, b;
+    uqn_fenc_init(&a);
+    uqn_fenc_init(&b);
+    uq_errmsg em;
+    size_t np = 0, at = 0, frame = 0;
+    for (int i = 0; i < N; i++) {
+        lens[i] = 1 + randombytes_uniform(232);
+        data[i] = malloc(lens[i]);
+        randombytes_buf(data[i], lens[i]);
+        ASSERT_EQ(uqn_fenc_push(&a, data[i], lens[i], &em), UQ_OK);
+        size_t rec = 3 + lens[i];
+        /* a new pack where the pack is full, or where a frame of single
+         * pushes would end (so that both streams break frames alike) */
+        bool frame_full = frame + rec > UQN_FRAME_PLAIN_MAX;
+        if (i == 0 || at + rec > sizeof packs[0] || frame_full) {
+            if (i) {
+                refs[np - 1] = (uqn_fenc_msg){.data = packs[np - 1], .len = at, .recs = true};
+                uqn_fenc_push_ref(&b, &refs[np - 1]);
+            }
+            ASSERT(np < 96);
+            np++;
+            at = 0;
+        }
+        if (frame_full) frame = 0;
+        packs[np - 1][at] = UQN_REC_MSG;
+        packs[np - 1][at + 1] = (uint8_t)(lens[i] >> 8);
+        packs[np - 1][at + 2] = (uint8_t)lens[i];
+        memcpy(packs[np - 1] + at + 3, data[i], lens[i]);
+        at += rec;
+        frame += rec;
+    }
+    refs[np - 1] = (uqn_fenc_msg){.data = packs[np - 1], .len = at, .recs = true};
+    uqn_fenc_push_ref(&b, &refs[np - 1]);
+    uqn_cipher ta = {{0}, 0, true}, tb, rx;
+    randombytes_buf(ta.k, 32);
+    tb = rx = ta;
+    stream sa = {0}, sb = {0};
+    encode_all(&a, &ta, &sa);
+    encode_all(&b, &tb, &sb);
+    ASSERT(!uqn_fenc_pending(&b) && b.queued_bytes == 0);
+    ASSERT_EQ(sa.frames, sb.frames);
+    ASSERT_EQ(sa.n, sb.n);
+    ASSERT(memcmp(sa.p, sb.p, sa.n) == 0);
+    expect x = {data, lens, N, 0, 0};
+    uqn_fdec dec;
+    uqn_fdec_init(&dec, 0, expect_deliver, &x);
+    ASSERT_EQ(feed_random(&dec, &rx, &sb, &em), UQ_OK);
+    ASSERT_EQ(x.got, N);
+    ASSERT_EQ(x.bad, 0);
+    for (int i = 0; i < N; i++) free(data[i]);
+    test_log("%d messages in %zu packs, %u frames", N, np, sb.frames);
+    uqn_fdec_fini(&dec);
+    uqn_fenc_fini(&a);
+    uqn_fenc_fini(&b);
+    free(sa.p);
+    free(sb.p);
+}
+
 /* Decode one hand-made frame plaintext; returns the error. */
 static uq_err decode1(const uint8_t *p, size_t n, size_t max_msg, uq_errmsg *em)
 {
