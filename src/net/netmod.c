@@ -45,9 +45,10 @@
  * (uqn_fenc_msg.recs) and encrypts from where they are. The net thread then
  * walks, frames and recycles one entry per hundred or so messages, and a
  * pack written needs no report at all. A failed pack is reported message
- * by message (cfg.lost). Its deadline is its first message's: a pack takes
- * messages for at most PACK_SPAN_NS after that, so none waits more than
- * that beyond its own (the timeouts are checked every TICK_MS anyway). */
+ * by message (cfg.lost). Its deadline is its last message's, so no message
+ * times out early; a pack takes messages whose deadlines are at most
+ * PACK_SPAN_NS after its first's, so none waits more than that beyond its
+ * own (the timeouts are checked every TICK_MS anyway). */
 #define PACK_CAP 8192u
 #define PACK_REC_HDR 3u           /* kind, u16 length (frame.h) */
 #define PACK_SPAN_NS (20ull * 1000000ull)
@@ -63,7 +64,8 @@ typedef struct qent {
     size_t tail_len;
     void *cookie;
     bool quiet;              /* uqn_net_send_quiet: no done; cfg.lost gets the bytes if it fails */
-    uint64_t deadline;
+    uint64_t deadline;       /* a pack's: its last message's */
+    uint64_t deadline0;      /* a pack's first message's (bounds how late the pack's deadline is) */
     uqn_fenc_msg fm;         /* how the link queues it: no copy (uqn_link_send_ref) */
     uint8_t inl[QENT_INLINE];
 } qent;
@@ -385,8 +387,10 @@ static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_
     }
     qent *q, *t = p->tail;
     if (quiet && len <= QENT_INLINE && t) { /* behind: into a pack */
-        if (t->pbuf && t->len + PACK_REC_HDR + len <= PACK_CAP && deadline - t->deadline <= PACK_SPAN_NS) {
+        if (t->pbuf && t->len + PACK_REC_HDR + len <= PACK_CAP && deadline >= t->deadline0 &&
+            deadline - t->deadline0 <= PACK_SPAN_NS) {
             q = t; /* the open pack at the tail */
+            if (deadline > q->deadline) q->deadline = deadline; /* never early for this one */
         } else {
             q = net->pfree;
             if (q) {
@@ -404,7 +408,7 @@ static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_
             q->nmsgs = 0;
             q->cookie = NULL;
             q->quiet = true;
-            q->deadline = deadline;
+            q->deadline = q->deadline0 = deadline;
             if (t) t->next = q;
             p->tail = q;
         }
