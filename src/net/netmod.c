@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define TICK_MS 20
+#define PREP_QUIET_MS 2    /* no event for this long: make ephemeral keys ahead */
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
 #ifndef BATCH_MSGS
 #define BATCH_MSGS 512u            /* and at most this many messages */
@@ -99,6 +100,8 @@ struct uqn_net {
     bool stopping;           /* under lock */
     bool joined;             /* the thread is gone: uqn_net_stop closes what is left */
     bool kicked;             /* under lock: the eventfd was written and not yet read */
+    bool running;            /* under lock: the thread is in its loop */
+    pthread_cond_t started;  /* signalled when running is set */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
     peer *last;              /* under lock: the peer of the last send (a cache) */
@@ -190,6 +193,23 @@ uq_err uqn_resolve(const char *addr, struct sockaddr_storage *ss, unsigned *ssle
     long port = strtol(colon + 1, &end, 10);
     if (*end || port < 0 || port > 65535 || end == colon + 1)
         return uqi_errf(em, UQ_EINVAL, "net: '%s' has a bad port", addr);
+    /* a numeric address (the usual case) without getaddrinfo: it reads
+     * configuration files on the dialing path */
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *sslen = sizeof *s4;
+        return UQ_OK;
+    }
+    if (!strchr(host, '%') && inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *sslen = sizeof *s6;
+        return UQ_OK;
+    }
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
@@ -922,20 +942,34 @@ static void *net_main(void *arg)
     uqn_net *net = arg;
     cur_net = net;
     struct epoll_event evs[64];
+    bool quiet = false; /* the last wait ended with no event */
+    pthread_mutex_lock(&net->lock);
+    net->running = true;
+    pthread_cond_broadcast(&net->started);
+    pthread_mutex_unlock(&net->lock);
     for (;;) {
         pthread_mutex_lock(&net->lock);
         bool stop = net->stopping;
         pthread_mutex_unlock(&net->lock);
         if (stop) break;
-        /* idle (no event waiting): make an ephemeral key for a future
-         * handshake, off its path; the pool is usually full, and then this
-         * costs no system call */
-        int n = uqn_noise_pool_full() ? -1 : epoll_wait(net->ep, evs, 64, 0);
-        if (n == 0) {
-            uqn_noise_prepare();
-            continue;
+        /* Quiet (no event for PREP_QUIET_MS): make an ephemeral key for a
+         * future handshake, off its path. Not as soon as nothing waits: a
+         * link setup is a ping-pong of two threads, and on a busy 2-core
+         * machine a scalar multiplication made between two of its
+         * messages (60-130 us) delayed the other side's next step. The
+         * pool is usually full, and then this costs no system call. */
+        int n;
+        if (quiet && !uqn_noise_pool_full()) {
+            n = epoll_wait(net->ep, evs, 64, 0);
+            if (n == 0) {
+                uqn_noise_prepare();
+                continue;
+            }
+        } else {
+            n = epoll_wait(net->ep, evs, 64, quiet || uqn_noise_pool_full() ? TICK_MS : PREP_QUIET_MS);
         }
-        if (n < 0) n = epoll_wait(net->ep, evs, 64, TICK_MS);
+        if (n < 0) n = 0; /* EINTR */
+        quiet = n == 0;
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
             if (ptr == &net->lfd) {
@@ -1125,8 +1159,15 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
     dir_refresh(net);
     lk_start(net);
     net->rbuf = uqi_xmalloc(READ_BUF);
+    pthread_cond_init(&net->started, NULL);
     pthread_create(&net->thread, NULL, net_main, net);
     pthread_setname_np(net->thread, "uq-net");
+    /* return once the thread runs: a new thread on a busy machine can wait
+     * a scheduler slice (1-3 ms here) before its first instruction, and a
+     * send right after start (the first link) would wait with it */
+    pthread_mutex_lock(&net->lock);
+    while (!net->running) pthread_cond_wait(&net->started, &net->lock);
+    pthread_mutex_unlock(&net->lock);
     *out = net;
     return UQ_OK;
 }
@@ -1162,6 +1203,7 @@ void uqn_net_stop(uqn_net *net)
     uqn_dir_free(net->dir);
     uqn_lk_free(net->lk);
     free(net->rbuf);
+    pthread_cond_destroy(&net->started);
     pthread_mutex_destroy(&net->lock);
     free(net);
 }
