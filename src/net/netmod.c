@@ -101,7 +101,10 @@ struct uqn_net {
     bool joined;             /* the thread is gone: uqn_net_stop closes what is left */
     bool kicked;             /* under lock: the eventfd was written and not yet read */
     bool running;            /* under lock: the thread is in its loop */
-    pthread_cond_t started;  /* signalled when running is set */
+    pthread_cond_t started;  /* signalled when running is set, and when a drop is done */
+    char drop_name[UQN_NAME_MAX + 1]; /* under lock: uqn_net_drop's request */
+    uint32_t drop_req, drop_done;
+    uqn_tickets *tickets;    /* thread only: resumption tickets, or NULL */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
     peer *last;              /* under lock: the peer of the last send (a cache) */
@@ -444,7 +447,8 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
     /* deliver_arg is the connection: the link tells us who the peer is */
     uqn_link_cfg lc = {.id = net->id, .initiator = c->outbound, .expect_name = c->outbound ? c->peer->name : NULL,
                        .lookup = lookup, .lookup_arg = net, .deliver = deliver, .deliver_arg = c,
-                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off};
+                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off,
+                       .tickets = net->tickets};
     return uqn_link_new(&lc, &c->link, em) == UQ_OK;
 }
 
@@ -490,7 +494,7 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
         }
     }
     dl_report(net, &d, UQN_DONE_OFFLINE);
-    if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0) {
+    if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0 && strcmp(why, "dropped") != 0) {
         for (conn *o = net->conns; o; o = o->next)
             if (o != c && !o->dead && o->peer == p && o->link && uqn_link_established(o->link)) return;
         net->cfg.down(net->cfg.arg, p->name);
@@ -755,11 +759,13 @@ static void on_readable(uqn_net *net, conn *c)
             return;
         }
         if (!was && uqn_link_established(c->link)) {
+            if (uqn_link_resumed(c->link)) net->st.links_resumed++;
             if (c->outbound) {
                 net->st.links_up++;
                 c->peer->state = P_UP;
                 c->peer->backoff_ms = 0;
-                uq_log(UQ_LOG_INFO, "net", "link to %s up", c->peer->name);
+                uq_log(UQ_LOG_INFO, "net", "link to %s up%s", c->peer->name,
+                   uqn_link_resumed(c->link) ? " (resumed)" : "");
             } else {
                 inbound_up(net, c);
                 if (c->dead) return;
@@ -937,6 +943,39 @@ static void service(uqn_net *net)
     pthread_mutex_unlock(&net->lock);
 }
 
+/* uqn_net_drop's request, if one waits. */
+static void drop_links(uqn_net *net)
+{
+    char name[UQN_NAME_MAX + 1];
+    pthread_mutex_lock(&net->lock);
+    uint32_t req = net->drop_req;
+    bool want = req != net->drop_done;
+    memcpy(name, net->drop_name, sizeof name);
+    pthread_mutex_unlock(&net->lock);
+    if (!want) return;
+    for (conn *c = net->conns; c; c = c->next)
+        if (!c->dead && c->peer && strcmp(c->peer->name, name) == 0) conn_close(net, c, "dropped");
+    pthread_mutex_lock(&net->lock);
+    net->drop_done = req;
+    pthread_cond_broadcast(&net->started);
+    pthread_mutex_unlock(&net->lock);
+}
+
+void uqn_net_drop(uqn_net *net, const char *node)
+{
+    pthread_mutex_lock(&net->lock);
+    snprintf(net->drop_name, sizeof net->drop_name, "%s", node);
+    uint32_t req = ++net->drop_req;
+    if (!net->kicked) {
+        net->kicked = true;
+        uint64_t one = 1;
+        ssize_t w = write(net->efd, &one, sizeof one);
+        UQ_UNUSED(w);
+    }
+    while (net->drop_done != req && !net->stopping) pthread_cond_wait(&net->started, &net->lock);
+    pthread_mutex_unlock(&net->lock);
+}
+
 static void *net_main(void *arg)
 {
     uqn_net *net = arg;
@@ -991,6 +1030,7 @@ static void *net_main(void *arg)
                 if (!c->dead && (evs[i].events & EPOLLOUT)) on_writable(net, c);
             }
         }
+        drop_links(net);
         service(net);
     }
     return NULL;
@@ -1158,6 +1198,8 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
     }
     dir_refresh(net);
     lk_start(net);
+    if (!cfg->resume_off)
+        net->tickets = uqn_tickets_new(net->cfg.max_peers, (uint64_t)cfg->ticket_life_s * 1000000000ull);
     net->rbuf = uqi_xmalloc(READ_BUF);
     pthread_cond_init(&net->started, NULL);
     pthread_create(&net->thread, NULL, net_main, net);
@@ -1202,6 +1244,7 @@ void uqn_net_stop(uqn_net *net)
     close(net->efd);
     uqn_dir_free(net->dir);
     uqn_lk_free(net->lk);
+    uqn_tickets_free(net->tickets);
     free(net->rbuf);
     pthread_cond_destroy(&net->started);
     pthread_mutex_destroy(&net->lock);
