@@ -231,8 +231,6 @@ static bool ticket_current(uqn_link *l, const uqn_ticket *tk)
            sodium_memcmp(want, tk->pk, 32) == 0;
 }
 
-static void out_append(uqn_link *l, const uint8_t *msg, size_t len);
-
 /* Initiator: message 1 as a resumption attempt, if a ticket for the peer is
  * held and its key is still the directory's. Its e also begins an XX
  * handshake (l->xx), for a responder that answers with XX instead. */
@@ -269,7 +267,6 @@ static bool try_resume(uqn_link *l)
 }
 
 static uq_err finish(uqn_link *l, uq_errmsg *em);
-static uq_err hs_write(uqn_link *l, const uint8_t *payload, size_t plen, uq_errmsg *em);
 
 /* Responder, resumed: the first frame of the peer that authenticates
  * proves it holds the session keys (message 1 alone could be a replay). */
