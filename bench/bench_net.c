@@ -5,12 +5,14 @@
  *                                               the response back, one at a time
  *   net_small_msgs_per_s                        one-way requests (16-byte body) a -> b
  *   net_bulk_mb_per_s                           8 MiB payloads a -> b (MB = 10^6 bytes)
- *   net_link_setup_us                           TCP connect + Noise XX + first message (median)
+ *   net_link_setup_us                           first contact: TCP connect + Noise XX + first message (median)
+ *   net_link_resume_us                          a reconnect with a ticket: TCP + Noise NNpsk0 + first message
  * and, to explain them, the parts:
  *   libsodium_chacha20_poly1305_64k_mb_per_s   libsodium's AEAD alone on 64 KiB (a frame)
  *   net_cipher_64k_mb_per_s                     the link's cipher (uqn_cipher_encrypt) on a frame
  *   net_setup_tcp_connect_us                    loopback TCP connect + accept, no bytes (median)
  *   net_setup_handshake_us                      two links doing Noise XX + hellos in memory (median)
+ *   net_setup_resume_handshake_us               the same resuming with a ticket (NNpsk0)
  *   net_setup_x25519_us, net_setup_ed25519_sign_us, net_setup_ed25519_verify_us
  * UQBAR_BENCH_ONLY=rt|small|bulk|setup|crypto runs one phase.
  * Usage: bench_net CACHE_DIR */
@@ -206,6 +208,25 @@ static void bench_setup_parts(const uqn_identity *ida, const uqn_identity *idb)
     }
     qsort(t, N, sizeof t[0], cmp_u64);
     printf("net_setup_handshake_us %.1f us\n", (double)t[N / 2] / 1e3);
+    /* a resumption alone (NNpsk0 with the ticket the last link left), both sides on this thread */
+    uqn_tickets *ta = uqn_tickets_new(0, 0), *tb = uqn_tickets_new(0, 0);
+    for (int i = -1; i < N; i++) {
+        uint64_t t0 = uqi_now_ns();
+        uqn_link_cfg ca = {.id = ida, .initiator = true, .expect_name = idb->name, .lookup = hs_lookup,
+                           .lookup_arg = ids, .tickets = ta};
+        uqn_link_cfg cb = {.id = idb, .lookup = hs_lookup, .lookup_arg = ids, .tickets = tb};
+        uqn_link *la, *lb;
+        if (uqn_link_new(&ca, &la, NULL) || uqn_link_new(&cb, &lb, NULL)) exit(1);
+        pump(la, lb);
+        if (!uqn_link_established(la) || !uqn_link_established(lb) || uqn_link_resumed(la) != (i >= 0)) exit(1);
+        if (i >= 0) t[i] = uqi_now_ns() - t0;
+        uqn_link_free(la);
+        uqn_link_free(lb);
+    }
+    uqn_tickets_free(ta);
+    uqn_tickets_free(tb);
+    qsort(t, N, sizeof t[0], cmp_u64);
+    printf("net_setup_resume_handshake_us %.1f us\n", (double)t[N / 2] / 1e3);
     /* the primitives */
     uint8_t sk[32], pk[32], q[32], sig[64], m[100] = {0};
     randombytes_buf(sk, sizeof sk);
@@ -360,6 +381,44 @@ setup:
     qsort(ls, LS, sizeof ls[0], cmp_u64);
     printf("net_link_setup_us %.0f us\n", (double)ls[LS / 2] / 1e3);
     fflush(stdout);
+
+    /* link resumption: one client node keeps its tickets; its link to b is
+     * closed (uqn_net_drop) and the next message dials again, TCP + NNpsk0 +
+     * first message. 5 ms between setups (the first-contact loop has the
+     * 20 ms of uqn_net_stop): reconnects are not back to back, and the net
+     * threads refill the ephemeral-key pool when quiet. */
+    {
+        uqn_net *cn;
+        uqn_net_cfg cc = {.id = &ida, .dir_path = peers};
+        if (uqn_net_start(&cc, &cn, NULL)) return 1;
+        for (int i = -1; i < LS; i++) {
+            uqi_msg *m = req("\"hi\"", 0);
+            snprintf(m->source.process, sizeof m->source.process, "x");
+            uint8_t *b;
+            size_t bl;
+            uqi_wire_encode(m, false, &b, &bl, NULL);
+            uqi_msg_free(m);
+            if (i >= 0) uqn_net_drop(cn, "b.bench");
+            usleep(5000);
+            pthread_mutex_lock(&wmu);
+            waiter = true;
+            base = got_msgs;
+            t0 = uqi_now_ns();
+            uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
+            while (got_msgs == base) pthread_cond_wait(&wcv, &wmu);
+            if (i >= 0) ls[i] = uqi_now_ns() - t0;
+            waiter = false;
+            pthread_mutex_unlock(&wmu);
+        }
+        usleep(50000);
+        uqn_net_stats st;
+        uqn_net_get_stats(cn, &st);
+        uqn_net_stop(cn);
+        qsort(ls, LS, sizeof ls[0], cmp_u64);
+        printf("net_link_resume_us %.0f us\n", (double)ls[LS / 2] / 1e3);
+        printf("net_link_resume_links %llu of %d resumed\n", (unsigned long long)st.links_resumed, LS);
+        fflush(stdout);
+    }
 end:
 
     uqi_node_set_net(n, NULL);

@@ -88,7 +88,7 @@ guests: $(SHARED)/apps/rust_echo.wasm
 
 # Fuzzing the network decoders (frames, records, hellos, look-ups): run by `make fuzz`.
 NET_FUZZ_SRC := src/net/frame.c src/net/noise.c src/net/record.c src/net/identity.c src/net/link.c \
-                src/net/dir.c src/net/lookup_wire.c src/kernel/msg.c src/util/err.c src/util/util.c
+                src/net/ticket.c src/net/dir.c src/net/lookup_wire.c src/kernel/msg.c src/util/err.c src/util/util.c
 $(SHARED)/fuzz/fuzz_net_frame: tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) $(wildcard src/net/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium -lcrypto
@@ -106,6 +106,8 @@ fuzz-net: $(SHARED)/fuzz/fuzz_net_frame $(SHARED)/fuzz/fuzz_wire_decode
 	    > $(SHARED)/fuzz/corpus-wire/request
 	printf '\370\000\020\001\006c.node' > $(SHARED)/fuzz/corpus-net/lookup-request
 	printf '\370\000\021\001\006c.node\000' > $(SHARED)/fuzz/corpus-net/lookup-unknown
+	printf '\364\000\000\100' > $(SHARED)/fuzz/corpus-net/resume-attempt
+	printf '\366\000\000\060' > $(SHARED)/fuzz/corpus-net/resume-answer
 	$(SHARED)/fuzz/fuzz_net_frame -max_total_time=$(FUZZ_SECONDS) -max_len=140000 $(SHARED)/fuzz/corpus-net
 	$(SHARED)/fuzz/fuzz_wire_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(SHARED)/fuzz/corpus-wire
 fuzz: fuzz-net

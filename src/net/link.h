@@ -10,6 +10,7 @@
 #include "net/frame.h"
 #include "net/identity.h"
 #include "net/noise.h"
+#include "net/ticket.h"
 
 #define UQN_PROLOGUE "uqbar-link/1"
 #define UQN_HELLO_VERSION 1
@@ -47,12 +48,16 @@ typedef struct uqn_link_cfg {
     bool defer_unknown;       /* responder: a peer the directory does not know is held (uqn_link_pending)
                                * until uqn_link_resolve, instead of refused */
     uqn_hash hash;            /* UQN_HASH_BLAKE2B (both sides must agree) */
+    uqn_tickets *tickets;     /* resumption tickets (borrowed, the link's thread only); NULL: none kept, none
+                               * used, and a resumption attempt is answered with XX */
 } uqn_link_cfg;
 
 typedef struct uqn_link uqn_link;
 
 /* A new link. The initiator's first handshake message is ready in the output
- * at once. UQ_EINVAL for a bad configuration. */
+ * at once: a resumption attempt if cfg->tickets holds a ticket for
+ * expect_name whose key is still the directory's, else XX message 1.
+ * UQ_EINVAL for a bad configuration. */
 uq_err uqn_link_new(const uqn_link_cfg *cfg, uqn_link **out, uq_errmsg *em);
 void uqn_link_free(uqn_link *l);  /* NULL is a no-op; wipes keys */
 
@@ -88,6 +93,8 @@ const uqn_peer *uqn_link_pending(const uqn_link *l);   /* NULL unless held */
 uq_err uqn_link_resolve(uqn_link *l, uq_errmsg *em);
 
 bool uqn_link_established(const uqn_link *l);
+/* The link was set up by resuming a ticket (NNpsk0) instead of XX. */
+bool uqn_link_resumed(const uqn_link *l);
 /* The authenticated peer, once established (NULL before). */
 const uqn_peer *uqn_link_peer(const uqn_link *l);
 /* Messages waiting to be framed (bytes), for back-pressure. */

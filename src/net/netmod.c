@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define TICK_MS 20
+#define PREP_QUIET_MS 2    /* no event for this long: make ephemeral keys ahead */
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
 #ifndef BATCH_MSGS
 #define BATCH_MSGS 512u            /* and at most this many entries */
@@ -119,6 +120,11 @@ struct uqn_net {
     bool stopping;           /* under lock */
     bool joined;             /* the thread is gone: uqn_net_stop closes what is left */
     bool kicked;             /* under lock: the eventfd was written and not yet read */
+    bool running;            /* under lock: the thread is in its loop */
+    pthread_cond_t started;  /* signalled when running is set, and when a drop is done */
+    char drop_name[UQN_NAME_MAX + 1]; /* under lock: uqn_net_drop's request */
+    uint32_t drop_req, drop_done;
+    uqn_tickets *tickets;    /* thread only: resumption tickets, or NULL */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
     qent *pfree;             /* under lock: recycled packs (with their pbuf) */
@@ -262,6 +268,23 @@ uq_err uqn_resolve(const char *addr, struct sockaddr_storage *ss, unsigned *ssle
     long port = strtol(colon + 1, &end, 10);
     if (*end || port < 0 || port > 65535 || end == colon + 1)
         return uqi_errf(em, UQ_EINVAL, "net: '%s' has a bad port", addr);
+    /* a numeric address (the usual case) without getaddrinfo: it reads
+     * configuration files on the dialing path */
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *sslen = sizeof *s4;
+        return UQ_OK;
+    }
+    if (!strchr(host, '%') && inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *sslen = sizeof *s6;
+        return UQ_OK;
+    }
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
@@ -563,7 +586,8 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
     /* deliver_arg is the connection: the link tells us who the peer is */
     uqn_link_cfg lc = {.id = net->id, .initiator = c->outbound, .expect_name = c->outbound ? c->peer->name : NULL,
                        .lookup = lookup, .lookup_arg = net, .deliver = deliver, .deliver_arg = c,
-                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off};
+                       .max_msg = UQN_NET_MSG_MAX, .defer_unknown = !c->outbound && !net->cfg.lookup_off,
+                       .tickets = net->tickets};
     return uqn_link_new(&lc, &c->link, em) == UQ_OK;
 }
 
@@ -609,7 +633,7 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
         }
     }
     dl_report(net, p ? p->name : "", &d, UQN_DONE_OFFLINE);
-    if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0) {
+    if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0 && strcmp(why, "dropped") != 0) {
         for (conn *o = net->conns; o; o = o->next)
             if (o != c && !o->dead && o->peer == p && o->link && uqn_link_established(o->link)) return;
         net->cfg.down(net->cfg.arg, p->name);
@@ -876,11 +900,13 @@ static void on_readable(uqn_net *net, conn *c)
             return;
         }
         if (!was && uqn_link_established(c->link)) {
+            if (uqn_link_resumed(c->link)) net->st.links_resumed++;
             if (c->outbound) {
                 net->st.links_up++;
                 c->peer->state = P_UP;
                 c->peer->backoff_ms = 0;
-                uq_log(UQ_LOG_INFO, "net", "link to %s up", c->peer->name);
+                uq_log(UQ_LOG_INFO, "net", "link to %s up%s", c->peer->name,
+                   uqn_link_resumed(c->link) ? " (resumed)" : "");
             } else {
                 inbound_up(net, c);
                 if (c->dead) return;
@@ -1058,25 +1084,72 @@ static void service(uqn_net *net)
     pthread_mutex_unlock(&net->lock);
 }
 
+/* uqn_net_drop's request, if one waits. */
+static void drop_links(uqn_net *net)
+{
+    char name[UQN_NAME_MAX + 1];
+    pthread_mutex_lock(&net->lock);
+    uint32_t req = net->drop_req;
+    bool want = req != net->drop_done;
+    memcpy(name, net->drop_name, sizeof name);
+    pthread_mutex_unlock(&net->lock);
+    if (!want) return;
+    for (conn *c = net->conns; c; c = c->next)
+        if (!c->dead && c->peer && strcmp(c->peer->name, name) == 0) conn_close(net, c, "dropped");
+    pthread_mutex_lock(&net->lock);
+    net->drop_done = req;
+    pthread_cond_broadcast(&net->started);
+    pthread_mutex_unlock(&net->lock);
+}
+
+void uqn_net_drop(uqn_net *net, const char *node)
+{
+    pthread_mutex_lock(&net->lock);
+    snprintf(net->drop_name, sizeof net->drop_name, "%s", node);
+    uint32_t req = ++net->drop_req;
+    if (!net->kicked) {
+        net->kicked = true;
+        uint64_t one = 1;
+        ssize_t w = write(net->efd, &one, sizeof one);
+        UQ_UNUSED(w);
+    }
+    while (net->drop_done != req && !net->stopping) pthread_cond_wait(&net->started, &net->lock);
+    pthread_mutex_unlock(&net->lock);
+}
+
 static void *net_main(void *arg)
 {
     uqn_net *net = arg;
     cur_net = net;
     struct epoll_event evs[64];
+    bool quiet = false; /* the last wait ended with no event */
+    pthread_mutex_lock(&net->lock);
+    net->running = true;
+    pthread_cond_broadcast(&net->started);
+    pthread_mutex_unlock(&net->lock);
     for (;;) {
         pthread_mutex_lock(&net->lock);
         bool stop = net->stopping;
         pthread_mutex_unlock(&net->lock);
         if (stop) break;
-        /* idle (no event waiting): make an ephemeral key for a future
-         * handshake, off its path; the pool is usually full, and then this
-         * costs no system call */
-        int n = uqn_noise_pool_full() ? -1 : epoll_wait(net->ep, evs, 64, 0);
-        if (n == 0) {
-            uqn_noise_prepare();
-            continue;
+        /* Quiet (no event for PREP_QUIET_MS): make an ephemeral key for a
+         * future handshake, off its path. Not as soon as nothing waits: a
+         * link setup is a ping-pong of two threads, and on a busy 2-core
+         * machine a scalar multiplication made between two of its
+         * messages (60-130 us) delayed the other side's next step. The
+         * pool is usually full, and then this costs no system call. */
+        int n;
+        if (quiet && !uqn_noise_pool_full()) {
+            n = epoll_wait(net->ep, evs, 64, 0);
+            if (n == 0) {
+                uqn_noise_prepare();
+                continue;
+            }
+        } else {
+            n = epoll_wait(net->ep, evs, 64, quiet || uqn_noise_pool_full() ? TICK_MS : PREP_QUIET_MS);
         }
-        if (n < 0) n = epoll_wait(net->ep, evs, 64, TICK_MS);
+        if (n < 0) n = 0; /* EINTR */
+        quiet = n == 0;
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
             if (ptr == &net->lfd) {
@@ -1098,6 +1171,7 @@ static void *net_main(void *arg)
                 if (!c->dead && (evs[i].events & EPOLLOUT)) on_writable(net, c);
             }
         }
+        drop_links(net);
         service(net);
     }
     return NULL;
@@ -1265,9 +1339,18 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
     }
     dir_refresh(net);
     lk_start(net);
+    if (!cfg->resume_off)
+        net->tickets = uqn_tickets_new(net->cfg.max_peers, (uint64_t)cfg->ticket_life_s * 1000000000ull);
     net->rbuf = uqi_xmalloc(READ_BUF);
+    pthread_cond_init(&net->started, NULL);
     pthread_create(&net->thread, NULL, net_main, net);
     pthread_setname_np(net->thread, "uq-net");
+    /* return once the thread runs: a new thread on a busy machine can wait
+     * a scheduler slice (1-3 ms here) before its first instruction, and a
+     * send right after start (the first link) would wait with it */
+    pthread_mutex_lock(&net->lock);
+    while (!net->running) pthread_cond_wait(&net->started, &net->lock);
+    pthread_mutex_unlock(&net->lock);
     *out = net;
     return UQ_OK;
 }
@@ -1307,7 +1390,9 @@ void uqn_net_stop(uqn_net *net)
     close(net->efd);
     uqn_dir_free(net->dir);
     uqn_lk_free(net->lk);
+    uqn_tickets_free(net->tickets);
     free(net->rbuf);
+    pthread_cond_destroy(&net->started);
     pthread_mutex_destroy(&net->lock);
     free(net);
 }

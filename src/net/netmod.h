@@ -46,6 +46,11 @@ typedef struct uqn_net_cfg {
     const char *learned_path;       /* records learned from peers, or NULL: kept in memory only */
     uint32_t lookup_timeout_ms;     /* 0 = 3000, at most send_timeout_ms: peers are waited for this long */
     bool lookup_off;                /* neither ask nor answer: look-up messages go to recv like others */
+    /* Resumption (PROTOCOL.md, "Resumption"): a link keeps a ticket for its
+     * peer, and the next dial to that peer uses it (one DH per side instead
+     * of three). Tickets live in this module's memory only. */
+    bool resume_off;                /* no tickets: every link is a full XX handshake */
+    uint32_t ticket_life_s;         /* 0 = 3600 */
     /* A message from an authenticated peer (net thread; msg is lent for the
      * call: copy what you keep). */
     void (*recv)(void *arg, const char *peer, const uint8_t *msg, size_t len);
@@ -107,11 +112,17 @@ void uqn_net_own_record(const uqn_net *net, uqn_record *out);
 void uqn_net_why(uqn_net *net, const char *node, char *out, size_t cap);
 void uqn_net_lookup_stats(uqn_net *net, uqn_lk_stats *out);
 
+/* Close the links to node now (the next send dials again), like an idle
+ * close: for tests and benchmarks of link setup. Returns once the net
+ * thread has closed them. */
+void uqn_net_drop(uqn_net *net, const char *node);
+
 /* The address actually listened on ("host:port"), or "" when not listening. */
 const char *uqn_net_listen_addr(const uqn_net *net);
 
 typedef struct uqn_net_stats {
     uint64_t links_up, links_failed, accepted, refused_conns;
+    uint64_t links_resumed;         /* of links_up: set up with a ticket */
     uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
     uint64_t offline, timeouts;
     uint64_t packed;                /* messages queued into a pack (netmod.c) rather than an entry of their own */

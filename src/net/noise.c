@@ -76,6 +76,19 @@ static void hkdf2(uqn_hash h, const uint8_t *ck, const uint8_t *ikm, size_t ilen
     sodium_memzero(tk, sizeof tk);
 }
 
+/* HKDF with three outputs (MixKeyAndHash of the psk modifiers). */
+static void hkdf3(uqn_hash h, const uint8_t *ck, const uint8_t *ikm, size_t ilen,
+                  uint8_t *out1, uint8_t *out2, uint8_t *out3)
+{
+    uint8_t tk[UQN_NOISE_HASHMAX], one = 1, two = 2, three = 3;
+    size_t hl = hashlen(h);
+    hmac2(h, ck, hl, ikm, ilen, NULL, 0, tk);
+    hmac2(h, tk, hl, &one, 1, NULL, 0, out1);
+    hmac2(h, tk, hl, out1, hl, &two, 1, out2);
+    hmac2(h, tk, hl, out2, hl, &three, 1, out3);
+    sodium_memzero(tk, sizeof tk);
+}
+
 /* ---- CipherState ------------------------------------------------------ */
 
 static void nonce_bytes(uint64_t n, uint8_t out[12])
@@ -291,6 +304,19 @@ static void mix_key(uqn_hs *hs, const uint8_t *ikm, size_t n)
     sodium_memzero(tk, sizeof tk);
 }
 
+/* MixKeyAndHash (psk token): ck, temp_h, temp_k = HKDF(ck, ikm, 3). */
+static void mix_key_and_hash(uqn_hs *hs, const uint8_t *ikm, size_t n)
+{
+    uint8_t th[UQN_NOISE_HASHMAX], tk[UQN_NOISE_HASHMAX];
+    hkdf3(hs->hash, hs->ck, ikm, n, hs->ck, th, tk);
+    mix_hash(hs, th, hashlen(hs->hash));
+    memcpy(hs->cs.k, tk, 32);
+    hs->cs.n = 0;
+    hs->cs.has_key = true;
+    sodium_memzero(th, sizeof th);
+    sodium_memzero(tk, sizeof tk);
+}
+
 static uq_err encrypt_and_hash(uqn_hs *hs, const uint8_t *pt, size_t n, uint8_t *out, size_t *olen)
 {
     uq_err e = uqn_cipher_encrypt(&hs->cs, hs->h, hashlen(hs->hash), pt, n, out);
@@ -323,8 +349,8 @@ static uq_err dh_mix(uqn_hs *hs, const uint8_t *sk, const uint8_t *pk, uq_errmsg
     return UQ_OK;
 }
 
-static uq_err hs_setup(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
-                       uq_errmsg *em)
+static uq_err hs_setup(uqn_hs *hs, uqn_hash hash, bool initiator, bool psk0, const uint8_t *prologue,
+                       size_t plen, uq_errmsg *em)
 {
     memset(hs, 0, sizeof *hs);
     if (hash != UQN_HASH_BLAKE2B && hash != UQN_HASH_SHA256)
@@ -332,11 +358,20 @@ static uq_err hs_setup(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t 
     if (sodium_init() < 0) return uqi_errf(em, UQ_ECRYPTO, "noise: libsodium failed to initialize");
     hs->hash = hash;
     hs->initiator = initiator;
-    const char *name = hash == UQN_HASH_BLAKE2B ? "Noise_XX_25519_ChaChaPoly_BLAKE2b"
-                                                : "Noise_XX_25519_ChaChaPoly_SHA256";
+    hs->psk0 = psk0;
+    const char *name = psk0 ? (hash == UQN_HASH_BLAKE2B ? "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b"
+                                                        : "Noise_NNpsk0_25519_ChaChaPoly_SHA256")
+                            : (hash == UQN_HASH_BLAKE2B ? "Noise_XX_25519_ChaChaPoly_BLAKE2b"
+                                                        : "Noise_XX_25519_ChaChaPoly_SHA256");
     size_t nlen = strlen(name);
-    UQ_VERIFY(nlen <= hashlen(hash)); /* both names fit: h = name zero-padded */
-    memcpy(hs->h, name, nlen);
+    if (nlen <= hashlen(hash)) { /* h = the name zero-padded, or its hash if longer (NNpsk0 with SHA-256) */
+        memcpy(hs->h, name, nlen);
+    } else {
+        hash_ctx c;
+        h_init(hash, &c);
+        h_update(hash, &c, (const uint8_t *)name, nlen);
+        h_final(hash, &c, hs->h);
+    }
     memcpy(hs->ck, hs->h, hashlen(hash));
     mix_hash(hs, prologue ? prologue : (const uint8_t *)"", plen);
     return UQ_OK;
@@ -345,7 +380,7 @@ static uq_err hs_setup(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t 
 uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue,
                    size_t plen, const uint8_t s_sk[32], uq_errmsg *em)
 {
-    uq_err e = hs_setup(hs, hash, initiator, prologue, plen, em);
+    uq_err e = hs_setup(hs, hash, initiator, false, prologue, plen, em);
     if (e) return e;
     memcpy(hs->s_sk, s_sk, 32);
     uqn_x25519_public(s_sk, hs->s_pk);
@@ -355,10 +390,19 @@ uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *pro
 uq_err uqn_hs_init_pair(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
                         const uint8_t s_sk[32], const uint8_t s_pk[32], uq_errmsg *em)
 {
-    uq_err e = hs_setup(hs, hash, initiator, prologue, plen, em); /* no scalar multiplication: ~60 us here */
+    uq_err e = hs_setup(hs, hash, initiator, false, prologue, plen, em); /* no scalar multiplication: ~60 us here */
     if (e) return e;
     memcpy(hs->s_sk, s_sk, 32);
     memcpy(hs->s_pk, s_pk, 32);
+    return UQ_OK;
+}
+
+uq_err uqn_hs_init_psk0(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
+                        const uint8_t psk[32], uq_errmsg *em)
+{
+    uq_err e = hs_setup(hs, hash, initiator, true, prologue, plen, em);
+    if (e) return e;
+    memcpy(hs->psk, psk, 32);
     return UQ_OK;
 }
 
@@ -423,11 +467,19 @@ void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32])
     hs->e_fixed = true;
 }
 
+void uqn_hs_share_ephemeral(uqn_hs *dst, const uqn_hs *src)
+{
+    memcpy(dst->e_sk, src->e_sk, 32);
+    memcpy(dst->e_pk, src->e_pk, 32);
+    dst->e_fixed = true;
+}
+
 uqn_hs_action uqn_hs_next(const uqn_hs *hs)
 {
+    int msgs = hs->psk0 ? 2 : 3;
     if (hs->failed) return UQN_HS_FAILED;
-    if (hs->step == 3) return UQN_HS_SPLIT;
-    if (hs->step > 3) return UQN_HS_DONE;
+    if (hs->step == msgs) return UQN_HS_SPLIT;
+    if (hs->step > msgs) return UQN_HS_DONE;
     /* messages 0 and 2 go initiator -> responder, message 1 the other way */
     bool initiator_turn = hs->step != 1;
     return initiator_turn == hs->initiator ? UQN_HS_WRITE : UQN_HS_READ;
@@ -445,20 +497,32 @@ uq_err uqn_hs_write(uqn_hs *hs, const uint8_t *payload, size_t plen, uint8_t *ou
     *out_len = 0;
     if (uqn_hs_next(hs) != UQN_HS_WRITE)
         return uqi_errf(em, UQ_EINVAL, "noise: not our turn to write a handshake message");
-    /* fixed part: e (32), s encrypted (48), payload tag (16 once keyed) */
-    size_t need = (hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 : 48) + plen +
-                  (hs->step == 0 ? 0 : UQN_NOISE_TAG);
+    /* fixed part: e (32), s encrypted (48), payload tag (16 once keyed);
+     * psk0: e (32) and the payload's tag in both messages */
+    size_t need = hs->psk0 ? 32 + plen + UQN_NOISE_TAG
+                           : (hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 : 48) + plen +
+                                 (hs->step == 0 ? 0 : UQN_NOISE_TAG);
     if (need > cap || need > UQN_NOISE_MAX_MSG)
         return fail(hs, uqi_errf(em, UQ_EINVAL, "noise: handshake message of %zu bytes does not fit", need));
     size_t off = 0, n;
     uq_err e = UQ_OK;
-    if (hs->step == 0 || hs->step == 1) { /* e */
+    if (hs->psk0) { /* -> psk, e  |  <- e, ee */
+        if (hs->step == 0) mix_key_and_hash(hs, hs->psk, 32);
+        if (!hs->e_fixed) eph_take(hs->e_sk, hs->e_pk);
+        memcpy(out, hs->e_pk, 32);
+        mix_hash(hs, hs->e_pk, 32);
+        mix_key(hs, hs->e_pk, 32); /* e in a psk handshake */
+        off = 32;
+        if (hs->step == 1 && (e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e);
+    } else if (hs->step == 0 || hs->step == 1) { /* e */
         if (!hs->e_fixed) eph_take(hs->e_sk, hs->e_pk);
         memcpy(out, hs->e_pk, 32);
         mix_hash(hs, hs->e_pk, 32);
         off = 32;
     }
-    if (hs->step == 1) { /* ee, s, es (responder) */
+    if (hs->psk0) {
+        /* done above */
+    } else if (hs->step == 1) { /* ee, s, es (responder) */
         if ((e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e);
         if ((e = encrypt_and_hash(hs, hs->s_pk, 32, out + off, &n))) goto crypto;
         off += n;
@@ -483,18 +547,22 @@ uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
     *plen = 0;
     if (uqn_hs_next(hs) != UQN_HS_READ)
         return uqi_errf(em, UQ_EINVAL, "noise: not our turn to read a handshake message");
-    size_t fixed = hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 + 16 : 48 + 16;
+    size_t fixed = hs->psk0 ? 32 + 16 : hs->step == 0 ? 32 : hs->step == 1 ? 32 + 48 + 16 : 48 + 16;
     if (len < fixed || len > UQN_NOISE_MAX_MSG)
         return fail(hs, uqi_errf(em, UQ_ECORRUPT, "noise: handshake message %d is %zu bytes, "
                                  "expected at least %zu", hs->step + 1, len, fixed));
     size_t off = 0, n;
     uq_err e;
-    if (hs->step == 0 || hs->step == 1) { /* e */
+    if (hs->psk0 && hs->step == 0) mix_key_and_hash(hs, hs->psk, 32); /* psk */
+    if (hs->psk0 || hs->step == 0 || hs->step == 1) { /* e */
         memcpy(hs->re, msg, 32);
         mix_hash(hs, hs->re, 32);
+        if (hs->psk0) mix_key(hs, hs->re, 32);
         off = 32;
     }
-    if (hs->step == 1) { /* ee, s, es (initiator reads the responder) */
+    if (hs->psk0) {
+        if (hs->step == 1 && (e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e); /* ee */
+    } else if (hs->step == 1) { /* ee, s, es (initiator reads the responder) */
         if ((e = dh_mix(hs, hs->e_sk, hs->re, em))) return fail(hs, e);
         if ((e = decrypt_and_hash(hs, msg + off, 48, hs->rs, &n))) goto auth;
         hs->has_rs = true;
@@ -519,6 +587,19 @@ auth:
 }
 
 const uint8_t *uqn_hs_remote_static(const uqn_hs *hs) { return hs->has_rs ? hs->rs : NULL; }
+
+#define RESUME_LABEL "uqbar-link/1 resume"
+
+void uqn_hs_resumption(const uqn_hs *hs, uint8_t id[16], uint8_t psk[32])
+{
+    UQ_VERIFY(uqn_hs_next(hs) == UQN_HS_SPLIT);
+    uint8_t o1[UQN_NOISE_HASHMAX], o2[UQN_NOISE_HASHMAX];
+    hkdf2(hs->hash, hs->ck, (const uint8_t *)RESUME_LABEL, sizeof RESUME_LABEL - 1, o1, o2);
+    memcpy(id, o1, 16);
+    memcpy(psk, o2, 32);
+    sodium_memzero(o1, sizeof o1);
+    sodium_memzero(o2, sizeof o2);
+}
 
 const uint8_t *uqn_hs_hash(const uqn_hs *hs, size_t *len)
 {
@@ -545,7 +626,8 @@ uq_err uqn_hs_split(uqn_hs *hs, uqn_cipher *send, uqn_cipher *recv, uq_errmsg *e
     sodium_memzero(hs->ck, sizeof hs->ck);
     sodium_memzero(hs->s_sk, sizeof hs->s_sk);
     sodium_memzero(hs->e_sk, sizeof hs->e_sk);
-    hs->step = 4;
+    sodium_memzero(hs->psk, sizeof hs->psk);
+    hs->step = 4; /* past the last message of either pattern: UQN_HS_DONE */
     return UQ_OK;
 }
 

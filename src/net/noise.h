@@ -73,6 +73,7 @@ typedef enum uqn_hs_action {
 typedef struct uqn_hs {
     uqn_hash hash;
     bool initiator;
+    bool psk0;           /* Noise_NNpsk0 (uqn_hs_init_psk0) instead of XX */
     int step;            /* 0..3: messages processed */
     bool failed;
     uqn_cipher cs;       /* the SymmetricState's CipherState */
@@ -82,6 +83,7 @@ typedef struct uqn_hs {
     bool e_fixed;                 /* ephemeral given by uqn_hs_set_ephemeral */
     uint8_t rs[32], re[32];       /* remote static and ephemeral */
     bool has_rs;
+    uint8_t psk[32];     /* psk0: the pre-shared key */
 } uqn_hs;
 
 /* Initialize for one side. The protocol name is Noise_XX_25519_ChaChaPoly_
@@ -93,9 +95,24 @@ uq_err uqn_hs_init(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *pro
  * key): saves deriving it on every handshake. */
 uq_err uqn_hs_init_pair(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
                         const uint8_t s_sk[32], const uint8_t s_pk[32], uq_errmsg *em);
+/* Noise_NNpsk0_25519_ChaChaPoly_<hash> (-> psk, e; <- e, ee): no static
+ * keys, both sides prove they hold psk (32 bytes), one DH per side. Two
+ * messages; each payload is encrypted (16-byte tag) since the psk keys the
+ * first. uqbar resumes links with it (docs/PROTOCOL.md, "Resumption"). */
+uq_err uqn_hs_init_psk0(uqn_hs *hs, uqn_hash hash, bool initiator, const uint8_t *prologue, size_t plen,
+                        const uint8_t psk[32], uq_errmsg *em);
 /* For test vectors only: use e_sk as the ephemeral secret instead of a
  * fresh random one. Call before the first message. */
 void uqn_hs_set_ephemeral(uqn_hs *hs, const uint8_t e_sk[32]);
+/* Give dst (before its first message) the ephemeral key pair src already
+ * used, without a scalar multiplication: a resumption attempt's e serves as
+ * the XX message 1 the responder may answer instead. */
+void uqn_hs_share_ephemeral(uqn_hs *dst, const uqn_hs *src);
+/* Once the handshake is finished (UQN_HS_SPLIT, before uqn_hs_split): a
+ * 16-byte ticket id and a 32-byte resumption secret, derived from the final
+ * chaining key: HKDF(ck, "uqbar-link/1 resume") -> (id || ..., psk || ...).
+ * Both sides get the same; nobody else can (ck is secret). */
+void uqn_hs_resumption(const uqn_hs *hs, uint8_t id[16], uint8_t psk[32]);
 uqn_hs_action uqn_hs_next(const uqn_hs *hs);
 /* Write the next handshake message carrying payload (plen bytes) into out
  * (cap bytes); *out_len is its length (at most 65,535). UQ_EINVAL when it is

@@ -99,6 +99,119 @@ TEST(net_noise_published_vectors)
     json_decref(root);
 }
 
+/* Noise_NNpsk0 (link resumption): the published Cacophony vectors byte for
+ * byte (tests/vectors/noise_nnpsk0.json), then a wrong psk, a flipped byte
+ * of either message, and the ticket secret both sides derive. */
+static void run_psk0_vector(json_t *v)
+{
+    const char *proto = jstr(v, "protocol_name");
+    uqn_hash hash = strstr(proto, "BLAKE2b") ? UQN_HASH_BLAKE2B : UQN_HASH_SHA256;
+    uint8_t prologue[64], psk[32], rpsk[32], ie[32], re[32];
+    size_t plen = tn_unhex(jstr(v, "init_prologue"), prologue, sizeof prologue);
+    ASSERT_EQ(tn_unhex(json_string_value(json_array_get(json_object_get(v, "init_psks"), 0)), psk, 32), 32);
+    ASSERT_EQ(tn_unhex(json_string_value(json_array_get(json_object_get(v, "resp_psks"), 0)), rpsk, 32), 32);
+    tn_unhex(jstr(v, "init_ephemeral"), ie, 32);
+    tn_unhex(jstr(v, "resp_ephemeral"), re, 32);
+    uqn_hs hi, hr;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqn_hs_init_psk0(&hi, hash, true, prologue, plen, psk, &em), UQ_OK);
+    ASSERT_EQ(uqn_hs_init_psk0(&hr, hash, false, prologue, plen, rpsk, &em), UQ_OK);
+    uqn_hs_set_ephemeral(&hi, ie);
+    uqn_hs_set_ephemeral(&hr, re);
+    uqn_cipher ci_tx, ci_rx, cr_tx, cr_rx;
+    json_t *msgs = json_object_get(v, "messages");
+    ASSERT_EQ(json_array_size(msgs), 6);
+    for (size_t i = 0; i < json_array_size(msgs); i++) {
+        json_t *m = json_array_get(msgs, i);
+        uint8_t payload[256], want[512], got[512], back[512];
+        size_t pl = tn_unhex(jstr(m, "payload"), payload, sizeof payload);
+        size_t wl = tn_unhex(jstr(m, "ciphertext"), want, sizeof want);
+        size_t gl, bl;
+        bool from_init = i % 2 == 0;
+        if (i < 2) {
+            uqn_hs *s = from_init ? &hi : &hr, *r = from_init ? &hr : &hi;
+            ASSERT_EQ(uqn_hs_next(s), UQN_HS_WRITE);
+            ASSERT_EQ(uqn_hs_next(r), UQN_HS_READ);
+            ASSERT_EQ(uqn_hs_write(s, payload, pl, got, sizeof got, &gl, &em), UQ_OK);
+            ASSERT_EQ(gl, wl);
+            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: message %zu differs", proto, i + 1);
+            ASSERT_EQ(uqn_hs_read(r, got, gl, back, sizeof back, &bl, &em), UQ_OK);
+            ASSERT_EQ(bl, pl);
+            ASSERT(memcmp(back, payload, pl) == 0);
+            if (i == 1) {
+                ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_SPLIT);
+                ASSERT_EQ(uqn_hs_next(&hr), UQN_HS_SPLIT);
+                size_t l1, l2;
+                const uint8_t *h1 = uqn_hs_hash(&hi, &l1), *h2 = uqn_hs_hash(&hr, &l2);
+                ASSERT(l1 == l2 && memcmp(h1, h2, l1) == 0);
+                ASSERT(uqn_hs_remote_static(&hi) == NULL && uqn_hs_remote_static(&hr) == NULL);
+                uint8_t id1[16], id2[16], k1[32], k2[32];
+                uqn_hs_resumption(&hi, id1, k1);
+                uqn_hs_resumption(&hr, id2, k2);
+                ASSERT(memcmp(id1, id2, 16) == 0 && memcmp(k1, k2, 32) == 0);
+                ASSERT(memcmp(k1, psk, 32) != 0);
+                ASSERT_EQ(uqn_hs_split(&hi, &ci_tx, &ci_rx, &em), UQ_OK);
+                ASSERT_EQ(uqn_hs_split(&hr, &cr_tx, &cr_rx, &em), UQ_OK);
+                ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_DONE);
+            }
+        } else {
+            uqn_cipher *tx = from_init ? &ci_tx : &cr_tx, *rx = from_init ? &cr_rx : &ci_rx;
+            ASSERT_EQ(uqn_cipher_encrypt(tx, NULL, 0, payload, pl, got), UQ_OK);
+            ASSERT_EQ(pl + 16, wl);
+            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: transport %zu differs", proto, i + 1);
+            ASSERT_EQ(uqn_cipher_decrypt(rx, NULL, 0, got, wl, back), UQ_OK);
+            ASSERT(memcmp(back, payload, pl) == 0);
+        }
+    }
+    test_log("%s (%s): 2 handshake + 4 transport messages match", proto, jstr(v, "source"));
+}
+
+TEST(net_noise_nnpsk0_published_vectors_and_refusals)
+{
+    const char *src = getenv("UQ_SRCDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/vectors/noise_nnpsk0.json", src && *src ? src : ".");
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) test_fail(__FILE__, __LINE__, "%s: %s", path, je.text);
+    json_t *vs = json_object_get(root, "vectors");
+    ASSERT_EQ(json_array_size(vs), 2);
+    for (size_t i = 0; i < json_array_size(vs); i++) run_psk0_vector(json_array_get(vs, i));
+    json_decref(root);
+
+    /* a wrong psk fails message 1; a flipped byte of either message fails */
+    uint8_t k[32], k2[32], buf[128], pl[64];
+    size_t n, pn;
+    uq_errmsg em = {{0}};
+    randombytes_buf(k, 32);
+    memcpy(k2, k, 32);
+    k2[31] ^= 1;
+    for (int round = 0; round < 3; round++) {
+        uqn_hs hi, hr;
+        ASSERT_EQ(uqn_hs_init_psk0(&hi, UQN_HASH_BLAKE2B, true, (const uint8_t *)"p", 1, k, &em), UQ_OK);
+        ASSERT_EQ(uqn_hs_init_psk0(&hr, UQN_HASH_BLAKE2B, false, (const uint8_t *)"p", 1, round == 0 ? k2 : k, &em),
+                  UQ_OK);
+        ASSERT_EQ(uqn_hs_write(&hi, NULL, 0, buf, sizeof buf, &n, &em), UQ_OK);
+        ASSERT_EQ(n, 48);
+        if (round == 1) buf[5] ^= 0x10;
+        uq_err e = uqn_hs_read(&hr, buf, n, pl, sizeof pl, &pn, &em);
+        if (round < 2) {
+            ASSERT_EQ(e, UQ_ECRYPTO);
+            ASSERT_EQ(uqn_hs_next(&hr), UQN_HS_FAILED);
+            continue;
+        }
+        ASSERT_EQ(e, UQ_OK);
+        ASSERT_EQ(uqn_hs_write(&hr, NULL, 0, buf, sizeof buf, &n, &em), UQ_OK);
+        ASSERT_EQ(n, 48);
+        buf[40] ^= 0x01;
+        ASSERT_EQ(uqn_hs_read(&hi, buf, n, pl, sizeof pl, &pn, &em), UQ_ECRYPTO);
+        /* too short */
+        uqn_hs h3;
+        ASSERT_EQ(uqn_hs_init_psk0(&h3, UQN_HASH_BLAKE2B, false, (const uint8_t *)"p", 1, k, &em), UQ_OK);
+        ASSERT_EQ(uqn_hs_read(&h3, buf, 47, pl, sizeof pl, &pn, &em), UQ_ECORRUPT);
+    }
+}
+
 /* A fresh pair of handshakes run to the end with random ephemerals. */
 static void handshake_pair(uqn_hs *hi, uqn_hs *hr, long tamper_msg, uq_err *err, uq_errmsg *em)
 {
