@@ -85,8 +85,27 @@ uqi_payload *uqi_payload_new(const void *data, size_t len, const char *mime)
     if (!p) return NULL;
     atomic_init(&p->refs, 1);
     p->len = len;
+    p->data = p->inl;
+    p->release = NULL;
+    p->base = NULL;
+    p->cap = 0;
     snprintf(p->mime, sizeof p->mime, "%s", mime ? mime : "");
     if (len) memcpy(p->data, data, len);
+    return p;
+}
+
+uqi_payload *uqi_payload_adopt(uint8_t *data, size_t len, const char *mime, void (*release)(void *base, size_t cap),
+                               void *base, size_t cap)
+{
+    UQ_ASSERT(release && (uint8_t *)base <= data && data + len <= (uint8_t *)base + cap);
+    uqi_payload *p = uqi_xmalloc(sizeof *p);
+    atomic_init(&p->refs, 1);
+    p->len = len;
+    p->data = data;
+    p->release = release;
+    p->base = base;
+    p->cap = cap;
+    snprintf(p->mime, sizeof p->mime, "%s", mime ? mime : "");
     return p;
 }
 
@@ -98,7 +117,10 @@ uqi_payload *uqi_payload_hold(uqi_payload *p)
 
 void uqi_payload_rele(uqi_payload *p)
 {
-    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) free(p);
+    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        if (p->release) p->release(p->base, p->cap);
+        free(p);
+    }
 }
 
 /* ---- messages ------------------------------------------------------------ */

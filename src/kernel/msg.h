@@ -38,12 +38,22 @@ void uqi_uuid_new(char out[37]);
 typedef struct uqi_payload {
     atomic_uint refs;
     size_t len;
+    uint8_t *data;           /* inl, or within an adopted buffer (uqi_payload_adopt) */
+    void (*release)(void *base, size_t cap); /* adopted: gives base back when the last reference goes */
+    void *base;
+    size_t cap;
     char mime[128];          /* "" when none */
-    uint8_t data[];
+    uint8_t inl[];
 } uqi_payload;
 
 /* A payload holding a copy of data[0..len); refs = 1. NULL if len is over max. */
 uqi_payload *uqi_payload_new(const void *data, size_t len, const char *mime);
+/* A payload of data[0..len), which lies within a buffer (base, cap) that
+ * it takes instead of copying: release(base, cap) once the last reference
+ * is dropped (any thread). A received large message's bytes become a
+ * payload so (net/frame.h, uqn_rx_take). refs = 1. */
+uqi_payload *uqi_payload_adopt(uint8_t *data, size_t len, const char *mime, void (*release)(void *base, size_t cap),
+                               void *base, size_t cap);
 /* Share: forwarding a message with its payload inherited costs one increment. */
 uqi_payload *uqi_payload_hold(uqi_payload *p);
 void uqi_payload_rele(uqi_payload *p);

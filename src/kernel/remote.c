@@ -172,7 +172,18 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
             uqi_msg_free(m);
             return BAD("a payload past the end", peer);
         }
-        m->payload = uqi_payload_new(p + i, pl, mime);
+        if (n - i > pl) { /* checked before the buffer may be taken below: nothing fails after */
+            uqi_msg_free(m);
+            return BAD("%zu bytes after the message", peer, n - i - pl);
+        }
+        /* a large payload that came in chunks is taken with the buffer it
+         * was reassembled in (no copy) when it is most of that buffer */
+        void *base;
+        size_t cap;
+        if (pl >= UQI_WIRE_ADOPT_MIN && pl >= n / 2 && uqn_rx_take(p, &base, &cap))
+            m->payload = uqi_payload_adopt((uint8_t *)p + i, pl, mime, uqn_rxbuf_release, base, cap);
+        else
+            m->payload = uqi_payload_new(p + i, pl, mime);
         i += pl;
     }
     if (i != n) {
