@@ -163,6 +163,42 @@ static void cache_drain(void *arg)
 
 static void cache_key_make(void) { UQ_VERIFY(pthread_key_create(&cache_key, cache_drain) == 0); }
 
+/* The receivers' pool (uqi_msg_new_rx): a lock-free stack that any thread
+ * pushes one block on (compare-and-swap) and a receiving thread takes whole
+ * (exchange: no ABA), into its own cache. The count is a soft bound (a push
+ * racing a take may go uncounted until the next take resets it). */
+#if defined(__SANITIZE_ADDRESS__)
+#undef RX_POOL_MAX
+#define RX_POOL_MAX 0
+#elif !defined(RX_POOL_MAX)
+#define RX_POOL_MAX 8192
+#endif
+static _Atomic(uqi_msg *) rx_pool;
+static atomic_int rx_pool_n;
+
+static bool rx_pool_push(uqi_msg *m)
+{
+    if (atomic_load_explicit(&rx_pool_n, memory_order_relaxed) >= RX_POOL_MAX) return false;
+    uqi_msg *h = atomic_load_explicit(&rx_pool, memory_order_relaxed);
+    do m->next = h;
+    while (!atomic_compare_exchange_weak_explicit(&rx_pool, &h, m, memory_order_release, memory_order_relaxed));
+    atomic_fetch_add_explicit(&rx_pool_n, 1, memory_order_relaxed);
+    return true;
+}
+
+uqi_msg *uqi_msg_new_rx(uqi_msg_kind kind, const void *body, size_t body_len)
+{
+    if (!tcache.head && body_len <= UQI_MSG_SMALL_BODY && atomic_load_explicit(&rx_pool, memory_order_relaxed)) {
+        uqi_msg *l = atomic_exchange_explicit(&rx_pool, NULL, memory_order_acquire);
+        int k = atomic_exchange_explicit(&rx_pool_n, 0, memory_order_relaxed);
+        tcache.head = l; /* freed on this thread later, they join its cache (bounded) as any */
+        tcache.n += k > 0 ? k : 0;
+    }
+    uqi_msg *m = uqi_msg_new(kind, body, body_len);
+    m->rx = m->small;
+    return m;
+}
+
 /* One allocation: the body lives right after the message. */
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
 {
@@ -207,6 +243,7 @@ void uqi_msg_free(uqi_msg *m)
     for (uint32_t i = 0; i < m->n_attach; i++) free(m->attach[i].params);
     free(m->attach);
     free(m->caps);
+    if (m->rx && rx_pool_push(m)) return;
     if (m->small && tcache.n < MSG_CACHE_MAX) {
         if (UQ_UNLIKELY(!tcache.keyed)) {
             pthread_once(&cache_once, cache_key_make);

@@ -126,7 +126,7 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
     uint32_t bl = get32(p + i);
     i += 4;
     if (n - i < bl) return BAD("a body past the end", peer);
-    uqi_msg *m = uqi_msg_new((uqi_msg_kind)kind, p + i, bl);
+    uqi_msg *m = uqi_msg_new_rx((uqi_msg_kind)kind, p + i, bl);
     i += bl;
     const char *bad = !put_name(m->source.process, p, so, sl)                              ? "a bad source process"
                       : !put_name(m->target.process, p, to, tl)                            ? "a bad target process"
