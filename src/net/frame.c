@@ -274,15 +274,18 @@ static void pool_put(uint8_t *p, size_t cap)
     if (p) munmap(p, cap);
 }
 
-/* A pooled buffer, the smallest of at least want bytes, else the largest;
- * NULL if the pool is empty. */
+/* A pooled buffer for a message of want bytes: the smallest of at least
+ * want and at most 2 * want bytes (a taken buffer is held whole by its
+ * payload), else the largest smaller one (grown with mremap); NULL if
+ * none fits. */
 static uint8_t *pool_get(size_t want, size_t *cap)
 {
     pthread_mutex_lock(&pool_mu);
     int fit = -1, big = -1;
     for (unsigned i = 0; i < npool; i++) {
-        if (pool[i].cap >= want && (fit < 0 || pool[i].cap < pool[fit].cap)) fit = (int)i;
-        if (big < 0 || pool[i].cap > pool[big].cap) big = (int)i;
+        size_t c = pool[i].cap;
+        if (c >= want && c / 2 <= want && (fit < 0 || c < pool[fit].cap)) fit = (int)i;
+        if (c < want && (big < 0 || c > pool[big].cap)) big = (int)i;
     }
     int k = fit >= 0 ? fit : big;
     uint8_t *p = NULL;
@@ -477,8 +480,24 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                 pt->id = id;
                 pt->total = val;
                 pt->got = (uint32_t)len;
-                pt->cap = len;
-                pt->buf = uqi_xmalloc(len);
+                pt->cap = 0;
+                pt->buf = NULL;
+                size_t have;
+                /* a large message starts in a pooled buffer if one fits (the
+                 * memory is the process's already: no reservation by
+                 * announcing), else small and grown as chunks arrive */
+                if (val > PART_MAP && (pt->buf = pool_get(val, &have))) {
+                    if (have < val / 2) { /* too small to be worth it: back */
+                        pool_put(pt->buf, have);
+                        pt->buf = NULL;
+                    } else {
+                        pt->cap = have;
+                    }
+                }
+                if (!pt->buf) {
+                    pt->cap = len;
+                    pt->buf = uqi_xmalloc(len);
+                }
                 memcpy(pt->buf, data, len);
             } else {
                 if (!pt) return BAD("net: chunk for message %u, which was not started", id);
