@@ -143,6 +143,7 @@ typedef struct msg_cache {
     uqi_msg *head; /* linked through ->next */
     int n;         /* signed: MSG_CACHE_MAX may be 0 */
     bool keyed;    /* cache_key set for this thread (once, not at every refill) */
+    bool rx;       /* a receiving thread (uqi_msg_new_rx): what it frees stays here */
 } msg_cache;
 
 static _Thread_local msg_cache tcache;
@@ -194,6 +195,7 @@ uqi_msg *uqi_msg_new_rx(uqi_msg_kind kind, const void *body, size_t body_len)
         tcache.head = l; /* freed on this thread later, they join its cache (bounded) as any */
         tcache.n += k > 0 ? k : 0;
     }
+    tcache.rx = true;
     uqi_msg *m = uqi_msg_new(kind, body, body_len);
     m->rx = m->small;
     return m;
@@ -243,7 +245,7 @@ void uqi_msg_free(uqi_msg *m)
     for (uint32_t i = 0; i < m->n_attach; i++) free(m->attach[i].params);
     free(m->attach);
     free(m->caps);
-    if (m->rx && rx_pool_push(m)) return;
+    if (m->rx && !tcache.rx && rx_pool_push(m)) return; /* made on a receiving thread, freed on another */
     if (m->small && tcache.n < MSG_CACHE_MAX) {
         if (UQ_UNLIKELY(!tcache.keyed)) {
             pthread_once(&cache_once, cache_key_make);
