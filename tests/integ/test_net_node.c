@@ -469,9 +469,15 @@ TEST(net_node_batched_receive_in_order_and_answer_before_cut)
         uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"a\"");
         rp_send(&r.b, "a.node", resp, false, 7);
         uqi_msg_free(resp);
-        for (int t = 0; t < 2000 && !r.b.whys[7]; t++) usleep(1000);
-        ASSERT_EQ(r.b.whys[7], 1 + UQN_DONE_SENT);
-        r.b.whys[7] = 0;
+        int why = 0;
+        for (int t = 0; t < 2000 && !why; t++) {
+            pthread_mutex_lock(&r.b.mu); /* rp_done writes it on b's net thread */
+            why = r.b.whys[7];
+            r.b.whys[7] = 0;
+            pthread_mutex_unlock(&r.b.mu);
+            if (!why) usleep(1000);
+        }
+        ASSERT_EQ(why, 1 + UQN_DONE_SENT);
         rp_stop(&r.b);
         uqi_msg *got = uqi_port_receive(r.port, 20000);
         ASSERT(got);
