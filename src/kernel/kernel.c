@@ -1802,7 +1802,7 @@ static void net_refuse(uqi_node *n, const uqi_msg *m, uqi_send_error why, const 
 static void set_node_name(char dst[UQI_NAME_MAX + 1], const char *name)
 {
     size_t l = strnlen(name, UQI_NAME_MAX);
-    memcpy(dst, name, l);
+    memmove(dst, name, l);
     dst[l] = '\0';
 }
 
@@ -1836,13 +1836,11 @@ static void rx_wake(rx_wakes *w, uqi_kproc *kp, bool waits)
     w->waits[w->n++] = waits;
 }
 
-/* Route a message from node peer (node lock held); returns m if it was not
- * taken (the caller frees it, without the lock). Wake-ups go to w (NULL: at
- * once). */
+/* Route a message from node peer (node lock held; its source and target
+ * nodes are peer and this node); returns m if it was not taken (the caller
+ * frees it, without the lock). Wake-ups go to w (NULL: at once). */
 static uqi_msg *deliver_remote_locked(uqi_node *n, uqi_msg *m, const char *peer, rx_wakes *w)
 {
-    if (strcmp(m->source.node, peer) != 0) set_node_name(m->source.node, peer);
-    if (strcmp(m->target.node, n->name) != 0) set_node_name(m->target.node, n->name);
     uqi_kproc *to = find(n, m->target.process);
     if (to && to->dead) to = NULL;
     if (m->kind == UQI_MSG_REQUEST) {
@@ -1901,6 +1899,8 @@ static uqi_msg *deliver_remote_locked(uqi_node *n, uqi_msg *m, const char *peer,
 
 void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
 {
+    set_node_name(m->source.node, peer);
+    set_node_name(m->target.node, n->name);
     pthread_mutex_lock(&n->lock);
     m = deliver_remote_locked(n, m, peer, NULL);
     pthread_mutex_unlock(&n->lock);
@@ -1941,7 +1941,7 @@ void uqi_node_net_flush(void *arg)
     for (uqi_msg *nx; m; m = nx) {
         nx = m->next;
         char peer[UQI_NAME_MAX + 1];
-        memcpy(peer, m->source.node, sizeof peer); /* set by the decoder: the link's peer */
+        memcpy(peer, m->source.node, sizeof peer); /* the decoder set both nodes: the link's peer, us */
         uqi_msg *r = deliver_remote_locked(n, m, peer, &w);
         if (r) {
             r->next = refused;
