@@ -24,6 +24,7 @@ static bool name_ok_n(const char *s, size_t n, bool dots)
 
 bool uqi_node_name_valid(const char *s) { return name_ok_n(s, strlen(s), true); }
 bool uqi_process_name_valid(const char *s) { return name_ok_n(s, strlen(s), false); }
+bool uqi_process_name_valid_n(const char *s, size_t n) { return name_ok_n(s, n, false); }
 
 uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em)
 {

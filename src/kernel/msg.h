@@ -28,6 +28,9 @@ uq_err uqi_addr_parse(const char *text, const char *local_node, uqi_addr *out, u
 uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em);
 bool uqi_node_name_valid(const char *s);
 bool uqi_process_name_valid(const char *s);
+/* The same for s[0..n), which need not be NUL-terminated (a NUL in it is
+ * not valid). */
+bool uqi_process_name_valid_n(const char *s, size_t n);
 /* Write "node@process" into buf (always NUL-terminated). */
 void uqi_addr_format(const uqi_addr *a, char *buf, size_t cap);
 bool uqi_addr_eq(const uqi_addr *a, const uqi_addr *b);
