@@ -7,6 +7,9 @@
  *   net_bulk_mb_per_s                           8 MiB payloads a -> b (MB = 10^6 bytes)
  *   net_link_setup_us                           first contact: TCP connect + Noise XX + first message (median)
  *   net_link_resume_us                          a reconnect with a ticket: TCP + Noise NNpsk0 + first message
+ *   net_small_in_msgs_per_s                     one-way requests b -> a: a real kernel receives (into a
+ *                                               host port drained by a thread), b a bare net module sends
+ *   net_bulk_in_mb_per_s                        8 MiB payloads b -> a, the same way
  * and, to explain them, the parts:
  *   libsodium_chacha20_poly1305_64k_mb_per_s   libsodium's AEAD alone on 64 KiB (a frame)
  *   net_cipher_64k_mb_per_s                     the link's cipher (uqn_cipher_encrypt) on a frame
@@ -14,7 +17,8 @@
  *   net_setup_handshake_us                      two links doing Noise XX + hellos in memory (median)
  *   net_setup_resume_handshake_us               the same resuming with a ticket (NNpsk0)
  *   net_setup_x25519_us, net_setup_ed25519_sign_us, net_setup_ed25519_verify_us
- * UQBAR_BENCH_ONLY=rt|small|bulk|setup|crypto runs one phase.
+ * (with _cpu_ figures: CPU time of the whole process per message / per KB).
+ * UQBAR_BENCH_ONLY=rt|small|bulk|small_in|bulk_in|setup|crypto runs one phase.
  * Usage: bench_net CACHE_DIR */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -96,6 +100,50 @@ static void send_retry(uqi_kproc *port, uqi_msg *m)
         fprintf(stderr, "bench_net: %s\n", em.text);
         exit(1);
     }
+}
+
+/* ---- a real kernel receiving: b sends, a's port "sink" takes ------------------------- */
+static _Atomic uint64_t sink_msgs, sink_bytes;
+static _Atomic bool sink_stop;
+
+static void *sink_main(void *arg)
+{
+    uqi_kproc *port = arg;
+    while (!sink_stop) {
+        uqi_msg *m = uqi_port_receive(port, 100);
+        if (!m) continue;
+        sink_bytes += m->body_len + (m->payload ? m->payload->len : 0);
+        sink_msgs++;
+        uqi_msg_free(m);
+    }
+    return NULL;
+}
+
+/* b's wire encoding of a one-way request b.bench@x -> a.bench@sink, without
+ * its payload's bytes if it has one (sent from where they are) */
+static void in_encode(const char *body, uqi_payload *pl, uint8_t **out, size_t *len)
+{
+    uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+    snprintf(m->source.process, sizeof m->source.process, "x");
+    snprintf(m->target.process, sizeof m->target.process, "sink");
+    m->payload = uqi_payload_hold(pl);
+    if (uqi_wire_encode_head(m, false, out, len, NULL)) abort();
+    uqi_msg_free(m);
+}
+
+/* b sends count messages to a (retrying while its queue is full), keeping
+ * at most window of them in flight, not yet taken from the sink (a's
+ * mailbox refuses past its bound, and a refused one-way message is lost) */
+static void in_send(const uint8_t *head, size_t hl, const uint8_t *tail, size_t tl, int count, uint64_t window)
+{
+    uint64_t base = sink_msgs;
+    for (int i = 0; i < count; i++) {
+        while ((uint64_t)i - (sink_msgs - base) >= window) usleep(50);
+        uint8_t *b = malloc(hl);
+        memcpy(b, head, hl);
+        while (uqn_net_send_tail(bnet, "a.bench", b, hl, tail, tl, NULL, NULL) == UQ_ELIMIT) usleep(50);
+    }
+    while (sink_msgs - base < (uint64_t)count) usleep(100);
 }
 
 static const char *only;
@@ -260,7 +308,8 @@ int main(int argc, char **argv)
     if (phase("crypto")) bench_crypto();
     uqn_net_cfg bc = {.id = &idb, .listen = "127.0.0.1:0", .dir_path = peers, .recv = b_recv};
     if (uqn_net_start(&bc, &bnet, NULL)) return 1;
-    uqi_node_config c = {.name = "a.bench", .cache_dir = cache, .workers = 1, .identity_sk = ida.sk};
+    uqi_node_config c = {.name = "a.bench", .cache_dir = cache, .workers = 1, .identity_sk = ida.sk,
+                         .mailbox_cap = 1u << 18 /* the sink's, for the _in phases */};
     uqi_node *n;
     uq_errmsg em;
     if (uqi_node_start(&c, &n, &em)) {
@@ -268,8 +317,9 @@ int main(int argc, char **argv)
         return 1;
     }
     uqn_net *anet;
-    uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv,
-                      .done = uqi_node_net_done, .lost = uqi_node_net_lost, .down = uqi_node_net_down, .arg = n};
+    uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv_batch,
+                      .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost,
+                      .down = uqi_node_net_down, .arg = n};
     if (uqn_net_start(&ac, &anet, NULL)) return 1;
     uqi_node_set_net(n, anet);
     uqn_dir *d = uqn_dir_new();
@@ -281,8 +331,12 @@ int main(int argc, char **argv)
     uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
     uqn_dir_save(d, peers, NULL);
     uqn_dir_free(d);
-    uqi_kproc *port;
+    uqi_kproc *port, *sink;
     uqi_node_port(n, "bench", &port, NULL);
+    uqi_node_port(n, "sink", &sink, NULL);
+    uqi_kproc_set_public(sink, true); /* takes requests from other nodes */
+    pthread_t sink_th;
+    pthread_create(&sink_th, NULL, sink_main, sink);
 
     /* round trip */
     enum { RT = 20000, WARM = 2000 };
@@ -330,7 +384,7 @@ int main(int argc, char **argv)
 
     /* bulk */
     enum { BULK = 64 };
-    if (!phase("bulk")) goto setup;
+    if (!phase("bulk")) goto in;
     size_t sz = 8u << 20;
     uint8_t *data = calloc(1, sz);
     uqi_payload *pl = uqi_payload_new(data, sz, "application/octet-stream");
@@ -351,7 +405,42 @@ int main(int argc, char **argv)
     uqi_payload_rele(pl);
     fflush(stdout);
 
-setup:
+in:
+    /* a real kernel receiving (b -> a): the link is up already, the round
+     * trips made it */
+    if (phase("small_in")) {
+        uint8_t *b;
+        size_t bl;
+        in_encode("{\"n\":1234567890}", NULL, &b, &bl);
+        t0 = uqi_now_ns();
+        double ci = cpu_s();
+        in_send(b, bl, NULL, 0, SMALL, 1u << 17);
+        s = (double)(uqi_now_ns() - t0) / 1e9;
+        printf("net_small_in_msgs_per_s %.0f msg/s\n", SMALL / s);
+        printf("net_small_in_cpu_ns_per_msg %.0f ns\n", (cpu_s() - ci) / SMALL * 1e9);
+        free(b);
+        fflush(stdout);
+    }
+    if (phase("bulk_in")) {
+        size_t bsz = 8u << 20;
+        uint8_t *zero = calloc(1, bsz);
+        uqi_payload *bpl = uqi_payload_new(zero, bsz, "application/octet-stream");
+        free(zero);
+        uint8_t *b;
+        size_t bl;
+        in_encode("\"bulk\"", bpl, &b, &bl);
+        uint64_t in0 = sink_bytes;
+        t0 = uqi_now_ns();
+        double ci = cpu_s();
+        in_send(b, bl, bpl->data, bpl->len, BULK, 8);
+        s = (double)(uqi_now_ns() - t0) / 1e9;
+        printf("net_bulk_in_mb_per_s %.0f MB/s\n", (double)(sink_bytes - in0) / s / 1e6);
+        printf("net_bulk_in_cpu_ns_per_kb %.0f ns\n", (cpu_s() - ci) / (double)(sink_bytes - in0) * 1e12);
+        free(b);
+        uqi_payload_rele(bpl);
+        fflush(stdout);
+    }
+
     /* link setup: a fresh client node each time dials b */
     if (!phase("setup")) goto end;
     bench_setup_parts(&ida, &idb);
@@ -421,6 +510,8 @@ setup:
     }
 end:
 
+    sink_stop = true;
+    pthread_join(sink_th, NULL);
     uqi_node_set_net(n, NULL);
     uqn_net_stop(anet);
     uqi_node_stop(n);

@@ -88,16 +88,18 @@ guests: $(SHARED)/apps/rust_echo.wasm
 
 # Fuzzing the network decoders (frames, records, hellos, look-ups): run by `make fuzz`.
 NET_FUZZ_SRC := src/net/frame.c src/net/noise.c src/net/record.c src/net/identity.c src/net/link.c \
-                src/net/ticket.c src/net/dir.c src/net/lookup_wire.c src/kernel/msg.c src/util/err.c src/util/util.c
+                src/net/ticket.c src/net/dir.c src/net/lookup_wire.c src/kernel/msg.c src/sched/sched.c src/sched/fiber.c \
+                src/util/err.c src/util/util.c
 $(SHARED)/fuzz/fuzz_net_frame: tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) $(wildcard src/net/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_net_frame.c $(NET_FUZZ_SRC) -lsodium -lcrypto
 
 # The kernel's decoder of messages from other nodes (src/kernel/remote.c).
-WIRE_FUZZ_SRC := src/kernel/remote.c src/kernel/msg.c src/util/err.c src/util/util.c
-$(SHARED)/fuzz/fuzz_wire_decode: tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) src/kernel/remote.h src/kernel/msg.h
+WIRE_FUZZ_SRC := src/kernel/remote.c src/kernel/msg.c src/sched/sched.c src/sched/fiber.c src/net/frame.c src/net/noise.c \
+                 src/util/err.c src/util/util.c
+$(SHARED)/fuzz/fuzz_wire_decode: tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) src/kernel/remote.h src/kernel/msg.h src/net/frame.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) -lsodium
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ tests/fuzz/fuzz_wire_decode.c $(WIRE_FUZZ_SRC) -lsodium -lcrypto
 
 .PHONY: fuzz-net
 fuzz-net: $(SHARED)/fuzz/fuzz_net_frame $(SHARED)/fuzz/fuzz_wire_decode

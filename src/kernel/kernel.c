@@ -68,6 +68,8 @@ struct uqi_node {
     /* networking (the section "network" at the end of this file) */
     struct uqn_net *net;             /* NULL: every other node is unreachable */
     uint64_t remote_refused, remote_dropped;
+    uqi_msg *rx_head, *rx_tail;      /* received, decoded, not yet delivered (net thread: uqi_node_net_recv_batch) */
+    uint32_t rx_n;
 };
 
 /* Write kp's record (node lock held). Ports and processes without a stored
@@ -1304,6 +1306,10 @@ void uqi_node_stop(uqi_node *n)
             nx = o->hnext;
             out_free(o);
         }
+    for (uqi_msg *m = n->rx_head, *nx; m; m = nx) { /* a net module stopped without its last flush */
+        nx = m->next;
+        uqi_msg_free(m);
+    }
     UQ_ASSERT(!n->kernel_issued);
     while (n->orphans) { /* their holders are gone too, so only records without holders remain */
         uqi_cap *c = n->orphans;
@@ -1802,11 +1808,50 @@ static void net_refuse(uqi_node *n, const uqi_msg *m, uqi_send_error why, const 
     uqi_msg_free(e);
 }
 
-void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
+/* A node name known to be valid into dst (no snprintf per message: it was
+ * a tenth of the receiving thread). */
+static void set_node_name(char dst[UQI_NAME_MAX + 1], const char *name)
 {
-    pthread_mutex_lock(&n->lock);
-    snprintf(m->source.node, sizeof m->source.node, "%s", peer);
-    snprintf(m->target.node, sizeof m->target.node, "%s", n->name);
+    size_t l = strnlen(name, UQI_NAME_MAX);
+    memmove(dst, name, l);
+    dst[l] = '\0';
+}
+
+/* Wake-ups owed after delivering a batch: each target once, at the end. */
+#define RX_WAKES 8
+typedef struct rx_wakes {
+    uqi_kproc *kp[RX_WAKES];
+    bool waits[RX_WAKES];
+    unsigned n;
+} rx_wakes;
+
+static void rx_wake_all(rx_wakes *w)
+{
+    for (unsigned i = 0; i < w->n; i++) wake(w->kp[i], w->waits[i]);
+    w->n = 0;
+}
+
+static void rx_wake(rx_wakes *w, uqi_kproc *kp, bool waits)
+{
+    if (!w) {
+        wake(kp, waits);
+        return;
+    }
+    for (unsigned i = 0; i < w->n; i++)
+        if (w->kp[i] == kp) {
+            w->waits[i] |= waits;
+            return;
+        }
+    if (w->n == RX_WAKES) rx_wake_all(w);
+    w->kp[w->n] = kp;
+    w->waits[w->n++] = waits;
+}
+
+/* Route a message from node peer (node lock held; its source and target
+ * nodes are peer and this node); returns m if it was not taken (the caller
+ * frees it, without the lock). Wake-ups go to w (NULL: at once). */
+static uqi_msg *deliver_remote_locked(uqi_node *n, uqi_msg *m, const char *peer, rx_wakes *w)
+{
     uqi_kproc *to = find(n, m->target.process);
     if (to && to->dead) to = NULL;
     if (m->kind == UQI_MSG_REQUEST) {
@@ -1826,7 +1871,7 @@ void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
         } else {
             bool waits;
             if (uqi_mailbox_put(&to->mbox, m, false, &waits) == UQ_OK) {
-                wake(to, waits);
+                rx_wake(w, to, waits);
                 m = NULL;
             } else {
                 uq_log(UQ_LOG_INFO, "kernel", "request %llu from %s@%s refused: the mailbox of %s is full",
@@ -1853,11 +1898,22 @@ void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
                 m->context_len = o->ctx_len;
                 o->ctx = NULL;
                 out_free(o);
-                deliver_forced(to, m); /* its request was counted */
+                bool waits; /* its request was counted: past the bound, as deliver_forced */
+                uqi_mailbox_put(&to->mbox, m, true, &waits);
+                rx_wake(w, to, waits);
                 m = NULL;
             }
         }
     }
+    return m;
+}
+
+void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
+{
+    set_node_name(m->source.node, peer);
+    set_node_name(m->target.node, n->name);
+    pthread_mutex_lock(&n->lock);
+    m = deliver_remote_locked(n, m, peer, NULL);
     pthread_mutex_unlock(&n->lock);
     uqi_msg_free(m);
 }
@@ -1879,10 +1935,64 @@ void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *buf, size_t l
     uqi_node_deliver_remote(n, m, peer);
 }
 
+/* Batched receiving: decoded messages wait in n->rx (net thread only) and
+ * are delivered under one node lock, their targets woken once each. */
+#define RX_BATCH 256
+
+void uqi_node_net_flush(void *arg)
+{
+    uqi_node *n = arg;
+    uqi_msg *m = n->rx_head, *refused = NULL;
+    if (!m) return;
+    n->rx_head = n->rx_tail = NULL;
+    n->rx_n = 0;
+    rx_wakes w;
+    w.n = 0;
+    pthread_mutex_lock(&n->lock);
+    for (uqi_msg *nx; m; m = nx) {
+        nx = m->next;
+        char peer[UQI_NAME_MAX + 1];
+        memcpy(peer, m->source.node, sizeof peer); /* the decoder set both nodes: the link's peer, us */
+        uqi_msg *r = deliver_remote_locked(n, m, peer, &w);
+        if (r) {
+            r->next = refused;
+            refused = r;
+        }
+    }
+    rx_wake_all(&w);
+    pthread_mutex_unlock(&n->lock);
+    for (uqi_msg *nx; refused; refused = nx) {
+        nx = refused->next;
+        uqi_msg_free(refused);
+    }
+}
+
+void uqi_node_net_recv_batch(void *arg, const char *peer, const uint8_t *buf, size_t len)
+{
+    uqi_node *n = arg;
+    uqi_msg *m;
+    uq_errmsg em = {{0}};
+    uq_err e = uqi_wire_decode(buf, len, peer, n->name, &m, &em);
+    if (e) {
+        uqi_node_net_flush(n); /* in order with what came before */
+        pthread_mutex_lock(&n->lock);
+        n->remote_dropped++;
+        pthread_mutex_unlock(&n->lock);
+        uq_log(UQ_LOG_WARN, "kernel", "dropped: %s", em.text);
+        return;
+    }
+    m->next = NULL;
+    if (n->rx_tail) n->rx_tail->next = m;
+    else n->rx_head = m;
+    n->rx_tail = m;
+    if (++n->rx_n >= RX_BATCH) uqi_node_net_flush(n);
+}
+
 void uqi_node_net_down(void *arg, const char *peer)
 {
     uqi_node *n = arg;
     uint32_t k = 0;
+    uqi_node_net_flush(n); /* answers that came before the cut are delivered */
     pthread_mutex_lock(&n->lock);
     for (int b = 0; b < OTAB; b++) {
         for (uqi_outstanding *o = n->otab[b], *nx; o; o = nx) {

@@ -228,6 +228,13 @@ void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
 /* The net module's callbacks (uqn_net_cfg.recv, .done and .lost: all three
  * must be set), arg = the node. */
 void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *msg, size_t len);
+/* The same, batched (a node's own net module uses these): decoded messages
+ * wait until uqi_node_net_flush (uqn_net_cfg.recv_flush, which the net
+ * module calls after each read) or until 256 wait, then are delivered
+ * under one node lock, each target woken once. Both must be set together
+ * (net thread only). */
+void uqi_node_net_recv_batch(void *arg, const char *peer, const uint8_t *msg, size_t len);
+void uqi_node_net_flush(void *arg);
 void uqi_node_net_done(void *arg, void *cookie, int why);
 void uqi_node_net_lost(void *arg, const char *peer, const uint8_t *msg, size_t len, int why);
 /* The link to peer was cut: requests written to it that await an answer

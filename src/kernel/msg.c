@@ -24,6 +24,7 @@ static bool name_ok_n(const char *s, size_t n, bool dots)
 
 bool uqi_node_name_valid(const char *s) { return name_ok_n(s, strlen(s), true); }
 bool uqi_process_name_valid(const char *s) { return name_ok_n(s, strlen(s), false); }
+bool uqi_process_name_valid_n(const char *s, size_t n) { return name_ok_n(s, n, false); }
 
 uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em)
 {
@@ -85,8 +86,27 @@ uqi_payload *uqi_payload_new(const void *data, size_t len, const char *mime)
     if (!p) return NULL;
     atomic_init(&p->refs, 1);
     p->len = len;
+    p->data = p->inl;
+    p->release = NULL;
+    p->base = NULL;
+    p->cap = 0;
     snprintf(p->mime, sizeof p->mime, "%s", mime ? mime : "");
     if (len) memcpy(p->data, data, len);
+    return p;
+}
+
+uqi_payload *uqi_payload_adopt(uint8_t *data, size_t len, const char *mime, void (*release)(void *base, size_t cap),
+                               void *base, size_t cap)
+{
+    UQ_ASSERT(release && (uint8_t *)base <= data && data + len <= (uint8_t *)base + cap);
+    uqi_payload *p = uqi_xmalloc(sizeof *p);
+    atomic_init(&p->refs, 1);
+    p->len = len;
+    p->data = data;
+    p->release = release;
+    p->base = base;
+    p->cap = cap;
+    snprintf(p->mime, sizeof p->mime, "%s", mime ? mime : "");
     return p;
 }
 
@@ -98,7 +118,10 @@ uqi_payload *uqi_payload_hold(uqi_payload *p)
 
 void uqi_payload_rele(uqi_payload *p)
 {
-    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) free(p);
+    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        if (p->release) p->release(p->base, p->cap);
+        free(p);
+    }
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -121,6 +144,7 @@ typedef struct msg_cache {
     uqi_msg *head; /* linked through ->next */
     int n;         /* signed: MSG_CACHE_MAX may be 0 */
     bool keyed;    /* cache_key set for this thread (once, not at every refill) */
+    bool rx;       /* a receiving thread (uqi_msg_new_rx): what it frees stays here */
 } msg_cache;
 
 static _Thread_local msg_cache tcache;
@@ -140,6 +164,43 @@ static void cache_drain(void *arg)
 }
 
 static void cache_key_make(void) { UQ_VERIFY(pthread_key_create(&cache_key, cache_drain) == 0); }
+
+/* The receivers' pool (uqi_msg_new_rx): a lock-free stack that any thread
+ * pushes one block on (compare-and-swap) and a receiving thread takes whole
+ * (exchange: no ABA), into its own cache. The count is a soft bound (a push
+ * racing a take may go uncounted until the next take resets it). */
+#if defined(__SANITIZE_ADDRESS__)
+#undef RX_POOL_MAX
+#define RX_POOL_MAX 0
+#elif !defined(RX_POOL_MAX)
+#define RX_POOL_MAX 8192
+#endif
+static _Atomic(uqi_msg *) rx_pool;
+static atomic_int rx_pool_n;
+
+static bool rx_pool_push(uqi_msg *m)
+{
+    if (atomic_load_explicit(&rx_pool_n, memory_order_relaxed) >= RX_POOL_MAX) return false;
+    uqi_msg *h = atomic_load_explicit(&rx_pool, memory_order_relaxed);
+    do m->next = h;
+    while (!atomic_compare_exchange_weak_explicit(&rx_pool, &h, m, memory_order_release, memory_order_relaxed));
+    atomic_fetch_add_explicit(&rx_pool_n, 1, memory_order_relaxed);
+    return true;
+}
+
+uqi_msg *uqi_msg_new_rx(uqi_msg_kind kind, const void *body, size_t body_len)
+{
+    if (!tcache.head && body_len <= UQI_MSG_SMALL_BODY && atomic_load_explicit(&rx_pool, memory_order_relaxed)) {
+        uqi_msg *l = atomic_exchange_explicit(&rx_pool, NULL, memory_order_acquire);
+        int k = atomic_exchange_explicit(&rx_pool_n, 0, memory_order_relaxed);
+        tcache.head = l; /* freed on this thread later, they join its cache (bounded) as any */
+        tcache.n += k > 0 ? k : 0;
+    }
+    tcache.rx = true;
+    uqi_msg *m = uqi_msg_new(kind, body, body_len);
+    m->rx = m->small;
+    return m;
+}
 
 /* One allocation: the body lives right after the message. */
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len)
@@ -185,6 +246,7 @@ void uqi_msg_free(uqi_msg *m)
     for (uint32_t i = 0; i < m->n_attach; i++) free(m->attach[i].params);
     free(m->attach);
     free(m->caps);
+    if (m->rx && !tcache.rx && rx_pool_push(m)) return; /* made on a receiving thread, freed on another */
     if (m->small && tcache.n < MSG_CACHE_MAX) {
         if (UQ_UNLIKELY(!tcache.keyed)) {
             pthread_once(&cache_once, cache_key_make);

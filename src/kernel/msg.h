@@ -28,6 +28,9 @@ uq_err uqi_addr_parse(const char *text, const char *local_node, uqi_addr *out, u
 uq_err uqi_addr_parse_n(const char *text, size_t len, const char *local_node, uqi_addr *out, uq_errmsg *em);
 bool uqi_node_name_valid(const char *s);
 bool uqi_process_name_valid(const char *s);
+/* The same for s[0..n), which need not be NUL-terminated (a NUL in it is
+ * not valid). */
+bool uqi_process_name_valid_n(const char *s, size_t n);
 /* Write "node@process" into buf (always NUL-terminated). */
 void uqi_addr_format(const uqi_addr *a, char *buf, size_t cap);
 bool uqi_addr_eq(const uqi_addr *a, const uqi_addr *b);
@@ -38,12 +41,22 @@ void uqi_uuid_new(char out[37]);
 typedef struct uqi_payload {
     atomic_uint refs;
     size_t len;
+    uint8_t *data;           /* inl, or within an adopted buffer (uqi_payload_adopt) */
+    void (*release)(void *base, size_t cap); /* adopted: gives base back when the last reference goes */
+    void *base;
+    size_t cap;
     char mime[128];          /* "" when none */
-    uint8_t data[];
+    uint8_t inl[];
 } uqi_payload;
 
 /* A payload holding a copy of data[0..len); refs = 1. NULL if len is over max. */
 uqi_payload *uqi_payload_new(const void *data, size_t len, const char *mime);
+/* A payload of data[0..len), which lies within a buffer (base, cap) that
+ * it takes instead of copying: release(base, cap) once the last reference
+ * is dropped (any thread). A received large message's bytes become a
+ * payload so (net/frame.h, uqn_rx_take). refs = 1. */
+uqi_payload *uqi_payload_adopt(uint8_t *data, size_t len, const char *mime, void (*release)(void *base, size_t cap),
+                               void *base, size_t cap);
 /* Share: forwarding a message with its payload inherited costs one increment. */
 uqi_payload *uqi_payload_hold(uqi_payload *p);
 void uqi_payload_rele(uqi_payload *p);
@@ -88,6 +101,7 @@ typedef struct uqi_msg {
     uint32_t n_attach;
     char *caps;              /* on delivery: JSON array of the tokens granted with it, or NULL */
     bool small;              /* of the size class the per-thread cache keeps */
+    bool rx;                 /* small, made by uqi_msg_new_rx: freed back to the receivers' pool */
     bool target_cached;      /* target is the sender's last_target (kernel.h): the kernel may use its lookup */
     uint16_t source_len;     /* strlen of "node@process" of a local source, set by the kernel; 0: unknown */
     /* Last, and neither zeroed nor written unless used: a one-way message
@@ -99,6 +113,14 @@ typedef struct uqi_msg {
  * bytes) come from a per-thread free list: no malloc/free per message. */
 #define UQI_MSG_SMALL_BODY 200
 uqi_msg *uqi_msg_new(uqi_msg_kind kind, const void *body, size_t body_len);
+/* The same for a message received from another node (net thread). Such
+ * messages are freed on other threads (the process that takes them): a
+ * small one goes back, when freed, to a pool shared by the process
+ * (lock-free, bounded) from which the receiving threads make the next
+ * ones, instead of to the freeing thread's cache. The receiving thread
+ * then reuses blocks instead of malloc'ing fresh (cold) ones: half of its
+ * time was malloc and the first stores into new blocks. */
+uqi_msg *uqi_msg_new_rx(uqi_msg_kind kind, const void *body, size_t body_len);
 void uqi_msg_free(uqi_msg *m);
 
 /* ---- mailboxes ----------------------------------------------------------- */

@@ -101,12 +101,15 @@ static bool name_span(const uint8_t *p, size_t n, size_t *i, size_t *off, size_t
     return true;
 }
 
-/* Copy a name found by name_span into out and check it. */
+/* Check a name found by name_span (a NUL in it is not valid) and copy it
+ * into out. Checked on the wire bytes: a strlen of the copy just written
+ * was a seventh of the receiving thread. */
 static bool put_name(char out[UQI_NAME_MAX + 1], const uint8_t *p, size_t off, size_t len)
 {
+    if (!uqi_process_name_valid_n((const char *)p + off, len)) return false;
     memcpy(out, p + off, len);
     out[len] = '\0';
-    return strlen(out) == len && uqi_process_name_valid(out);
+    return true;
 }
 
 uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char *self, uqi_msg **out, uq_errmsg *em)
@@ -134,7 +137,7 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
     uint32_t bl = get32(p + i);
     i += 4;
     if (n - i < bl) return BAD("a body past the end", peer);
-    uqi_msg *m = uqi_msg_new((uqi_msg_kind)kind, p + i, bl);
+    uqi_msg *m = uqi_msg_new_rx((uqi_msg_kind)kind, p + i, bl);
     i += bl;
     const char *bad = !put_name(m->source.process, p, so, sl)                              ? "a bad source process"
                       : !put_name(m->target.process, p, to, tl)                            ? "a bad target process"
@@ -180,7 +183,18 @@ uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char 
             uqi_msg_free(m);
             return BAD("a payload past the end", peer);
         }
-        m->payload = uqi_payload_new(p + i, pl, mime);
+        if (n - i > pl) { /* checked before the buffer may be taken below: nothing fails after */
+            uqi_msg_free(m);
+            return BAD("%zu bytes after the message", peer, n - i - pl);
+        }
+        /* a large payload that came in chunks is taken with the buffer it
+         * was reassembled in (no copy) when it is most of that buffer */
+        void *base;
+        size_t cap;
+        if (pl >= UQI_WIRE_ADOPT_MIN && pl >= n / 2 && uqn_rx_take(p, &base, &cap))
+            m->payload = uqi_payload_adopt((uint8_t *)p + i, pl, mime, uqn_rxbuf_release, base, cap);
+        else
+            m->payload = uqi_payload_new(p + i, pl, mime);
         i += pl;
     }
     if (i != n) {

@@ -26,7 +26,13 @@ uq_err uqi_wire_encode_buf(const uqi_msg *m, bool with_rsvp, uint8_t *buf, size_
 uq_err uqi_wire_encode_head(const uqi_msg *m, bool with_rsvp, uint8_t **out, size_t *len, uq_errmsg *em);
 /* Decode a message that came from node peer to node self: source.node =
  * peer (authenticated by the link), target.node = self; rsvp (if any) is
- * on peer. UQ_ECORRUPT for anything malformed or not canonical. */
+ * on peer. UQ_ECORRUPT for anything malformed or not canonical. Called
+ * from a net module's receive callback with the message it was given, a
+ * payload of UQI_WIRE_ADOPT_MIN bytes or more that is at least half of a
+ * message reassembled from chunks keeps the reassembly buffer instead of
+ * a copy (uqn_rx_take, net/frame.h): then p (within that payload) must
+ * not be used once *out is freed. Nothing is taken when decoding fails. */
+#define UQI_WIRE_ADOPT_MIN 65536u
 uq_err uqi_wire_decode(const uint8_t *p, size_t n, const char *peer, const char *self, uqi_msg **out, uq_errmsg *em);
 
 #endif

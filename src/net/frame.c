@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* mremap */
 #include "net/frame.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sodium.h>
@@ -224,7 +225,6 @@ void uqn_fdec_init(uqn_fdec *d, size_t max_msg, uqn_deliver_fn deliver, void *ar
 void uqn_fdec_fini(uqn_fdec *d)
 {
     for (unsigned i = 0; i < d->nparts; i++) part_free(d, &d->parts[i]);
-    if (d->spare) munmap(d->spare, d->spare_cap);
     free(d->frame);
     memset(d, 0, sizeof *d);
 }
@@ -241,27 +241,83 @@ static uq_err deliver(uqn_fdec *d, const uint8_t *msg, size_t len, uq_errmsg *em
 /* Reassembly buffers: malloc'ed while small; past PART_MAP bytes, mapped
  * pages (cap a multiple of the page size) grown with mremap, which moves
  * page tables instead of copying (a realloc'ed heap block copied the
- * message at every doubling). The decoder keeps its last mapped buffer for
- * the next large message (fresh pages cost a fault and a clearing each:
- * about a third of a receiving thread's time), marked MADV_FREE so that the
- * system may take the pages back under memory pressure. */
+ * message at every doubling). A complete message's buffer may be taken by
+ * the receiver (uqn_rx_take: a payload made of it, no copy); mapped ones
+ * come back, when the decoder or that receiver is done with them, to a
+ * pool shared by the process (fresh pages cost a fault and a clearing
+ * each: about a third of a receiving thread's time), marked MADV_FREE so
+ * that the system may take the pages back under memory pressure. */
 #define PART_MAP ((size_t)256 << 10)
+#define POOL_MAX 4u
 
 static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { uint8_t *p; size_t cap; } pool[POOL_MAX];
+static unsigned npool;
+
+/* A mapped buffer back to the pool (or unmapped: the pool keeps the
+ * largest POOL_MAX). Any thread. */
+static void pool_put(uint8_t *p, size_t cap)
+{
+    madvise(p, cap, MADV_FREE);
+    pthread_mutex_lock(&pool_mu);
+    if (npool < POOL_MAX) {
+        pool[npool].p = p;
+        pool[npool++].cap = cap;
+        p = NULL;
+    } else {
+        unsigned s = 0;
+        for (unsigned i = 1; i < npool; i++)
+            if (pool[i].cap < pool[s].cap) s = i;
+        if (pool[s].cap < cap) { /* keep the larger */
+            uint8_t *q = pool[s].p;
+            size_t qc = pool[s].cap;
+            pool[s].p = p;
+            pool[s].cap = cap;
+            p = q;
+            cap = qc;
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (p) munmap(p, cap);
+}
+
+/* A pooled buffer for a message of want bytes: the smallest of at least
+ * want and at most 2 * want bytes (a taken buffer is held whole by its
+ * payload), else the largest smaller one (grown with mremap); NULL if
+ * none fits. */
+static uint8_t *pool_get(size_t want, size_t *cap)
+{
+    pthread_mutex_lock(&pool_mu);
+    int fit = -1, big = -1;
+    for (unsigned i = 0; i < npool; i++) {
+        size_t c = pool[i].cap;
+        if (c >= want && c / 2 <= want && (fit < 0 || c < pool[fit].cap)) fit = (int)i;
+        if (c < want && (big < 0 || c > pool[big].cap)) big = (int)i;
+    }
+    int k = fit >= 0 ? fit : big;
+    uint8_t *p = NULL;
+    if (k >= 0) {
+        p = pool[k].p;
+        *cap = pool[k].cap;
+        pool[k] = pool[--npool];
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return p;
+}
+
+void uqn_rxbuf_release(void *base, size_t cap)
+{
+    if (!base) return;
+    if (cap <= PART_MAP) free(base);
+    else pool_put(base, cap);
+}
 
 static void part_free(uqn_fdec *d, uqn_fdec_part *pt)
 {
     if (!pt->buf) return;
-    if (pt->cap <= PART_MAP) {
-        free(pt->buf);
-    } else if (pt->cap > d->spare_cap) {
-        if (d->spare) munmap(d->spare, d->spare_cap);
-        madvise(pt->buf, pt->cap, MADV_FREE);
-        d->spare = pt->buf;
-        d->spare_cap = pt->cap;
-    } else {
-        munmap(pt->buf, pt->cap);
-    }
+    uqn_rxbuf_release(pt->buf, pt->cap);
     pt->buf = NULL;
 }
 
@@ -272,12 +328,10 @@ static void part_grow(uqn_fdec *d, uqn_fdec_part *pt, size_t cap)
         nb = realloc(pt->buf, cap);
         UQ_VERIFY(nb != NULL);
     } else if (pt->cap <= PART_MAP) {
-        if (d->spare) { /* reuse, at whatever size it has */
-            nb = d->spare;
-            if (d->spare_cap >= cap) cap = d->spare_cap;
-            else nb = mremap(nb, d->spare_cap, page_round(cap), MREMAP_MAYMOVE);
-            d->spare = NULL;
-            d->spare_cap = 0;
+        size_t have;
+        if ((nb = pool_get(cap, &have))) { /* reuse, at whatever size it has */
+            if (have >= cap) cap = have;
+            else nb = mremap(nb, have, page_round(cap), MREMAP_MAYMOVE);
         } else {
             nb = mmap(NULL, page_round(cap), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         }
@@ -290,6 +344,24 @@ static void part_grow(uqn_fdec *d, uqn_fdec_part *pt, size_t cap)
     }
     pt->buf = nb;
     pt->cap = cap <= PART_MAP ? cap : page_round(cap);
+}
+
+/* The message being delivered from a reassembly buffer (this thread): what
+ * uqn_rx_take may take. */
+static _Thread_local struct {
+    const uint8_t *msg;
+    uint8_t *buf;
+    size_t cap;
+} rx_cur;
+
+bool uqn_rx_take(const uint8_t *msg, void **base, size_t *cap)
+{
+    if (!msg || msg != rx_cur.msg) return false;
+    *base = rx_cur.buf;
+    *cap = rx_cur.cap;
+    rx_cur.msg = NULL;
+    rx_cur.buf = NULL;
+    return true;
 }
 
 static uqn_fdec_part *find_part(uqn_fdec *d, uint32_t id)
@@ -319,7 +391,13 @@ static uq_err part_got(uqn_fdec *d, uqn_fdec_part *pt, size_t len, uq_errmsg *em
     if (pt->got < pt->total) return UQ_OK;
     uqn_fdec_part done = *pt;
     *pt = d->parts[--d->nparts]; /* unordered removal */
+    rx_cur.msg = done.buf;
+    rx_cur.buf = done.buf;
+    rx_cur.cap = done.cap;
     uq_err e = deliver(d, done.buf, done.total, em);
+    if (!rx_cur.buf) done.buf = NULL; /* taken (uqn_rx_take) */
+    rx_cur.msg = NULL;
+    rx_cur.buf = NULL;
     part_free(d, &done);
     return e;
 }
@@ -411,8 +489,24 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em)
                 pt->id = id;
                 pt->total = val;
                 pt->got = (uint32_t)len;
-                pt->cap = len;
-                pt->buf = uqi_xmalloc(len);
+                pt->cap = 0;
+                pt->buf = NULL;
+                size_t have;
+                /* a large message starts in a pooled buffer if one fits (the
+                 * memory is the process's already: no reservation by
+                 * announcing), else small and grown as chunks arrive */
+                if (val > PART_MAP && (pt->buf = pool_get(val, &have))) {
+                    if (have < val / 2) { /* too small to be worth it: back */
+                        pool_put(pt->buf, have);
+                        pt->buf = NULL;
+                    } else {
+                        pt->cap = have;
+                    }
+                }
+                if (!pt->buf) {
+                    pt->cap = len;
+                    pt->buf = uqi_xmalloc(len);
+                }
                 memcpy(pt->buf, data, len);
             } else {
                 if (!pt) return BAD("net: chunk for message %u, which was not started", id);

@@ -85,8 +85,6 @@ typedef struct uqn_fdec {
     size_t frame_len, frame_got;
     uqn_fdec_part parts[UQN_PARTIAL_MAX];
     unsigned nparts;
-    uint8_t *spare;          /* the last large reassembly buffer, mapped, kept for the next one */
-    size_t spare_cap;
     uint64_t frames, msgs;   /* counts, for diagnostics */
 } uqn_fdec;
 
@@ -102,5 +100,14 @@ void uqn_fdec_fini(uqn_fdec *d);
 uq_err uqn_fdec_feed(uqn_fdec *d, uqn_cipher *cs, const uint8_t *data, size_t n, uq_errmsg *em);
 /* Decode one frame's plaintext (the records); used by feed, and by tests. */
 uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em);
+
+/* Inside a deliver callback (on its thread), msg being the message
+ * delivered: if it was reassembled from chunks, its buffer may be kept
+ * instead of copied. Then true: the buffer is the caller's (msg lies
+ * within it, unchanged), *base and *cap to give to uqn_rxbuf_release once
+ * done with it, from any thread; the decoder forgets it. False (a message
+ * lent from a frame, or called elsewhere): copy what you keep. */
+bool uqn_rx_take(const uint8_t *msg, void **base, size_t *cap);
+void uqn_rxbuf_release(void *base, size_t cap);
 
 #endif

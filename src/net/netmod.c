@@ -134,6 +134,7 @@ struct uqn_net {
     conn *conns;             /* thread only */
     uint32_t nconns;
     uint8_t *rbuf;
+    bool rx_dirty;           /* thread only: recv was called since the last recv_flush */
     uqn_net_stats st;        /* counters: the thread's (and uqn_net_stop's) */
     uqn_net_stats st_pub;    /* under lock: copied from st each tick */
 };
@@ -594,6 +595,16 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
 /* The thread's current network, for deliver (one net per thread). */
 static __thread uqn_net *cur_net;
 
+/* The receiver's batch is delivered (uqn_net_cfg.recv_flush): after each
+ * read, and before anything that must come after what was received (a
+ * link reported down). */
+static void rx_flush(uqn_net *net)
+{
+    if (!net->rx_dirty) return;
+    net->rx_dirty = false;
+    if (net->cfg.recv_flush) net->cfg.recv_flush(net->cfg.arg);
+}
+
 static void dial(uqn_net *net, peer *p);
 static void feed(uqn_net *net, peer *p);
 
@@ -636,6 +647,7 @@ static void conn_close(uqn_net *net, conn *c, const char *why)
     if (was_up && p && net->cfg.down && !net->joined && strcmp(why, "idle") != 0 && strcmp(why, "dropped") != 0) {
         for (conn *o = net->conns; o; o = o->next)
             if (o != c && !o->dead && o->peer == p && o->link && uqn_link_established(o->link)) return;
+        rx_flush(net);
         net->cfg.down(net->cfg.arg, p->name);
     }
 }
@@ -753,7 +765,10 @@ static uq_err deliver(void *arg, const uint8_t *msg, size_t len)
         uqn_lk_recv(net->lk, who->name, msg, len);
         return UQ_OK;
     }
-    if (net->cfg.recv) net->cfg.recv(net->cfg.arg, who->name, msg, len);
+    if (net->cfg.recv) {
+        net->rx_dirty = true;
+        net->cfg.recv(net->cfg.arg, who->name, msg, len);
+    }
     return UQ_OK;
 }
 
@@ -893,7 +908,9 @@ static void on_readable(uqn_net *net, conn *c)
         bool was = uqn_link_established(c->link);
         uq_errmsg em = {{0}};
         c->last_rx = uqi_now_ns();
-        if (uqn_link_input(c->link, net->rbuf, (size_t)r, &em)) {
+        uq_err ie = uqn_link_input(c->link, net->rbuf, (size_t)r, &em);
+        rx_flush(net); /* what authentic frames brought, before a failure is reported */
+        if (ie) {
             uq_log(UQ_LOG_WARN, "net", "link %s %s refused: %s", c->outbound ? "to" : "from",
                    c->peer ? c->peer->name : "an incoming connection", em.text);
             conn_close(net, c, em.text);
@@ -1171,8 +1188,10 @@ static void *net_main(void *arg)
                 if (!c->dead && (evs[i].events & EPOLLOUT)) on_writable(net, c);
             }
         }
+        rx_flush(net);
         drop_links(net);
         service(net);
+        rx_flush(net);
     }
     return NULL;
 }
@@ -1213,7 +1232,9 @@ static void lk_finished(uqn_net *net, const char *name, bool ok)
         if (!who || strcmp(who->name, name) != 0) continue;
         uq_errmsg em = {{0}};
         ep_hold(net, c, false);
-        if (uqn_link_resolve(c->link, &em)) {
+        uq_err re = uqn_link_resolve(c->link, &em);
+        rx_flush(net);
+        if (re) {
             char why[256];
             uqn_lk_why(net->lk, name, why, sizeof why);
             conn_close(net, c, !ok && why[0] ? why : em.text);

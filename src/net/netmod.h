@@ -54,6 +54,10 @@ typedef struct uqn_net_cfg {
     /* A message from an authenticated peer (net thread; msg is lent for the
      * call: copy what you keep). */
     void (*recv)(void *arg, const char *peer, const uint8_t *msg, size_t len);
+    /* Optional: called after a burst of recv calls (each read's messages),
+     * and before down, so that a receiver may collect what recv gives and
+     * deliver it in one step (net thread). */
+    void (*recv_flush)(void *arg);
     /* Each message queued with uqn_net_send ends here once (net thread, or
      * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
     void (*done)(void *arg, void *cookie, int why);

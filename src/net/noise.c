@@ -120,8 +120,29 @@ static void aead_ctx_free(void *p)
     c[0] = c[1] = NULL;
 }
 
+/* OpenSSL's ChaCha20-Poly1305 (AVX-512 code on this machine's Xeon) may
+ * return with the upper halves of the vector registers in use: every
+ * legacy SSE instruction after it on that thread (glibc's memcpy and
+ * memset paths, the compiler's own 16-byte moves) then paid a transition
+ * penalty, until the next frame. On the receiving thread that was a
+ * quarter of its time (uqi_msg_new and the body copy of each message
+ * decoded from the frame). VZEROUPPER after each call ends it (AVX
+ * CPUs only: elsewhere it does not exist, and nothing is dirty). */
+static bool vec_avx;
+
+static inline void vec_clean(void)
+{
+#if defined(__x86_64__)
+    if (vec_avx) __asm__ volatile("vzeroupper");
+#endif
+}
+
 static void aead_init_once(void)
 {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    vec_avx = __builtin_cpu_supports("avx");
+#endif
     aead_alg = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
     UQ_VERIFY(aead_alg != NULL);
     UQ_VERIFY(pthread_key_create(&aead_key, aead_ctx_free) == 0);
@@ -146,7 +167,9 @@ static bool aead_update(EVP_CIPHER_CTX *c, uint8_t *out, const uint8_t *in, size
     while (len) {
         size_t k = len < AEAD_PIECE ? len : AEAD_PIECE;
         int ol;
-        if (EVP_CipherUpdate(c, out, &ol, in, (int)k) != 1 || (size_t)ol != k) return false;
+        bool ok = EVP_CipherUpdate(c, out, &ol, in, (int)k) == 1 && (size_t)ol == k;
+        vec_clean();
+        if (!ok) return false;
         if (out) out += k;
         in += k;
         len -= k;
@@ -171,6 +194,7 @@ static void aead_encrypt(const uint8_t k[32], uint64_t n, const uint8_t *ad, siz
     bool ok = EVP_CipherInit_ex(c, NULL, NULL, k, nonce, 1) == 1 && (!adlen || aead_update(c, NULL, ad, adlen)) &&
               aead_update(c, out, pt, len) && EVP_CipherFinal_ex(c, out + len, &ol) == 1 &&
               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, UQN_NOISE_TAG, out + len) == 1;
+    vec_clean();
     UQ_VERIFY(ok);
 }
 
@@ -193,7 +217,9 @@ static bool aead_decrypt(const uint8_t k[32], uint64_t n, const uint8_t *ad, siz
     UQ_VERIFY(!adlen || aead_update(c, NULL, ad, adlen));
     UQ_VERIFY(aead_update(c, out, ct, plen));
     UQ_VERIFY(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, UQN_NOISE_TAG, tag) == 1);
-    if (EVP_CipherFinal_ex(c, out + plen, &ol) == 1) return true;
+    bool ok = EVP_CipherFinal_ex(c, out + plen, &ol) == 1;
+    vec_clean();
+    if (ok) return true;
     sodium_memzero(out, plen); /* never leave unauthenticated plaintext behind */
     return false;
 }
@@ -248,6 +274,7 @@ void uqn_cipher_seal_final(uqn_cipher *cs, uint8_t tag[UQN_NOISE_TAG])
     int ol;
     UQ_VERIFY(EVP_CipherFinal_ex(c, tag, &ol) == 1 &&
               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, UQN_NOISE_TAG, tag) == 1);
+    vec_clean();
     cs->n++;
 }
 
@@ -268,7 +295,9 @@ uq_err uqn_cipher_open_final(uqn_cipher *cs, const uint8_t tag[UQN_NOISE_TAG])
     memcpy(t, tag, sizeof t);
     int ol;
     UQ_VERIFY(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, UQN_NOISE_TAG, t) == 1);
-    if (EVP_CipherFinal_ex(c, scratch, &ol) != 1) return UQ_ECRYPTO;
+    bool ok = EVP_CipherFinal_ex(c, scratch, &ol) == 1;
+    vec_clean();
+    if (!ok) return UQ_ECRYPTO;
     cs->n++;
     return UQ_OK;
 }

@@ -16,15 +16,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* kernel/msg.c (node names) is linked for its name checks; its mailboxes,
- * never used here, call into the scheduler, which is not linked */
-struct uqi_worker;
-typedef struct uqi_task uqi_task;
-struct uqi_worker *uqi_sched_current_worker(void);
-void uqi_task_wake(uqi_task *t);
-struct uqi_worker *uqi_sched_current_worker(void) { __builtin_trap(); }
-void uqi_task_wake(uqi_task *t) { __builtin_trap(); }
-
 static void check(uq_err e, const uq_errmsg *em);
 
 /* Two fixed identities and a directory of both, for the link modes. */

@@ -123,6 +123,9 @@ static uint64_t send_req(uqi_kproc *port, const char *target, const char *body, 
     return kn_send(port, "a.node", target, body, expects, ctx, pl, want);
 }
 
+static uqi_msg *numbered(uint64_t id, size_t payload);
+static bool intact(const uqi_msg *m);
+
 /* ---- tests ---------------------------------------------------------------- */
 
 /* Request and response across nodes: the request arrives with the source
@@ -615,6 +618,79 @@ TEST(net_node_bulk_and_many_both_ways)
     data = uqi_xcalloc(1, UQN_NET_MSG_MAX);
     send_req(r.port, "b.node@srv", "\"too big\"", 30, "x", uqi_payload_new(data, UQN_NET_MSG_MAX, ""), UQ_ELIMIT);
     free(data);
+    rig_stop(&r);
+}
+
+/* The receiving side delivers in batches (uqi_node_net_recv_batch): every
+ * message of a stream of small ones, with large ones in between (their
+ * payloads keep the reassembly buffer), reaches the port in the order sent;
+ * a response that arrived just before the link was cut is delivered, not
+ * failed Offline by the cut. */
+TEST(net_node_batched_receive_in_order_and_answer_before_cut)
+{
+    rig r;
+    rig_start(&r);
+    uqi_kproc *inbox;
+    ASSERT_EQ(uqi_node_port(r.n, "inbox", &inbox, NULL), UQ_OK);
+    uqi_kproc_set_public(inbox, true);
+    enum { BURST = 600, BURSTS = 5, BIG = 3 << 20 };
+    uint64_t want = 1;
+    for (int b = 0; b < BURSTS; b++) {
+        for (int i = 0; i < BURST; i++) {
+            uint64_t id = (uint64_t)b * BURST + (uint64_t)i + 1;
+            uqi_msg *q = numbered(id, i == BURST / 2 ? BIG : 0);
+            snprintf(q->target.process, sizeof q->target.process, "inbox");
+            rp_send(&r.b, "a.node", q, false, 0);
+            uqi_msg_free(q);
+        }
+        for (int i = 0; i < BURST; i++) { /* the mailbox holds 1024: a burst at a time */
+            uqi_msg *m = uqi_port_receive(inbox, 20000);
+            if (!m) test_fail(__FILE__, __LINE__, "message %llu not received", (unsigned long long)want);
+            if (m->id != want)
+                test_fail(__FILE__, __LINE__, "got %llu, expected %llu", (unsigned long long)m->id, (unsigned long long)want);
+            ASSERT(m->kind == UQI_MSG_REQUEST && strcmp(m->source.node, "b.node") == 0 && intact(m));
+            ASSERT((i == BURST / 2) == (m->payload != NULL));
+            if (m->payload) ASSERT(m->payload->len == BIG && m->payload->release != NULL);
+            want++;
+            uqi_msg_free(m);
+        }
+    }
+    /* a's port asks b; b answers, the answer is written, then b is gone */
+    for (int k = 0; k < 3; k++) {
+        uint64_t id = send_req(r.port, "b.node@srv", "\"q\"", 30, "ctx", NULL, UQ_OK);
+        uqi_msg *in = rp_wait(&r.b, 20000);
+        ASSERT(in && in->id == id);
+        uqi_msg_free(in);
+        uqi_msg *resp = mk(UQI_MSG_RESPONSE, id, "srv", "tester", "\"a\"");
+        rp_send(&r.b, "a.node", resp, false, 7);
+        uqi_msg_free(resp);
+        int why = 0;
+        for (int t = 0; t < 2000 && !why; t++) {
+            pthread_mutex_lock(&r.b.mu); /* rp_done writes it on b's net thread */
+            why = r.b.whys[7];
+            r.b.whys[7] = 0;
+            pthread_mutex_unlock(&r.b.mu);
+            if (!why) usleep(1000);
+        }
+        ASSERT_EQ(why, 1 + UQN_DONE_SENT);
+        rp_stop(&r.b);
+        uqi_msg *got = uqi_port_receive(r.port, 20000);
+        ASSERT(got);
+        if (got->kind != UQI_MSG_RESPONSE)
+            test_fail(__FILE__, __LINE__, "round %d: kind %d (error %u, id %llu, ours %llu) instead of the response", k,
+                      got->kind, got->error, (unsigned long long)got->id, (unsigned long long)id);
+        ASSERT(got->id == id && kn_ctx_is(got, "ctx"));
+        uqi_msg_free(got);
+        /* the next round starts once a closed what it had with the old b */
+        uqn_net_stats st;
+        for (int t = 0; t < 5000; t++) {
+            uqn_net_get_stats(r.net, &st);
+            if (st.conns == 0) break;
+            usleep(1000);
+        }
+        ASSERT_EQ(st.conns, 0);
+        rp_start(&r.b, r.b.listen, r.dir);
+    }
     rig_stop(&r);
 }
 
