@@ -50,9 +50,14 @@ $(SHARED)/fuzz/fuzz_wasm_parse: tests/fuzz/fuzz_wasm_parse.c src/engine/wasm_par
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ $^
 
-$(SHARED)/fuzz/fuzz_cap_token: tests/fuzz/fuzz_cap_token.c src/kernel/caps.c src/kernel/msg.c src/util/err.c src/util/util.c
+$(SHARED)/fuzz/fuzz_cap_token: tests/fuzz/fuzz_cap_token.c src/kernel/caps.c src/kernel/msg.c src/sched/sched.c src/sched/fiber.c src/util/err.c src/util/util.c
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -o $@ $^ -lsodium -ljansson
+
+# Every fuzz target built and run briefly (CI: `make fuzz-smoke`, 10 s each).
+.PHONY: fuzz-smoke
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 fuzz: $(SHARED)/fuzz/fuzz_wasm_parse $(SHARED)/fuzz/fuzz_cap_token $(GUESTS)
 	@mkdir -p $(SHARED)/fuzz/corpus $(SHARED)/fuzz/corpus-caps
