@@ -265,16 +265,18 @@ static inline bool lput(uqi_mailbox *mb, uqi_msg *m, bool force)
 
 /* Owner's thread, after a local put: did the consumer wait? (It armed on
  * this thread, so no put can have been missed; others clear the mark under
- * the lock.) With wake, the task is woken here, under the lock. */
+ * the lock.) With wake, the task is woken here. No lock: the mark is taken
+ * by an exchange (a producer on another thread that clears it at the same
+ * time may wake the task too: a spurious wake, which receive absorbs), and
+ * the waiter cannot end meanwhile: it ends only on this thread, which is
+ * running us (a disarm from elsewhere, at a kill, leaves it alive). */
 static bool lwaits(uqi_mailbox *mb, bool wake)
 {
     if (!atomic_load_explicit(&mb->waiting, memory_order_relaxed)) return false;
-    pthread_mutex_lock(&mb->lock);
-    bool w = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
-    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-    if (w && wake && mb->waiter) uqi_task_wake(mb->waiter);
-    pthread_mutex_unlock(&mb->lock);
-    return w;
+    if (!atomic_exchange_explicit(&mb->waiting, false, memory_order_relaxed)) return false;
+    struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
+    if (wake && t) uqi_task_wake(t);
+    return true;
 }
 
 uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
@@ -341,7 +343,8 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
     st(&mb->pushed, pushed + 1);
     if (atomic_load_explicit(&mb->waiting, memory_order_relaxed)) {
         atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-        if (mb->waiter) uqi_task_wake(mb->waiter); /* alive: its end disarms under this lock */
+        struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
+        if (t) uqi_task_wake(t); /* alive: its end disarms under this lock */
     }
     pthread_mutex_unlock(&mb->lock);
     return UQ_OK;
@@ -367,7 +370,7 @@ void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared)
 {
     if (shared) pthread_mutex_lock(&mb->lock);
     atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-    mb->waiter = NULL;
+    atomic_store_explicit(&mb->waiter, NULL, memory_order_relaxed);
     if (close) atomic_store_explicit(&mb->closed, true, memory_order_relaxed);
     if (shared) pthread_mutex_unlock(&mb->lock);
 }
@@ -390,7 +393,7 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
             mb->taken = ld(&mb->pushed);
             if (!sh && !mb->lhead && arm) {
                 atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
-                mb->waiter = arm;
+                atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
             }
             pthread_mutex_unlock(&mb->lock);
         }
