@@ -733,8 +733,12 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             goto out;
         }
     }
-    bool local = strcmp(m->target.node, n->name) == 0;
-    if (m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
+    /* a request to the sender's last target, whose lookup still holds: a
+     * local process (never the kernel, which is not in the table) */
+    bool known = m->target_cached && m->kind == UQI_MSG_REQUEST && from->last_target && from->last_target->to &&
+                 from->last_target->gen == gen_of(n);
+    bool local = known || strcmp(m->target.node, n->name) == 0;
+    if (!known && m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
         /* The kernel is a process too: its commands run outside the lock
          * (initializing a process may compile it). */
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, MESSAGING)) {
@@ -817,15 +821,17 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         goto out;
     }
     if (m->kind == UQI_MSG_RESPONSE) {
-        uqi_kproc *to = find(n, m->target.process);
+        /* The record names its requester, which is alive while the record
+         * is (retire drops the records of a process that goes): no table
+         * lookup. */
         uqi_outstanding *o = take_outstanding(n, m->id, &m->target);
+        uqi_kproc *to = o ? o->requester : NULL;
         free(context);
-        if (!to || !o) {
+        if (!to) {
             /* The requester is gone, or gave up (timeout, bound): nothing waits. */
             n->unexpected_responses++;
             uq_log(UQ_LOG_INFO, "kernel", "response %llu from %s to %s: nobody is waiting for it any more",
                    (unsigned long long)m->id, from->addr.process, m->target.process);
-            if (o) out_free(o);
             uqi_msg_free(m);
             count_sent(from);
             goto out;

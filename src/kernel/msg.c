@@ -279,6 +279,18 @@ static bool lwaits(uqi_mailbox *mb, bool wake)
     return true;
 }
 
+/* A producer on another thread than the owner's, mailbox lock held, after
+ * its push: does the consumer wait? The consumer may arm without the lock
+ * (uqi_mailbox_take: mark, then look at pushed again), so the push and the
+ * look at the mark are separated by a full fence, as the consumer's mark and
+ * its second look are: one of the two sees the other. */
+static inline bool take_mark(uqi_mailbox *mb)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!atomic_load_explicit(&mb->waiting, memory_order_relaxed)) return false;
+    return atomic_exchange_explicit(&mb->waiting, false, memory_order_relaxed);
+}
+
 uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
 {
     if (local(mb)) {
@@ -305,8 +317,7 @@ uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
     else mb->head = m;
     mb->tail = m;
     st(&mb->pushed, pushed + 1);
-    bool wake = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
-    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+    bool wake = take_mark(mb);
     pthread_mutex_unlock(&mb->lock);
     if (out_wake) *out_wake = wake;
     return UQ_OK;
@@ -341,8 +352,7 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
     else mb->head = m;
     mb->tail = m;
     st(&mb->pushed, pushed + 1);
-    if (atomic_load_explicit(&mb->waiting, memory_order_relaxed)) {
-        atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+    if (take_mark(mb)) {
         struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
         if (t) uqi_task_wake(t); /* alive: its end disarms under this lock */
     }
@@ -385,6 +395,19 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
          * became local), only if something was put there since */
         uqi_msg *sh = NULL, *st_tail = NULL;
         uint64_t pushed = ld(&mb->pushed);
+        if (pushed == mb->taken && !mb->lhead && arm) {
+            /* Nothing anywhere: arm without the lock. The waiter first, then
+             * the mark, a full fence, and a second look at the shared queue's
+             * count (a producer elsewhere pushes, fences, then looks at the
+             * mark: take_mark); a producer on this thread cannot run before
+             * the task blocks. If something came meanwhile, the locked path
+             * below takes it (and may find the task woken once for nothing). */
+            atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
+            atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
+            atomic_thread_fence(memory_order_seq_cst);
+            pushed = ld(&mb->pushed);
+            if (pushed == mb->taken) return NULL;
+        }
         if (pushed != mb->taken || (!mb->lhead && arm)) {
             pthread_mutex_lock(&mb->lock);
             sh = mb->head;
@@ -394,6 +417,8 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
             if (!sh && !mb->lhead && arm) {
                 atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
                 atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
+            } else if (arm) {
+                atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
             }
             pthread_mutex_unlock(&mb->lock);
         }
