@@ -279,15 +279,17 @@ static bool lwaits(uqi_mailbox *mb, bool wake)
     return true;
 }
 
-/* A producer on another thread than the owner's, mailbox lock held, after
- * its push: does the consumer wait? The consumer may arm without the lock
- * (uqi_mailbox_take: mark, then look at pushed again), so the push and the
- * look at the mark are separated by a full fence, as the consumer's mark and
- * its second look are: one of the two sees the other. */
-static inline bool take_mark(uqi_mailbox *mb)
+/* A producer on another thread than the owner's, mailbox lock held: count
+ * its push (pushed = its new value), then say whether the consumer waits.
+ * The consumer may arm without the lock (uqi_mailbox_take: the mark, then a
+ * second look at pushed), so both sides use sequentially consistent
+ * accesses (not fences, which ThreadSanitizer cannot see): the store of
+ * pushed and the load of the mark here, the store of the mark and the load
+ * of pushed there; one of the two sees the other. */
+static inline bool push_and_take_mark(uqi_mailbox *mb, uint64_t pushed)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!atomic_load_explicit(&mb->waiting, memory_order_relaxed)) return false;
+    atomic_store_explicit(&mb->pushed, pushed, memory_order_seq_cst);
+    if (!atomic_load_explicit(&mb->waiting, memory_order_seq_cst)) return false;
     return atomic_exchange_explicit(&mb->waiting, false, memory_order_relaxed);
 }
 
@@ -316,8 +318,7 @@ uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    st(&mb->pushed, pushed + 1);
-    bool wake = take_mark(mb);
+    bool wake = push_and_take_mark(mb, pushed + 1);
     pthread_mutex_unlock(&mb->lock);
     if (out_wake) *out_wake = wake;
     return UQ_OK;
@@ -351,8 +352,7 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    st(&mb->pushed, pushed + 1);
-    if (take_mark(mb)) {
+    if (push_and_take_mark(mb, pushed + 1)) {
         struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
         if (t) uqi_task_wake(t); /* alive: its end disarms under this lock */
     }
@@ -397,15 +397,14 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
         uint64_t pushed = ld(&mb->pushed);
         if (pushed == mb->taken && !mb->lhead && arm) {
             /* Nothing anywhere: arm without the lock. The waiter first, then
-             * the mark, a full fence, and a second look at the shared queue's
-             * count (a producer elsewhere pushes, fences, then looks at the
-             * mark: take_mark); a producer on this thread cannot run before
+             * the mark and a second look at the shared queue's count (a
+             * producer elsewhere counts its push, then looks at the mark:
+             * push_and_take_mark); a producer on this thread cannot run before
              * the task blocks. If something came meanwhile, the locked path
              * below takes it (and may find the task woken once for nothing). */
             atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
-            atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst);
-            pushed = ld(&mb->pushed);
+            atomic_store_explicit(&mb->waiting, true, memory_order_seq_cst);
+            pushed = atomic_load_explicit(&mb->pushed, memory_order_seq_cst);
             if (pushed == mb->taken) return NULL;
         }
         if (pushed != mb->taken || (!mb->lhead && arm)) {
