@@ -4,10 +4,11 @@
  * mailboxes have their own. Routing a message takes the node lock, finds
  * the target, appends to its bounded mailbox and wakes it. A request that
  * expects a response leaves an outstanding record {id, requester, context,
- * copy of the request, deadline}; the matching response (same id, addressed
- * to the requester) takes the record and carries its context. A timer
- * thread turns records past their deadline into Timeout errors that carry
- * the original message, payload and context back to the requester. */
+ * the request's body, metadata and payload, deadline}; the matching response
+ * (same id, addressed to the requester) takes the record and carries its
+ * context. A timer thread turns records past their deadline into Timeout
+ * errors, made from the record, that carry the original message, payload and
+ * context back to the requester. */
 #include "kernel/kernel.h"
 
 #include <sodium.h>
