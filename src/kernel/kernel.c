@@ -4,10 +4,11 @@
  * mailboxes have their own. Routing a message takes the node lock, finds
  * the target, appends to its bounded mailbox and wakes it. A request that
  * expects a response leaves an outstanding record {id, requester, context,
- * copy of the request, deadline}; the matching response (same id, addressed
- * to the requester) takes the record and carries its context. A timer
- * thread turns records past their deadline into Timeout errors that carry
- * the original message, payload and context back to the requester. */
+ * the request's body, metadata and payload, deadline}; the matching response
+ * (same id, addressed to the requester) takes the record and carries its
+ * context. A timer thread turns records past their deadline into Timeout
+ * errors, made from the record, that carry the original message, payload and
+ * context back to the requester. */
 #include "kernel/kernel.h"
 
 #include <sodium.h>
@@ -34,8 +35,18 @@ struct uqi_outstanding {
     uint64_t deadline_ns;
     uint8_t *ctx;
     size_t ctx_len;
-    uqi_msg *orig;                   /* the request, for error returns */
+    /* What an error return (Timeout, Offline, NO_PROCESS) carries back of
+     * the request: its body (inline, below), metadata and payload. The
+     * error message itself is made only when it is needed (err_of): a full
+     * copy of every request, kept for an error that rarely comes, was a
+     * message allocation and 256 bytes of addresses per round trip. */
+    char *metadata;                  /* owned or NULL */
+    uqi_payload *payload;            /* held or NULL */
+    uint32_t expects_response_s;
+    bool small;                      /* from the per-thread cache (orec_get) */
     char fwd_node[UQI_NAME_MAX + 1]; /* networking: another node a local process forwarded it to */
+    size_t body_len;
+    uint8_t body[];
 };
 
 struct uqi_node {
@@ -251,23 +262,98 @@ static void out_unlink(uqi_node *n, uqi_outstanding *o)
     if (o->target_kp) o->target_kp->awaited--;
 }
 
-static void out_free(uqi_outstanding *o)
+/* Records of requests with small bodies come from a per-thread free list:
+ * one is made per request that expects a response and freed by its
+ * response, usually on the same worker (calloc and free were a tenth of a
+ * local round trip). Bounded; off under AddressSanitizer. */
+#define OREC_SMALL_BODY 200
+#define OREC_SMALL_SIZE (sizeof(uqi_outstanding) + OREC_SMALL_BODY)
+#if defined(__SANITIZE_ADDRESS__)
+#define OREC_CACHE_MAX 0
+#else
+#define OREC_CACHE_MAX 256
+#endif
+typedef struct orec_cache {
+    uqi_outstanding *head; /* linked through hnext */
+    int n;
+    bool keyed;
+} orec_cache;
+static _Thread_local orec_cache ocache;
+static pthread_key_t ocache_key; /* its destructor frees a thread's list when the thread ends */
+static pthread_once_t ocache_once = PTHREAD_ONCE_INIT;
+
+static void ocache_drain(void *arg)
 {
-    free(o->ctx);
-    uqi_msg_free(o->orig);
+    orec_cache *c = arg;
+    for (uqi_outstanding *o = c->head, *nx; o; o = nx) {
+        nx = o->hnext;
+        free(o);
+    }
+    c->head = NULL;
+    c->n = 0;
+    c->keyed = false;
+}
+
+static void ocache_key_make(void) { UQ_VERIFY(pthread_key_create(&ocache_key, ocache_drain) == 0); }
+
+static uqi_outstanding *orec_get(size_t body_len)
+{
+    uqi_outstanding *o;
+    bool small = body_len <= OREC_SMALL_BODY;
+    if (small && ocache.head) {
+        o = ocache.head;
+        ocache.head = o->hnext;
+        ocache.n--;
+    } else {
+        o = uqi_xmalloc(small ? OREC_SMALL_SIZE : sizeof *o + body_len);
+    }
+    o->small = small;
+    return o;
+}
+
+static void orec_put(uqi_outstanding *o)
+{
+    if (o->small && ocache.n < OREC_CACHE_MAX) {
+        if (UQ_UNLIKELY(!ocache.keyed)) {
+            pthread_once(&ocache_once, ocache_key_make);
+            pthread_setspecific(ocache_key, &ocache);
+            ocache.keyed = true;
+        }
+        o->hnext = ocache.head;
+        ocache.head = o;
+        ocache.n++;
+        return;
+    }
     free(o);
 }
 
-static uqi_msg *copy_for_error(const uqi_msg *m)
+static void out_free(uqi_outstanding *o)
 {
-    uqi_msg *c = uqi_msg_new(UQI_MSG_REQUEST, m->body, m->body_len);
-    c->id = m->id;
-    c->source = m->source;
-    c->target = m->target;
-    c->expects_response_s = m->expects_response_s;
-    if (m->metadata) c->metadata = uqi_xstrdup(m->metadata);
-    c->payload = uqi_payload_hold(m->payload);
-    return c;
+    free(o->ctx);
+    free(o->metadata);
+    uqi_payload_rele(o->payload);
+    orec_put(o);
+}
+
+/* The error message that goes back for o's request: the request as it was
+ * sent (body, metadata, payload, id, expects_response_s), its context,
+ * from the target to the requester. Takes o's context, metadata and payload. */
+static uqi_msg *err_of(uqi_outstanding *o, uqi_send_error why)
+{
+    uqi_msg *e = uqi_msg_new(UQI_MSG_ERROR, o->body, o->body_len);
+    e->id = o->id;
+    e->error = why;
+    e->expects_response_s = o->expects_response_s;
+    e->metadata = o->metadata;
+    e->payload = o->payload;
+    e->context = o->ctx;
+    e->context_len = o->ctx_len;
+    o->metadata = NULL;
+    o->payload = NULL;
+    o->ctx = NULL;
+    e->source = o->target;
+    e->target = o->requester->addr;
+    return e;
 }
 
 /* After a put: wake kp if it waits (node lock held). A wasm process marks
@@ -321,23 +407,13 @@ static void deliver_state(uqi_node *n, uqi_kproc *kp)
 static void fail_outstanding(uqi_node *n, uqi_outstanding *o, uqi_send_error why)
 {
     UQ_UNUSED(n);
-    uqi_msg *e = o->orig;
-    o->orig = NULL;
-    e->kind = UQI_MSG_ERROR;
-    e->error = why;
-    e->context = o->ctx;
-    e->context_len = o->ctx_len;
-    o->ctx = NULL;
-    e->source = o->target;
-    e->source_len = 0;
-    e->target = o->requester->addr;
-    deliver_forced(o->requester, e);
+    deliver_forced(o->requester, err_of(o, why));
     out_free(o);
 }
 
-/* orig: what comes back in an error (taken); record_outstanding copies m. */
-static void record_outstanding_orig(uqi_node *n, uqi_kproc *from, uqi_kproc *to, const uqi_msg *m, uqi_msg *orig,
-                                    uint8_t *ctx, size_t ctx_len)
+/* A record for m (not taken: the record copies what an error return needs). */
+static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, const uqi_msg *m, uint8_t *ctx,
+                               size_t ctx_len)
 {
     if (from->dangling >= n->max_dangling) {
         /* The bound: throw away the oldest, and say so. */
@@ -348,7 +424,7 @@ static void record_outstanding_orig(uqi_node *n, uqi_kproc *from, uqi_kproc *to,
                from->addr.process, n->max_dangling, (unsigned long long)old->id);
         out_free(old);
     }
-    uqi_outstanding *o = uqi_xcalloc(1, sizeof *o);
+    uqi_outstanding *o = orec_get(m->body_len);
     o->id = m->id;
     o->requester = from;
     o->target_kp = to;
@@ -357,20 +433,21 @@ static void record_outstanding_orig(uqi_node *n, uqi_kproc *from, uqi_kproc *to,
     o->deadline_ns = uqi_now_coarse_ns() + (uint64_t)m->expects_response_s * 1000000000ull;
     o->ctx = ctx;
     o->ctx_len = ctx_len;
-    o->orig = orig;
+    o->metadata = m->metadata ? uqi_xstrdup(m->metadata) : NULL;
+    o->payload = uqi_payload_hold(m->payload);
+    o->expects_response_s = m->expects_response_s;
+    o->fwd_node[0] = '\0';
+    o->body_len = m->body_len;
+    if (m->body_len) memcpy(o->body, m->body, m->body_len);
     o->hnext = n->otab[o->id % OTAB];
     n->otab[o->id % OTAB] = o;
     kp_ext *x = ext_of(from);
     o->older = x->newest;
+    o->newer = NULL;
     if (x->newest) x->newest->newer = o;
     else x->oldest = o;
     x->newest = o;
     from->dangling++;
-}
-
-static void record_outstanding(uqi_node *n, uqi_kproc *from, uqi_kproc *to, uqi_msg *m, uint8_t *ctx, size_t ctx_len)
-{
-    record_outstanding_orig(n, from, to, m, copy_for_error(m), ctx, ctx_len);
 }
 
 static uqi_outstanding *take_outstanding(uqi_node *n, uint64_t id, const uqi_addr *requester)
@@ -659,8 +736,12 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             goto out;
         }
     }
-    bool local = strcmp(m->target.node, n->name) == 0;
-    if (m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
+    /* a request to the sender's last target, whose lookup still holds: a
+     * local process (never the kernel, which is not in the table) */
+    bool known = m->target_cached && m->kind == UQI_MSG_REQUEST && from->last_target && from->last_target->to &&
+                 from->last_target->gen == gen_of(n);
+    bool local = known || strcmp(m->target.node, n->name) == 0;
+    if (!known && m->kind == UQI_MSG_REQUEST && local && strcmp(m->target.process, "kernel") == 0) {
         /* The kernel is a process too: its commands run outside the lock
          * (initializing a process may compile it). */
         if (!n->no_cap_checks && !holds(n, from, &n->kernel_addr, MESSAGING)) {
@@ -743,15 +824,17 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         goto out;
     }
     if (m->kind == UQI_MSG_RESPONSE) {
-        uqi_kproc *to = find(n, m->target.process);
+        /* The record names its requester, which is alive while the record
+         * is (retire drops the records of a process that goes): no table
+         * lookup. */
         uqi_outstanding *o = take_outstanding(n, m->id, &m->target);
+        uqi_kproc *to = o ? o->requester : NULL;
         free(context);
-        if (!to || !o) {
+        if (!to) {
             /* The requester is gone, or gave up (timeout, bound): nothing waits. */
             n->unexpected_responses++;
             uq_log(UQ_LOG_INFO, "kernel", "response %llu from %s to %s: nobody is waiting for it any more",
                    (unsigned long long)m->id, from->addr.process, m->target.process);
-            if (o) out_free(o);
             uqi_msg_free(m);
             count_sent(from);
             goto out;
@@ -1634,7 +1717,7 @@ void uqi_kproc_set_public(uqi_kproc *kp, bool public)
  * fails, the net module hands back its bytes (uqi_node_net_lost), decoded
  * into the message again, and that is the error the sender gets (or, for a
  * request that expects a response, the id and source that find its
- * outstanding record, which keeps the message itself, not a copy). So the
+ * outstanding record, which keeps the body, metadata and payload). So the
  * sending thread frees its message at once, into its own cache, and the
  * net thread does nothing per message written. Only a message with a large
  * payload (NET_TAIL_MIN) is queued in two parts, the payload sent from the
@@ -1691,16 +1774,10 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
     else e = uqi_wire_encode_head(m, with_rsvp, &buf, &len, em); /* the payload goes out from where it is */
     if (e) return e;
     if (expects) {
-        /* the record keeps m itself for the error return (a quiet message
-         * is done with once encoded), or a copy (m is the cookie until its
-         * done callback) */
-        if (quiet) {
-            m->has_rsvp = false; /* as copy_for_error's */
-            m->target_cached = false;
-            record_outstanding_orig(n, from, NULL, m, m, ctx, ctx_len);
-        } else {
-            record_outstanding(n, from, NULL, m, ctx, ctx_len);
-        }
+        /* the record keeps what an error return needs (body, metadata,
+         * payload): a quiet message is done with once encoded, a two-part
+         * one is the cookie until its done callback */
+        record_outstanding(n, from, NULL, m, ctx, ctx_len);
     } else if (with_rsvp) {
         /* a local request forwarded with inherit: its response may come from there */
         uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
@@ -1713,14 +1790,12 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
         if (expects) {
             uqi_outstanding *o = take_outstanding(n, m->id, &from->addr);
             o->ctx = NULL; /* the caller keeps its context and message on failure */
-            if (o->orig == m) o->orig = NULL;
             out_free(o);
-            m->has_rsvp = true;
         }
         return e;
     }
     if (!expects) free(ctx);
-    if (quiet && !expects) uqi_msg_free(m); /* on this thread: back to its message cache */
+    if (quiet) uqi_msg_free(m); /* on this thread: back to its message cache */
     count_sent(from); /* a two-part message is the net module's until its done callback */
     return UQ_OK;
 }

@@ -327,16 +327,32 @@ static inline bool lput(uqi_mailbox *mb, uqi_msg *m, bool force)
 
 /* Owner's thread, after a local put: did the consumer wait? (It armed on
  * this thread, so no put can have been missed; others clear the mark under
- * the lock.) With wake, the task is woken here, under the lock. */
+ * the lock.) With wake, the task is woken here. No lock: the mark is taken
+ * by an exchange (a producer on another thread that clears it at the same
+ * time may wake the task too: a spurious wake, which receive absorbs), and
+ * the waiter cannot end meanwhile: it ends only on this thread, which is
+ * running us (a disarm from elsewhere, at a kill, leaves it alive). */
 static bool lwaits(uqi_mailbox *mb, bool wake)
 {
     if (!atomic_load_explicit(&mb->waiting, memory_order_relaxed)) return false;
-    pthread_mutex_lock(&mb->lock);
-    bool w = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
-    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-    if (w && wake && mb->waiter) uqi_task_wake(mb->waiter);
-    pthread_mutex_unlock(&mb->lock);
-    return w;
+    if (!atomic_exchange_explicit(&mb->waiting, false, memory_order_relaxed)) return false;
+    struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
+    if (wake && t) uqi_task_wake(t);
+    return true;
+}
+
+/* A producer on another thread than the owner's, mailbox lock held: count
+ * its push (pushed = its new value), then say whether the consumer waits.
+ * The consumer may arm without the lock (uqi_mailbox_take: the mark, then a
+ * second look at pushed), so both sides use sequentially consistent
+ * accesses (not fences, which ThreadSanitizer cannot see): the store of
+ * pushed and the load of the mark here, the store of the mark and the load
+ * of pushed there; one of the two sees the other. */
+static inline bool push_and_take_mark(uqi_mailbox *mb, uint64_t pushed)
+{
+    atomic_store_explicit(&mb->pushed, pushed, memory_order_seq_cst);
+    if (!atomic_load_explicit(&mb->waiting, memory_order_seq_cst)) return false;
+    return atomic_exchange_explicit(&mb->waiting, false, memory_order_relaxed);
 }
 
 uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
@@ -364,9 +380,7 @@ uq_err uqi_mailbox_put(uqi_mailbox *mb, uqi_msg *m, bool force, bool *out_wake)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    st(&mb->pushed, pushed + 1);
-    bool wake = atomic_load_explicit(&mb->waiting, memory_order_relaxed);
-    atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
+    bool wake = push_and_take_mark(mb, pushed + 1);
     pthread_mutex_unlock(&mb->lock);
     if (out_wake) *out_wake = wake;
     return UQ_OK;
@@ -400,10 +414,9 @@ uq_err uqi_mailbox_put_wake(uqi_mailbox *mb, uqi_msg *m)
     if (mb->tail) mb->tail->next = m;
     else mb->head = m;
     mb->tail = m;
-    st(&mb->pushed, pushed + 1);
-    if (atomic_load_explicit(&mb->waiting, memory_order_relaxed)) {
-        atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-        if (mb->waiter) uqi_task_wake(mb->waiter); /* alive: its end disarms under this lock */
+    if (push_and_take_mark(mb, pushed + 1)) {
+        struct uqi_task *t = atomic_load_explicit(&mb->waiter, memory_order_relaxed);
+        if (t) uqi_task_wake(t); /* alive: its end disarms under this lock */
     }
     pthread_mutex_unlock(&mb->lock);
     return UQ_OK;
@@ -429,7 +442,7 @@ void uqi_mailbox_disarm(uqi_mailbox *mb, bool close, bool shared)
 {
     if (shared) pthread_mutex_lock(&mb->lock);
     atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
-    mb->waiter = NULL;
+    atomic_store_explicit(&mb->waiter, NULL, memory_order_relaxed);
     if (close) atomic_store_explicit(&mb->closed, true, memory_order_relaxed);
     if (shared) pthread_mutex_unlock(&mb->lock);
 }
@@ -444,6 +457,18 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
          * became local), only if something was put there since */
         uqi_msg *sh = NULL, *st_tail = NULL;
         uint64_t pushed = ld(&mb->pushed);
+        if (pushed == mb->taken && !mb->lhead && arm) {
+            /* Nothing anywhere: arm without the lock. The waiter first, then
+             * the mark and a second look at the shared queue's count (a
+             * producer elsewhere counts its push, then looks at the mark:
+             * push_and_take_mark); a producer on this thread cannot run before
+             * the task blocks. If something came meanwhile, the locked path
+             * below takes it (and may find the task woken once for nothing). */
+            atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
+            atomic_store_explicit(&mb->waiting, true, memory_order_seq_cst);
+            pushed = atomic_load_explicit(&mb->pushed, memory_order_seq_cst);
+            if (pushed == mb->taken) return NULL;
+        }
         if (pushed != mb->taken || (!mb->lhead && arm)) {
             pthread_mutex_lock(&mb->lock);
             sh = mb->head;
@@ -452,7 +477,9 @@ uqi_msg *uqi_mailbox_take(uqi_mailbox *mb, struct uqi_task *arm)
             mb->taken = ld(&mb->pushed);
             if (!sh && !mb->lhead && arm) {
                 atomic_store_explicit(&mb->waiting, true, memory_order_relaxed);
-                mb->waiter = arm;
+                atomic_store_explicit(&mb->waiter, arm, memory_order_relaxed);
+            } else if (arm) {
+                atomic_store_explicit(&mb->waiting, false, memory_order_relaxed);
             }
             pthread_mutex_unlock(&mb->lock);
         }

@@ -150,7 +150,8 @@ typedef struct uqi_mailbox {
     _Atomic(struct uqi_worker *) owner; /* set by the consumer task when it first takes */
     _Atomic bool waiting;    /* written under lock: the consumer waits for a put */
     _Atomic bool closed;     /* written under lock: its process is gone; put_wake refuses */
-    struct uqi_task *waiter; /* under lock: the task that armed it, while waiting */
+    _Atomic(struct uqi_task *) waiter; /* written under lock: the task that armed it, while waiting
+                                          (read without it by a put on the owner's thread) */
     uint32_t cap;
     _Atomic uint64_t pushed; /* shared queue, written under lock (pushed + lpushed = messages delivered) */
     _Atomic uint64_t lpushed; /* local queue, written by the owner's thread */

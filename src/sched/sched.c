@@ -34,6 +34,7 @@ typedef struct uqi_worker {
     uqi_task *lq_head, *lq_tail;     /* runnable, spawned by its own tasks: only this worker's thread
                                         touches it (no lock; kernel code is never preempted) */
     bool lq_turn;                    /* the loop takes from the two queues in turn */
+    bool lock_handed;                /* the task that switched back blocked holding lock (own thread only) */
     uqi_task **heap;                 /* sleeping tasks by wake_at, under lock */
     uint32_t heap_n, heap_cap;
     uint64_t live;                   /* tasks owned: atomic (a spawn onto the own worker takes no lock) */
@@ -132,10 +133,17 @@ static void heap_remove(uqi_worker *w, uqi_task *t)
     }
 }
 
+/* A task's state is written under its worker's lock, except the one step
+ * of a local wake (uqi_task_wake from the task's own worker: BLOCKED ->
+ * RUNNABLE by compare-and-swap, no lock); so every access is atomic
+ * (relaxed: a plain move on x86; the lock or the swap orders them). */
+static inline uqi_task_state st_get(const uqi_task *t) { return __atomic_load_n(&t->state, __ATOMIC_RELAXED); }
+static inline void st_set(uqi_task *t, uqi_task_state s) { __atomic_store_n(&t->state, s, __ATOMIC_RELAXED); }
+
 /* ---- run queue (worker lock held) ---------------------------------------- */
 static void rq_push(uqi_worker *w, uqi_task *t)
 {
-    t->state = UQI_TASK_RUNNABLE;
+    st_set(t, UQI_TASK_RUNNABLE);
     t->next = NULL;
     if (w->rq_tail) w->rq_tail->next = t;
     else __atomic_store_n(&w->rq_head, t, __ATOMIC_RELAXED);
@@ -146,7 +154,7 @@ static void rq_push(uqi_worker *w, uqi_task *t)
 /* A task spawned by a task of w onto w (w's thread, no lock). */
 static void lq_push(uqi_worker *w, uqi_task *t)
 {
-    t->state = UQI_TASK_RUNNABLE;
+    st_set(t, UQI_TASK_RUNNABLE);
     t->next = NULL;
     if (w->lq_tail) w->lq_tail->next = t;
     else w->lq_head = t;
@@ -213,8 +221,10 @@ void uqi_task_block(void)
         pthread_mutex_unlock(&w->lock);
         return;
     }
-    t->state = UQI_TASK_BLOCKED;
-    pthread_mutex_unlock(&w->lock);
+    st_set(t, UQI_TASK_BLOCKED);
+    /* the scheduler loop goes on with the lock held (it would take it
+     * right after the switch) */
+    w->lock_handed = true;
     to_scheduler(t);
 }
 
@@ -229,7 +239,7 @@ void uqi_task_sleep_until(uint64_t deadline_ns)
         pthread_mutex_unlock(&w->lock);
         return;
     }
-    t->state = UQI_TASK_SLEEPING;
+    st_set(t, UQI_TASK_SLEEPING);
     t->wake_at = deadline_ns;
     heap_push(w, t);
     pthread_mutex_unlock(&w->lock);
@@ -239,10 +249,25 @@ void uqi_task_sleep_until(uint64_t deadline_ns)
 void uqi_task_wake(uqi_task *t)
 {
     uqi_worker *w = t->worker;
+    if (w == tls_worker) {
+        /* From a task of t's own worker (a reply to a process on the same
+         * worker): a blocked task goes to the local queue, which only this
+         * thread touches; the swap orders this against a waker on another
+         * thread (which swaps too, under the lock). Anything else (sleeping,
+         * running, done) takes the lock. */
+        uqi_task_state b = UQI_TASK_BLOCKED;
+        if (__atomic_compare_exchange_n(&t->state, &b, UQI_TASK_RUNNABLE, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            lq_push(w, t);
+            return;
+        }
+    }
     pthread_mutex_lock(&w->lock);
-    switch (t->state) {
+    uqi_task_state b = UQI_TASK_BLOCKED;
+    switch (st_get(t)) {
     case UQI_TASK_BLOCKED:
-        rq_push(w, t);
+        if (__atomic_compare_exchange_n(&t->state, &b, UQI_TASK_RUNNABLE, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            rq_push(w, t);
         break;
     case UQI_TASK_SLEEPING:
         heap_remove(w, t);
@@ -484,23 +509,24 @@ static void *worker_main(void *arg)
             continue;
         }
         spun = false;
-        t->state = UQI_TASK_RUNNING;
+        st_set(t, UQI_TASK_RUNNING);
         pthread_mutex_unlock(&w->lock);
         if (UQ_UNLIKELY(!t->fiber.map) &&
             uqi_fiber_init(&t->fiber, t->stack_size ? t->stack_size : UQI_FIBER_DEFAULT_STACK, task_main, t) != UQ_OK) {
             t->no_stack = true; /* it ends before it began */
             pthread_mutex_lock(&w->lock);
-            t->state = UQI_TASK_DONE;
+            st_set(t, UQI_TASK_DONE);
         } else {
             w->cur = t;
             uqi_fiber_switch(&w->sched_fiber, &t->fiber);
             w->cur = NULL;
             /* Under the lock: a waker may be moving a blocked task to runnable
-             * (wakers read state under it). */
-            pthread_mutex_lock(&w->lock);
-            if (t->ended) t->state = UQI_TASK_DONE;
+             * (wakers read state under it). A task that blocked kept it. */
+            if (w->lock_handed) w->lock_handed = false;
+            else pthread_mutex_lock(&w->lock);
+            if (t->ended) st_set(t, UQI_TASK_DONE);
         }
-        if (t->state == UQI_TASK_DONE) {
+        if (st_get(t) == UQI_TASK_DONE) {
             pthread_mutex_unlock(&w->lock);
             uqi_fiber_fini(&t->fiber);
             if (t->on_done) t->on_done(t); /* may free t */
