@@ -1172,12 +1172,19 @@ static void *net_main(void *arg)
             if (ptr == &net->lfd) {
                 on_accept(net);
             } else if (ptr == &net->efd) {
+                /* Read, then clear: a kick that comes between the two finds
+                 * kicked set and writes nothing, but its message is queued
+                 * already and service() below sends it; every kick after the
+                 * clear writes again. (Clear, then read, could swallow the
+                 * write of a kick made between the two and leave kicked set
+                 * with nothing to read: every later send waited for the
+                 * next tick, 20 ms.) */
                 uint64_t v;
+                ssize_t r = read(net->efd, &v, sizeof v);
+                UQ_UNUSED(r);
                 pthread_mutex_lock(&net->lock);
                 net->kicked = false;
                 pthread_mutex_unlock(&net->lock);
-                ssize_t r = read(net->efd, &v, sizeof v); /* a write after kicked was set wakes us again */
-                UQ_UNUSED(r);
             } else {
                 conn *c = ptr;
                 if (c->dead) continue;
