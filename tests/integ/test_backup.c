@@ -183,8 +183,8 @@ TEST_T(backup_restore_from_peers_tamper_and_privacy, 240)
 
     /* x boots from the restored store: the tally is back with its count, gone is not */
     bn_boot(x, NULL);
-    ASSERT(bn_expect(x, "restored 1 process in", 30000));
-    ASSERT(bn_expect(x, "is up", 30000));
+    BN_EXPECT(x, "restored 1 process in", 30000);
+    BN_EXPECT(x, "is up", 30000);
     bn_ask(x, "m gone {\"get\":1}\n", "error NoSuchProcess", 10000);
     bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":987654322,", 10000);
     /* and its backups go on */
@@ -252,11 +252,12 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     bn_up(x, NULL); /* y is down */
     bn_ask(x, "m tally {\"add\":5}\n", "{\"count\":35,\"rc\":0}", 20000);
     /* q's refusal names its quota; y is Offline */
-    bool seen = bn_retry(x, "backup\n", "quota of 1024 bytes (--backup-quota)", 100, 300);
-    ASSERT(seen);
+    if (!bn_retry(x, "backup\n", "quota of 1024 bytes (--backup-quota)", 100, 300))
+        test_fail(__FILE__, __LINE__, "q's quota refusal never showed; x said:\n%s", x->seen);
     /* y's attempt may still be in flight when q's refusal is seen: ask
      * until it has failed */
-    ASSERT(bn_retry(x, "backup\n", "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 100, 300));
+    if (!bn_retry(x, "backup\n", "backup peer y.local: 0 acknowledged, 3 waiting, 0 in flight", 100, 300))
+        test_fail(__FILE__, __LINE__, "y's attempt never failed; x said:\n%s", x->seen);
     bn_ask(x, "backup\n", "failing: Offline", 5000);
     /* x goes down before y ever answered; then y comes back, then x */
     bn_exit(x, 0);
@@ -267,7 +268,7 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
              "backup peers", plain_ms, backed_ms);
     bool caught_up = bn_retry(x, "backup\n",
                               "acknowledged, 0 waiting, 0 in flight, 0 failures\nbackup peer q.local", 200, 300);
-    ASSERT(caught_up);
+    if (!caught_up) test_fail(__FILE__, __LINE__, "x never caught up; it said:\n%s", x->seen);
     for (int i = 0; i < 3; i++) bn_exit(&nodes[i], 0);
     /* what y holds brings x back */
     char cmd[4000];
@@ -278,10 +279,10 @@ TEST_T(backup_offline_peer_catches_up_and_quota, 240)
     snprintf(x->backup, sizeof x->backup, "y.local");
     x->extra[0] = "--restore";
     bn_boot(x, NULL);
-    ASSERT(bn_expect(x, "backup peer y.local holds", 30000));
-    ASSERT(bn_expect(x, "0 lost", 30000));
-    ASSERT(bn_expect(x, "restored 1 process", 30000));
-    ASSERT(bn_expect(x, "is up", 30000));
+    BN_EXPECT(x, "backup peer y.local holds", 30000);
+    BN_EXPECT(x, "0 lost", 30000);
+    BN_EXPECT(x, "restored 1 process", 30000);
+    BN_EXPECT(x, "is up", 30000);
     bn_ask(x, "m tally {\"get\":1}\n", "{\"count\":65,", 10000);
     bn_exit(x, 0);
     bn_exit(y, 0);

@@ -44,7 +44,7 @@ TEST_T(net_boot_three_nodes_kill_and_restart, 120)
     /* said before "is up" (a process that cannot come back is named there too) */
     if (!bn_expect(&nodes[2], "restored 1 process", 30000))
         test_fail(__FILE__, __LINE__, "c.local did not restore its echo; it said:\n%s", nodes[2].buf);
-    ASSERT(bn_expect(&nodes[2], "is up", 60000));
+    BN_EXPECT(&nodes[2], "is up", 60000);
     bool back = bn_retry(&nodes[0], "m c.local@echo {\"after\":\"restart\"}\n",
                          "response from c.local@echo: {\"after\":\"restart\"}", 40, 500);
     ASSERT(back);
@@ -80,7 +80,7 @@ TEST_T(net_boot_chat_two_nodes_history_persisted, 120)
     usleep(500000);
     bn_ask(&nodes[0], "m chat {\"history\":1}\n", "\"failed (Offline) me -> bob.chat: are you there\"", 10000);
     bn_boot(&nodes[1], NULL);
-    ASSERT(bn_expect(&nodes[1], "is up", 60000));
+    BN_EXPECT(&nodes[1], "is up", 60000);
     bn_ask(&nodes[1], "m chat {\"history\":1}\n",
            "{\"history\":[\"alice.chat: hello bob\",\"me -> alice.chat: hi alice\"]}", 10000);
     for (int i = 0; i < 2; i++) bn_exit(&nodes[i], SIGTERM);
@@ -109,7 +109,7 @@ TEST_T(net_boot_lookup_a_reaches_c_through_b, 120)
     bn_ask(c, "m a.local@echo {\"from\":\"c\"}\n", "response from a.local@echo: {\"from\":\"c\"}", 10000);
     /* an unknown name: Offline, and why */
     bn_ask(a, "m nobody.local@echo {}\n", "error Offline from nobody.local@echo", 10000);
-    ASSERT(bn_expect(a, "why: nobody.local is unknown: not in the directory, and no peer knew it", 2000));
+    BN_EXPECT(a, "why: nobody.local is unknown: not in the directory, and no peer knew it", 2000);
     char path[1300];
     snprintf(path, sizeof path, "%s/learned", a->home);
     uint8_t *lf;
@@ -128,7 +128,7 @@ TEST_T(net_boot_lookup_a_reaches_c_through_b, 120)
     bn_exit(b, SIGTERM);
     bn_exit(a, SIGTERM);
     bn_boot(a, NULL);
-    ASSERT(bn_expect(a, "is up", 60000));
+    BN_EXPECT(a, "is up", 60000);
     bn_ask(a, "m c.local@echo {\"after\":\"restart\"}\n", "response from c.local@echo: {\"after\":\"restart\"}", 10000);
     for (int i = 0; i < 3; i += 2) bn_exit(&nodes[i], SIGTERM);
 }
