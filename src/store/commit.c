@@ -161,6 +161,12 @@ static void fail_req(uqs_store *s, uqs_req *r, int rc)
  * alone (a full store refuses the big writer, not its small neighbours). */
 static void run_batch(uqs_store *s, uqs_req *batch, unsigned *commits)
 {
+    /* Barriers alone need no transaction: every write queued before them
+     * was committed, and synced, by an earlier batch (and an empty commit
+     * can itself fail on a full map, which is not theirs to report). */
+    bool writes = false;
+    for (uqs_req *r = batch; r && !writes; r = r->next) writes = r->n != 0;
+    if (!writes) return;
     int rc = commit_list(s, batch, NULL);
     if (!rc) {
         (*commits)++;
@@ -171,6 +177,7 @@ static void run_batch(uqs_store *s, uqs_req *batch, unsigned *commits)
         return;
     }
     for (uqs_req *r = batch; r; r = r->next) {
+        if (!r->n) continue; /* a barrier: the requests before it are done with */
         int rc1 = commit_list(s, r, r->next);
         if (rc1) fail_req(s, r, rc1);
         else (*commits)++;
@@ -203,15 +210,26 @@ void *uqi_store_committer(void *arg)
                     for (size_t i = 0; i < r->n; i++) s->watch(s->watch_arg, r->ops[i].db, r->ops[i].key, r->ops[i].klen);
         pthread_mutex_unlock(&s->mu);
 
-        /* Async callbacks first, outside the lock (they may queue more);
-         * the sync requests are kept aside on their own list. */
+        /* The batch's counts first, so that whoever a callback wakes sees
+         * them (a barrier queued from there must not count this batch's
+         * failures as its own); then the async callbacks, outside the lock
+         * (they may queue more); the sync requests are kept aside. */
         uint64_t ok = 0, bad = 0;
+        for (uqs_req *r = batch; r; r = r->next)
+            if (r->n) r->err ? bad++ : ok++; /* a barrier (uqs_flush) is no write */
+        pthread_mutex_lock(&s->mu);
+        uint64_t failures_before = s->stats.failures;
+        s->stats.commits += commits;
+        s->stats.writes += ok;
+        s->stats.failures += bad;
+        pthread_mutex_unlock(&s->mu);
+        uint64_t bad_ahead = 0; /* failed writes of this batch before r */
         uqs_req *sync = NULL;
         for (uqs_req *r = batch, *next; r; r = next) {
             next = r->next;
-            if (r->n) r->err ? bad++ : ok++; /* a barrier (uqs_flush) is no write */
-            if (r->done && !r->n) { /* uqs_flush_async: the failures before it, this batch's included */
-                uint64_t failed = s->stats.failures - r->failed0 + bad; /* only this thread writes failures */
+            if (r->n && r->err) bad_ahead++;
+            if (r->done && !r->n) { /* uqs_flush_async: the failures queued before it */
+                uint64_t failed = failures_before - r->failed0 + bad_ahead;
                 if (failed && !r->err)
                     r->err = uqi_errf(&r->em, UQ_EIO, "store %s: %llu write%s queued before could not be committed",
                                       s->path, (unsigned long long)failed, failed == 1 ? "" : "s");
@@ -225,9 +243,6 @@ void *uqi_store_committer(void *arg)
             }
         }
         pthread_mutex_lock(&s->mu);
-        s->stats.commits += commits;
-        s->stats.writes += ok;
-        s->stats.failures += bad;
         /* A sync request may vanish (its caller returns) once finished is
          * set, so read next first. */
         for (uqs_req *r = sync, *next; r; r = next) {
