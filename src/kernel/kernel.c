@@ -1883,15 +1883,6 @@ static void net_refuse(uqi_node *n, const uqi_msg *m, uqi_send_error why, const 
     uqi_msg_free(e);
 }
 
-/* A node name known to be valid into dst (no snprintf per message: it was
- * a tenth of the receiving thread). */
-static void set_node_name(char dst[UQI_NAME_MAX + 1], const char *name)
-{
-    size_t l = strnlen(name, UQI_NAME_MAX);
-    memmove(dst, name, l);
-    dst[l] = '\0';
-}
-
 /* Wake-ups owed after delivering a batch: each target once, at the end. */
 #define RX_WAKES 8
 typedef struct rx_wakes {
@@ -1908,10 +1899,6 @@ static void rx_wake_all(rx_wakes *w)
 
 static void rx_wake(rx_wakes *w, uqi_kproc *kp, bool waits)
 {
-    if (!w) {
-        wake(kp, waits);
-        return;
-    }
     for (unsigned i = 0; i < w->n; i++)
         if (w->kp[i] == kp) {
             w->waits[i] |= waits;
@@ -1924,7 +1911,7 @@ static void rx_wake(rx_wakes *w, uqi_kproc *kp, bool waits)
 
 /* Route a message from node peer (node lock held; its source and target
  * nodes are peer and this node); returns m if it was not taken (the caller
- * frees it, without the lock). Wake-ups go to w (NULL: at once). */
+ * frees it, without the lock). Wake-ups go to w (rx_wake_all makes them). */
 static uqi_msg *deliver_remote_locked(uqi_node *n, uqi_msg *m, const char *peer, rx_wakes *w)
 {
     uqi_kproc *to = find(n, m->target.process);
@@ -1981,33 +1968,6 @@ static uqi_msg *deliver_remote_locked(uqi_node *n, uqi_msg *m, const char *peer,
         }
     }
     return m;
-}
-
-void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer)
-{
-    set_node_name(m->source.node, peer);
-    set_node_name(m->target.node, n->name);
-    pthread_mutex_lock(&n->lock);
-    m = deliver_remote_locked(n, m, peer, NULL);
-    pthread_mutex_unlock(&n->lock);
-    uqi_msg_free(m);
-}
-
-/* The net module's receive callback (uqn_net_cfg.recv): arg is the node. */
-void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *buf, size_t len)
-{
-    uqi_node *n = arg;
-    uqi_msg *m;
-    uq_errmsg em = {{0}};
-    uq_err e = uqi_wire_decode(buf, len, peer, n->name, &m, &em);
-    if (e) {
-        pthread_mutex_lock(&n->lock);
-        n->remote_dropped++;
-        pthread_mutex_unlock(&n->lock);
-        uq_log(UQ_LOG_WARN, "kernel", "dropped: %s", em.text);
-        return;
-    }
-    uqi_node_deliver_remote(n, m, peer);
 }
 
 /* Batched receiving: decoded messages wait in n->rx (net thread only) and

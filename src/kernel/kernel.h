@@ -225,14 +225,11 @@ struct uqn_net;
  * nodes; NULL detaches it (then they bounce Offline). Detach, then
  * uqn_net_stop, before uqi_node_stop. */
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
-/* The net module's callbacks (uqn_net_cfg.recv, .done and .lost: all three
- * must be set), arg = the node. */
-void uqi_node_net_recv(void *arg, const char *peer, const uint8_t *msg, size_t len);
-/* The same, batched (a node's own net module uses these): decoded messages
- * wait until uqi_node_net_flush (uqn_net_cfg.recv_flush, which the net
- * module calls after each read) or until 256 wait, then are delivered
- * under one node lock, each target woken once. Both must be set together
- * (net thread only). */
+/* The net module's callbacks, arg = the node: uqn_net_cfg.recv and
+ * .recv_flush (both set together; net thread only), .done and .lost (all
+ * four must be set). Decoded messages wait until uqi_node_net_flush (which
+ * the net module calls after each read) or until 256 wait, then are
+ * delivered under one node lock, each target woken once. */
 void uqi_node_net_recv_batch(void *arg, const char *peer, const uint8_t *msg, size_t len);
 void uqi_node_net_flush(void *arg);
 void uqi_node_net_done(void *arg, void *cookie, int why);
@@ -240,11 +237,6 @@ void uqi_node_net_lost(void *arg, const char *peer, const uint8_t *msg, size_t l
 /* The link to peer was cut: requests written to it that await an answer
  * fail Offline now ("connection refused or cut"), with their context. */
 void uqi_node_net_down(void *arg, const char *peer);
-/* A message from node peer (authenticated by its link), decoded: source.node
- * becomes peer, the REMOTE flag follows; routed to a public target holding
- * the network capability, or matched to our outstanding request. Takes m. */
-void uqi_node_deliver_remote(uqi_node *n, uqi_msg *m, const char *peer);
-
 /* One line per process for the terminal: id, mailbox depth, counters. */
 void uqi_node_list(uqi_node *n, char *buf, size_t cap);
 
