@@ -20,6 +20,38 @@ static const char *jstr(json_t *o, const char *k)
     return s;
 }
 
+/* Handshake message i of a vector (m: payload, ciphertext): s writes it,
+ * byte for byte the published one, and r reads the payload back. */
+static void hs_message(const char *proto, size_t i, json_t *m, uqn_hs *s, uqn_hs *r)
+{
+    uint8_t payload[256], want[512], got[512], back[512];
+    size_t pl = tn_unhex(jstr(m, "payload"), payload, sizeof payload);
+    size_t wl = tn_unhex(jstr(m, "ciphertext"), want, sizeof want);
+    size_t gl, bl;
+    uq_errmsg em = {{0}};
+    ASSERT_EQ(uqn_hs_next(s), UQN_HS_WRITE);
+    ASSERT_EQ(uqn_hs_next(r), UQN_HS_READ);
+    ASSERT_EQ(uqn_hs_write(s, payload, pl, got, sizeof got, &gl, &em), UQ_OK);
+    ASSERT_EQ(gl, wl);
+    if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: message %zu differs", proto, i + 1);
+    ASSERT_EQ(uqn_hs_read(r, got, gl, back, sizeof back, &bl, &em), UQ_OK);
+    ASSERT_EQ(bl, pl);
+    ASSERT(memcmp(back, payload, pl) == 0);
+}
+
+/* Transport message i: tx seals it as published, rx opens it. */
+static void transport_message(const char *proto, size_t i, json_t *m, uqn_cipher *tx, uqn_cipher *rx)
+{
+    uint8_t payload[256], want[512], got[512], back[512];
+    size_t pl = tn_unhex(jstr(m, "payload"), payload, sizeof payload);
+    size_t wl = tn_unhex(jstr(m, "ciphertext"), want, sizeof want);
+    ASSERT_EQ(uqn_cipher_encrypt(tx, NULL, 0, payload, pl, got), UQ_OK);
+    ASSERT_EQ(pl + 16, wl);
+    if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: transport %zu differs", proto, i + 1);
+    ASSERT_EQ(uqn_cipher_decrypt(rx, NULL, 0, got, wl, back), UQ_OK);
+    ASSERT(memcmp(back, payload, pl) == 0);
+}
+
 /* Run one vector: both sides with the fixed keys; every handshake and
  * transport message must match the published ciphertext, and decrypt back. */
 static void run_vector(json_t *v)
@@ -45,21 +77,9 @@ static void run_vector(json_t *v)
     ASSERT_EQ(json_array_size(msgs), 6);
     for (size_t i = 0; i < json_array_size(msgs); i++) {
         json_t *m = json_array_get(msgs, i);
-        uint8_t payload[256], want[512], got[512], back[512];
-        size_t pl = tn_unhex(jstr(m, "payload"), payload, sizeof payload);
-        size_t wl = tn_unhex(jstr(m, "ciphertext"), want, sizeof want);
-        size_t gl, bl;
         bool from_init = i % 2 == 0;
         if (i < 3) {
-            uqn_hs *s = from_init ? &hi : &hr, *r = from_init ? &hr : &hi;
-            ASSERT_EQ(uqn_hs_next(s), UQN_HS_WRITE);
-            ASSERT_EQ(uqn_hs_next(r), UQN_HS_READ);
-            ASSERT_EQ(uqn_hs_write(s, payload, pl, got, sizeof got, &gl, &em), UQ_OK);
-            ASSERT_EQ(gl, wl);
-            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: message %zu differs", proto, i + 1);
-            ASSERT_EQ(uqn_hs_read(r, got, gl, back, sizeof back, &bl, &em), UQ_OK);
-            ASSERT_EQ(bl, pl);
-            ASSERT(memcmp(back, payload, pl) == 0);
+            hs_message(proto, i, m, from_init ? &hi : &hr, from_init ? &hr : &hi);
             if (i == 2) {
                 ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_SPLIT);
                 size_t l1, l2;
@@ -76,12 +96,7 @@ static void run_vector(json_t *v)
                 ASSERT(uqn_hs_split(&hi, &ci_tx, &ci_rx, &em) == UQ_EINVAL);
             }
         } else {
-            uqn_cipher *tx = from_init ? &ci_tx : &cr_tx, *rx = from_init ? &cr_rx : &ci_rx;
-            ASSERT_EQ(uqn_cipher_encrypt(tx, NULL, 0, payload, pl, got), UQ_OK);
-            ASSERT_EQ(pl + 16, wl);
-            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: transport %zu differs", proto, i + 1);
-            ASSERT_EQ(uqn_cipher_decrypt(rx, NULL, 0, got, wl, back), UQ_OK);
-            ASSERT(memcmp(back, payload, pl) == 0);
+            transport_message(proto, i, m, from_init ? &ci_tx : &cr_tx, from_init ? &cr_rx : &ci_rx);
         }
     }
     test_log("%s (%s): 3 handshake + 3 transport messages%s match", proto, jstr(v, "source"),
@@ -123,21 +138,9 @@ static void run_psk0_vector(json_t *v)
     ASSERT_EQ(json_array_size(msgs), 6);
     for (size_t i = 0; i < json_array_size(msgs); i++) {
         json_t *m = json_array_get(msgs, i);
-        uint8_t payload[256], want[512], got[512], back[512];
-        size_t pl = tn_unhex(jstr(m, "payload"), payload, sizeof payload);
-        size_t wl = tn_unhex(jstr(m, "ciphertext"), want, sizeof want);
-        size_t gl, bl;
         bool from_init = i % 2 == 0;
         if (i < 2) {
-            uqn_hs *s = from_init ? &hi : &hr, *r = from_init ? &hr : &hi;
-            ASSERT_EQ(uqn_hs_next(s), UQN_HS_WRITE);
-            ASSERT_EQ(uqn_hs_next(r), UQN_HS_READ);
-            ASSERT_EQ(uqn_hs_write(s, payload, pl, got, sizeof got, &gl, &em), UQ_OK);
-            ASSERT_EQ(gl, wl);
-            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: message %zu differs", proto, i + 1);
-            ASSERT_EQ(uqn_hs_read(r, got, gl, back, sizeof back, &bl, &em), UQ_OK);
-            ASSERT_EQ(bl, pl);
-            ASSERT(memcmp(back, payload, pl) == 0);
+            hs_message(proto, i, m, from_init ? &hi : &hr, from_init ? &hr : &hi);
             if (i == 1) {
                 ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_SPLIT);
                 ASSERT_EQ(uqn_hs_next(&hr), UQN_HS_SPLIT);
@@ -155,12 +158,7 @@ static void run_psk0_vector(json_t *v)
                 ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_DONE);
             }
         } else {
-            uqn_cipher *tx = from_init ? &ci_tx : &cr_tx, *rx = from_init ? &cr_rx : &ci_rx;
-            ASSERT_EQ(uqn_cipher_encrypt(tx, NULL, 0, payload, pl, got), UQ_OK);
-            ASSERT_EQ(pl + 16, wl);
-            if (memcmp(got, want, wl) != 0) test_fail(__FILE__, __LINE__, "%s: transport %zu differs", proto, i + 1);
-            ASSERT_EQ(uqn_cipher_decrypt(rx, NULL, 0, got, wl, back), UQ_OK);
-            ASSERT(memcmp(back, payload, pl) == 0);
+            transport_message(proto, i, m, from_init ? &ci_tx : &cr_tx, from_init ? &cr_rx : &ci_rx);
         }
     }
     test_log("%s (%s): 2 handshake + 4 transport messages match", proto, jstr(v, "source"));
