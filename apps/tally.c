@@ -15,11 +15,7 @@ int main(void)
     int rc = 0;
     uq_msg m;
     for (;;) {
-        if (uq_receive(&m) < 0) continue;
-        if (m.kind != UQ_KIND_REQUEST) {
-            uq_msg_free(&m);
-            continue;
-        }
+        if (uq_receive_request(&m) < 0) continue;
         char *body = uq_body(&m);
         if (strcmp(body, "\"RestoredState\"") == 0) {
             char *st = uq_payload(&m); /* the state, as this process persisted it */

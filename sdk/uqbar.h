@@ -49,6 +49,16 @@ _Static_assert(sizeof(uq_send_desc) == UQ_ABI_SEND_SIZE, "uq_send_desc layout");
 /* Wait for the next message; returns its handle (> 0) or a UQ_ABI_* code. */
 static inline int32_t uq_receive(uq_msg *m) { return uq__receive(m); }
 static inline int32_t uq_msg_free(const uq_msg *m) { return uq__msg_free((int32_t)m->handle); }
+/* The next request: anything else received meanwhile (a response or error
+ * nobody waits for) is freed. The result of uq_receive. */
+static inline int32_t uq_receive_request(uq_msg *m)
+{
+    for (;;) {
+        int32_t rc = uq_receive(m);
+        if (rc < 0 || m->kind == UQ_KIND_REQUEST) return rc;
+        uq_msg_free(m);
+    }
+}
 
 /* Copy a field into a fresh NUL-terminated buffer (caller frees); NULL if empty. */
 static inline char *uq_read_field(const uq_msg *m, int field, uint32_t len)

@@ -49,11 +49,7 @@ int main(void)
 {
     uq_msg m;
     for (;;) {
-        if (uq_receive(&m) < 0) continue;
-        if (m.kind != UQ_KIND_REQUEST) {
-            uq_msg_free(&m);
-            continue;
-        }
+        if (uq_receive_request(&m) < 0) continue;
         char *body = uq_body(&m), *rest = body;
         char *cmd = line(&rest);
         if (strcmp(cmd, "send") == 0) {

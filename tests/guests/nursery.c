@@ -11,11 +11,7 @@ int main(void)
 {
     uq_msg m;
     for (;;) {
-        if (uq_receive(&m) < 0) continue;
-        if (m.kind != UQ_KIND_REQUEST) {
-            uq_msg_free(&m);
-            continue;
-        }
+        if (uq_receive_request(&m) < 0) continue;
         char *body = uq_body(&m), *wasm = m.payload_len ? uq_payload(&m) : NULL, id[64] = "", out[80] = "";
         const char *k = body ? strstr(body, "\"id\":\"") : NULL;
         if (k) sscanf(k + 6, "%63[^\"]", id);
