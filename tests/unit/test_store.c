@@ -437,16 +437,25 @@ TEST(store_bad_ops_and_closed)
     uqs_close(s);
 }
 
+/* A store of 512 KiB whose commits each wait delay_ms first (the test hook
+ * UQBAR_TEST_STORE_DELAY_MS, read by uqs_open; each test runs in its own
+ * process), so that writes are still queued when a barrier comes. */
+static uqs_store *open_slow_small(const char *home, const char *delay_ms)
+{
+    setenv("UQBAR_TEST_STORE_DELAY_MS", delay_ms, 1);
+    uqs_options opt = {.map_size = 512 << 10};
+    uqs_store *s = open_ok(home, &opt);
+    unsetenv("UQBAR_TEST_STORE_DELAY_MS");
+    return s;
+}
+
 /* uqs_flush: a barrier behind every write queued before it (commits made
  * slow, so the writes are still queued when it is called); it says when one
  * of them failed, and costs almost nothing with an empty queue. */
 TEST(store_flush_waits_for_queued_async_writes)
 {
     const char *home = tb_tmpdir();
-    setenv("UQBAR_TEST_STORE_DELAY_MS", "150", 1); /* this test runs in its own process */
-    uqs_options opt = {.map_size = 512 << 10};
-    uqs_store *s = open_ok(home, &opt);
-    unsetenv("UQBAR_TEST_STORE_DELAY_MS");
+    uqs_store *s = open_slow_small(home, "150");
     async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
     uq_errmsg em = {{0}};
     for (int i = 0; i < 20; i++) {
@@ -521,10 +530,7 @@ static void flush_wait(flush_seen *f)
 TEST(store_flush_async_calls_back_once_queued_writes_are_durable)
 {
     const char *home = tb_tmpdir();
-    setenv("UQBAR_TEST_STORE_DELAY_MS", "100", 1); /* this test runs in its own process */
-    uqs_options opt = {.map_size = 512 << 10};
-    uqs_store *s = open_ok(home, &opt);
-    unsetenv("UQBAR_TEST_STORE_DELAY_MS");
+    uqs_store *s = open_slow_small(home, "100");
     async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
     flush_seen f = {.c = &c, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     uq_errmsg em = {{0}};
