@@ -90,6 +90,27 @@ static uqi_msg *req(const char *body, uint32_t expects)
     return m;
 }
 
+/* A one-way "hi" from cn to b, timed from the send until b's callback has
+ * it (a link set up on the way, if cn has none). */
+static uint64_t hi_to_b(uqn_net *cn)
+{
+    uqi_msg *m = req("\"hi\"", 0);
+    snprintf(m->source.process, sizeof m->source.process, "x");
+    uint8_t *b;
+    size_t bl;
+    uqi_wire_encode(m, false, &b, &bl, NULL);
+    uqi_msg_free(m);
+    pthread_mutex_lock(&wmu);
+    waiter = true;
+    uint64_t base = got_msgs, t0 = uqi_now_ns();
+    uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
+    while (got_msgs == base) pthread_cond_wait(&wcv, &wmu);
+    uint64_t t = uqi_now_ns() - t0;
+    waiter = false;
+    pthread_mutex_unlock(&wmu);
+    return t;
+}
+
 /* send, retrying while the queue is full (backpressure) */
 static void send_retry(uqi_kproc *port, uqi_msg *m)
 {
@@ -450,21 +471,7 @@ in:
         uqn_net *cn;
         uqn_net_cfg cc = {.id = &ida, .dir_path = peers};
         if (uqn_net_start(&cc, &cn, NULL)) return 1;
-        uqi_msg *m = req("\"hi\"", 0);
-        snprintf(m->source.process, sizeof m->source.process, "x");
-        uint8_t *b;
-        size_t bl;
-        uqi_wire_encode(m, false, &b, &bl, NULL);
-        uqi_msg_free(m);
-        pthread_mutex_lock(&wmu);
-        waiter = true;
-        base = got_msgs;
-        t0 = uqi_now_ns();
-        uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
-        while (got_msgs == base) pthread_cond_wait(&wcv, &wmu);
-        ls[i] = uqi_now_ns() - t0;
-        waiter = false;
-        pthread_mutex_unlock(&wmu);
+        ls[i] = hi_to_b(cn);
         uqn_net_stop(cn);
     }
     qsort(ls, LS, sizeof ls[0], cmp_u64);
@@ -481,23 +488,10 @@ in:
         uqn_net_cfg cc = {.id = &ida, .dir_path = peers};
         if (uqn_net_start(&cc, &cn, NULL)) return 1;
         for (int i = -1; i < LS; i++) {
-            uqi_msg *m = req("\"hi\"", 0);
-            snprintf(m->source.process, sizeof m->source.process, "x");
-            uint8_t *b;
-            size_t bl;
-            uqi_wire_encode(m, false, &b, &bl, NULL);
-            uqi_msg_free(m);
             if (i >= 0) uqn_net_drop(cn, "b.bench");
             usleep(5000);
-            pthread_mutex_lock(&wmu);
-            waiter = true;
-            base = got_msgs;
-            t0 = uqi_now_ns();
-            uqn_net_send(cn, "b.bench", b, bl, NULL, NULL);
-            while (got_msgs == base) pthread_cond_wait(&wcv, &wmu);
-            if (i >= 0) ls[i] = uqi_now_ns() - t0;
-            waiter = false;
-            pthread_mutex_unlock(&wmu);
+            uint64_t t = hi_to_b(cn);
+            if (i >= 0) ls[i] = t;
         }
         usleep(50000);
         uqn_net_stats st;
