@@ -379,7 +379,7 @@ int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
     return (int32_t)k;
 }
 
-static int32_t durable_wait(abi_ctx *p, uqi_kproc *kp, const char *child);
+static int32_t durable_wait(uqi_kproc *kp, const char *child);
 
 /* spawn(descriptor, out_id, out_cap) -> length of the child's id (written to
  * out_id, up to out_cap bytes) or a negative code. The child starts at once;
@@ -431,7 +431,7 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
     uint8_t *o = uqi_guest_ptr(p, out_id, w);
     if (o) memcpy(o, got, w);
     if (!(flags & UQ_SPAWN_NOWAIT)) {
-        int32_t rc = durable_wait(p, kp, got);
+        int32_t rc = durable_wait(kp, got);
         if (rc) return rc;
     }
     return (int32_t)n;
@@ -444,13 +444,27 @@ typedef struct state_wait {
     uq_err err;
 } state_wait;
 
-static void state_done(void *arg, uq_err err, const uq_errmsg *em)
+/* A store callback (committer thread): the outcome to w, its task woken. */
+static void wait_done(void *arg, uq_err err, const uq_errmsg *em)
 {
+    UQ_UNUSED(em);
     state_wait *w = arg;
-    if (err) uq_log(UQ_LOG_WARN, "kernel", "a state write failed: %s", em ? em->text : "");
     w->err = err;
     atomic_store_explicit(&w->done, 1, memory_order_release);
     uqi_task_wake(w->task);
+}
+
+/* Block the calling task until wait_done ran for w (the callback writes to
+ * w: wait for it whatever happens, a kill included). */
+static void wait_for(state_wait *w)
+{
+    while (!atomic_load_explicit(&w->done, memory_order_acquire)) uqi_task_block();
+}
+
+static void state_done(void *arg, uq_err err, const uq_errmsg *em)
+{
+    if (err) uq_log(UQ_LOG_WARN, "kernel", "a state write failed: %s", em ? em->text : "");
+    wait_done(arg, err, em);
 }
 
 /* Write (data) or clear (NULL) the caller's state and wait, off the worker,
@@ -471,31 +485,21 @@ static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
         e = uqs_write_async(s, &op, 1, state_done, &w, &em);
     }
     if (e) return e == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
-    /* The callback writes to w: wait for it whatever happens (a kill waits too). */
-    while (!atomic_load_explicit(&w.done, memory_order_acquire)) uqi_task_block();
+    wait_for(&w);
     return w.err == UQ_OK ? 0 : w.err == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
-}
-
-static void flush_done(void *arg, uq_err err, const uq_errmsg *em)
-{
-    state_wait *w = arg;
-    w->err = err;
-    atomic_store_explicit(&w->done, 1, memory_order_release);
-    uqi_task_wake(w->task);
 }
 
 /* Wait, off the worker, until every store write queued so far (the child's
  * records among them) is durable. 0, or EIO: the child runs, but would not
  * come back after a restart (logged). Nothing to wait for without a store. */
-static int32_t durable_wait(abi_ctx *p, uqi_kproc *kp, const char *child)
+static int32_t durable_wait(uqi_kproc *kp, const char *child)
 {
-    (void)p;
     uqs_store *s = uqi_node_store(kp->node);
     if (!s) return 0;
     state_wait w = {.task = uqi_task_current()};
     uq_errmsg em;
-    if (uqs_flush_async(s, flush_done, &w, &em)) return 0; /* closing: the node is going down */
-    while (!atomic_load_explicit(&w.done, memory_order_acquire)) uqi_task_block();
+    if (uqs_flush_async(s, wait_done, &w, &em)) return 0; /* closing: the node is going down */
+    wait_for(&w);
     if (w.err == UQ_OK) return 0;
     uq_log(UQ_LOG_WARN, "kernel", "%s spawned %s, but its record is not on disk: it will not come back after a restart",
            kp->addr.process, child);
