@@ -761,7 +761,9 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
             goto out;
         }
         err = net_send(n, from, m, context, context_len, em); /* the section "network" below */
-        goto out;
+        pthread_mutex_unlock(&n->lock);
+        uqn_net_push(); /* no lock held: a callback may take the node lock */
+        return err;
     }
     if (m->kind == UQI_MSG_REQUEST) {
         /* The sender's last target, looked up before: valid while the
@@ -1783,7 +1785,9 @@ static uq_err net_send(uqi_node *n, uqi_kproc *from, uqi_msg *m, uint8_t *ctx, s
         uqi_outstanding *o = peek_outstanding(n, m->id, &m->rsvp);
         if (o) snprintf(o->fwd_node, sizeof o->fwd_node, "%s", m->target.node);
     }
-    if (quiet) e = uqn_net_send_quiet(n->net, m->target.node, buf, len, buf == stack, em);
+    /* a message somebody waits for may go out from this thread (uqi_kernel_send pushes it after the lock) */
+    unsigned qf = (buf == stack ? UQN_QUIET_COPY : 0) | (expects || m->kind == UQI_MSG_RESPONSE ? UQN_QUIET_PUSH : 0);
+    if (quiet) e = uqn_net_send_quiet(n->net, m->target.node, buf, len, qf, em);
     else e = uqn_net_send_tail(n->net, m->target.node, buf, len, m->payload->data, m->payload->len, m, em);
     if (e) {
         if (buf != stack) free(buf);

@@ -1,8 +1,12 @@
 /* The net module (netmod.h): one epoll thread, links per connection,
  * bounded per-peer queues. Locking: net->lock guards the peer list and
  * each peer's queue (senders append, the thread takes); everything else
- * (connections, links, peer state) belongs to the thread. Callbacks run
- * with no lock of ours held, so they may call uqn_net_send. */
+ * (connections, links, peer state) is under net->io, which the thread
+ * holds except while it waits in epoll_wait. A sender whose message
+ * someone waits for may take io then and write the message itself
+ * (uqn_net_push): one wake-up of a sleeping thread less on the path of a
+ * remote round trip. Callbacks run with io held and no other lock of
+ * ours, so they may call uqn_net_send. */
 #define _GNU_SOURCE
 #include "net/netmod.h"
 
@@ -115,6 +119,9 @@ struct uqn_net {
     char listen_addr[UQN_ADDR_MAX + 1];
     pthread_t thread;
     pthread_mutex_t lock;
+    pthread_mutex_t io;      /* connections, links, peer states: the thread's, except while it sleeps */
+    _Atomic bool direct_ok;  /* the thread went to sleep and no sender has pushed since (uqn_net_push) */
+    bool self_owed;          /* under io: the thread queued a message itself: it looks again before sleeping */
     peer *peers;             /* under lock */
     uint32_t npeers;         /* under lock */
     bool stopping;           /* under lock */
@@ -363,8 +370,18 @@ static peer *peer_get(uqn_net *net, const char *name)
 }
 
 /* Queue a message (see uqn_net_send_tail, uqn_net_send_quiet). */
+/* A message this thread queued without waking the net thread, which it
+ * writes itself if it can (uqn_net_push); kernel code is never preempted,
+ * so the sender's thread is the one that pushes. */
+static __thread struct {
+    uqn_net *net;
+    char peer[UQN_NAME_MAX + 1];
+} owed;
+
+static __thread uqn_net *cur_net; /* the net thread's own */
+
 static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
-                      size_t tail_len, void *cookie, bool quiet, bool copy, uq_errmsg *em)
+                      size_t tail_len, void *cookie, bool quiet, bool copy, bool push, uq_errmsg *em)
 {
     size_t len = head_len + tail_len;
     if (len > UQN_NET_MSG_MAX)
@@ -478,11 +495,18 @@ static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_
     p->qn++;
     p->qbytes += len;
 kick:
-    /* the thread is woken once until it looks (the write after the lock:
-     * kicked set means a write is made or coming, and epoll's eventfd stays
-     * readable until the thread reads it) */
-    kick = !net->kicked;
-    net->kicked = true;
+    if (cur_net == net) {
+        net->self_owed = true; /* the thread itself: it feeds its queues before it sleeps */
+    } else if (push && !net->kicked && !owed.net && atomic_exchange(&net->direct_ok, false)) {
+        owed.net = net; /* the thread sleeps: the sender writes it (uqn_net_push), at most one per sleep */
+        memcpy(owed.peer, p->name, sizeof owed.peer);
+    } else {
+        /* the thread is woken once until it looks (the write after the
+         * lock: kicked set means a write is made or coming, and epoll's
+         * eventfd stays readable until the thread reads it) */
+        kick = !net->kicked;
+        net->kicked = true;
+    }
 out:
     pthread_mutex_unlock(&net->lock);
     if (e == UQ_OK && kick) {
@@ -497,18 +521,18 @@ out:
 
 uq_err uqn_net_send(uqn_net *net, const char *name, uint8_t *msg, size_t len, void *cookie, uq_errmsg *em)
 {
-    return enqueue(net, name, msg, len, NULL, 0, cookie, false, false, em);
+    return enqueue(net, name, msg, len, NULL, 0, cookie, false, false, false, em);
 }
 
 uq_err uqn_net_send_tail(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
                          size_t tail_len, void *cookie, uq_errmsg *em)
 {
-    return enqueue(net, name, msg, head_len, tail, tail_len, cookie, false, false, em);
+    return enqueue(net, name, msg, head_len, tail, tail_len, cookie, false, false, false, em);
 }
 
-uq_err uqn_net_send_quiet(uqn_net *net, const char *name, uint8_t *msg, size_t len, bool copy, uq_errmsg *em)
+uq_err uqn_net_send_quiet(uqn_net *net, const char *name, uint8_t *msg, size_t len, unsigned flags, uq_errmsg *em)
 {
-    return enqueue(net, name, msg, len, NULL, 0, NULL, true, copy, em);
+    return enqueue(net, name, msg, len, NULL, 0, NULL, true, flags & UQN_QUIET_COPY, flags & UQN_QUIET_PUSH, em);
 }
 
 uq_err uqn_net_room(uqn_net *net, const char *name, size_t len, uq_errmsg *em)
@@ -593,8 +617,6 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
 }
 
 /* The thread's current network, for deliver (one net per thread). */
-static __thread uqn_net *cur_net;
-
 /* The receiver's batch is delivered (uqn_net_cfg.recv_flush): after each
  * read, and before anything that must come after what was received (a
  * link reported down). */
@@ -871,6 +893,48 @@ static void feed(uqn_net *net, peer *p)
     }
 }
 
+/* Write what this thread queued with UQN_QUIET_PUSH, if the net thread
+ * sleeps (io is free): the round trip's request or response goes out from
+ * its sender's thread, and a sleeping net thread (on a halted CPU, whose
+ * wake-up costs 10-20 us in a VM) is not on its path. What cannot go now
+ * (no link up yet, a batch still being written) stays queued and the
+ * thread is woken for it, as for any message. */
+void uqn_net_push(void)
+{
+    while (owed.net) { /* a callback of feed may owe another */
+        uqn_net *net = owed.net;
+        char name[UQN_NAME_MAX + 1];
+        memcpy(name, owed.peer, sizeof name);
+        owed.net = NULL;
+        bool kick = true;
+        if (pthread_mutex_trylock(&net->io) == 0) {
+            pthread_mutex_lock(&net->lock);
+            /* the thread frees a peer only under io, so p stays */
+            peer *p = net->stopping ? NULL : peer_find(net, name);
+            pthread_mutex_unlock(&net->lock);
+            if (p) {
+                net->st.pushed++;
+                feed(net, p);
+                pthread_mutex_lock(&net->lock);
+                kick = p->head != NULL;
+                pthread_mutex_unlock(&net->lock);
+            }
+            pthread_mutex_unlock(&net->io);
+        }
+        if (kick) {
+            pthread_mutex_lock(&net->lock);
+            kick = !net->kicked;
+            net->kicked = true;
+            pthread_mutex_unlock(&net->lock);
+            if (kick) {
+                uint64_t one = 1;
+                ssize_t w = write(net->efd, &one, sizeof one);
+                UQ_UNUSED(w);
+            }
+        }
+    }
+}
+
 static void inbound_up(uqn_net *net, conn *c);
 
 /* An accepted link from a node the directory does not know: stop reading
@@ -1140,6 +1204,7 @@ static void *net_main(void *arg)
     cur_net = net;
     struct epoll_event evs[64];
     bool quiet = false; /* the last wait ended with no event */
+    pthread_mutex_lock(&net->io);
     pthread_mutex_lock(&net->lock);
     net->running = true;
     pthread_cond_broadcast(&net->started);
@@ -1149,6 +1214,9 @@ static void *net_main(void *arg)
         bool stop = net->stopping;
         pthread_mutex_unlock(&net->lock);
         if (stop) break;
+        /* something this thread queued after its last service(): look now */
+        bool again = net->self_owed;
+        net->self_owed = false;
         /* Quiet (no event for PREP_QUIET_MS): make an ephemeral key for a
          * future handshake, off its path. Not as soon as nothing waits: a
          * link setup is a ping-pong of two threads, and on a busy 2-core
@@ -1162,8 +1230,14 @@ static void *net_main(void *arg)
                 uqn_noise_prepare();
                 continue;
             }
+        } else if (again) {
+            n = epoll_wait(net->ep, evs, 64, 0);
         } else {
+            /* asleep: a sender may push one message itself (uqn_net_push) */
+            atomic_store_explicit(&net->direct_ok, true, memory_order_relaxed);
+            pthread_mutex_unlock(&net->io);
             n = epoll_wait(net->ep, evs, 64, quiet || uqn_noise_pool_full() ? TICK_MS : PREP_QUIET_MS);
+            pthread_mutex_lock(&net->io);
         }
         if (n < 0) n = 0; /* EINTR */
         quiet = n == 0;
@@ -1200,6 +1274,7 @@ static void *net_main(void *arg)
         service(net);
         rx_flush(net);
     }
+    pthread_mutex_unlock(&net->io);
     return NULL;
 }
 
@@ -1349,6 +1424,7 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
     if (cfg->dir_path) snprintf(net->dir_path, sizeof net->dir_path, "%s", cfg->dir_path);
     net->lfd = -1;
     pthread_mutex_init(&net->lock, NULL);
+    pthread_mutex_init(&net->io, NULL);
     net->ep = epoll_create1(EPOLL_CLOEXEC);
     net->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     uq_err e;
@@ -1356,6 +1432,7 @@ uq_err uqn_net_start(const uqn_net_cfg *cfg, uqn_net **out, uq_errmsg *em)
         close(net->ep);
         close(net->efd);
         pthread_mutex_destroy(&net->lock);
+        pthread_mutex_destroy(&net->io);
         free(net);
         return e;
     }
@@ -1390,6 +1467,7 @@ void uqn_net_stop(uqn_net *net)
     net->stopping = true;
     pthread_mutex_unlock(&net->lock);
     pthread_join(net->thread, NULL);
+    pthread_mutex_lock(&net->io); /* a sender pushing now is done first (it sees stopping after) */
     net->joined = true;
     for (conn *c = net->conns, *nx; c; c = nx) {
         nx = c->next;
@@ -1421,6 +1499,8 @@ void uqn_net_stop(uqn_net *net)
     uqn_tickets_free(net->tickets);
     free(net->rbuf);
     pthread_cond_destroy(&net->started);
+    pthread_mutex_unlock(&net->io);
+    pthread_mutex_destroy(&net->io);
     pthread_mutex_destroy(&net->lock);
     free(net);
 }

@@ -58,8 +58,9 @@ typedef struct uqn_net_cfg {
      * and before down, so that a receiver may collect what recv gives and
      * deliver it in one step (net thread). */
     void (*recv_flush)(void *arg);
-    /* Each message queued with uqn_net_send ends here once (net thread, or
-     * the thread calling uqn_net_stop), with UQN_DONE_*; no lock held. */
+    /* Each message queued with uqn_net_send ends here once (net thread, the
+     * thread calling uqn_net_stop, or one in uqn_net_push), with UQN_DONE_*;
+     * no lock of the net module's held but its io lock. */
     void (*done)(void *arg, void *cookie, int why);
     /* A message queued with uqn_net_send_quiet that failed (why is
      * UQN_DONE_OFFLINE or _TIMEOUT): its bytes, lent for the call, from
@@ -94,12 +95,25 @@ uq_err uqn_net_send_tail(uqn_net *net, const char *peer, uint8_t *msg, size_t he
 
 /* A message that needs no report once written (no done call, no cookie):
  * a failure goes to cfg.lost with the message's bytes instead, so the
- * sender keeps nothing per message. With copy, msg stays the caller's (it
- * may be on the stack) and is copied; without, it is malloc'ed and taken
- * on success. A message of at most UQN_NET_INLINE bytes is copied into its
- * queue entry either way (no allocation). Errors as uqn_net_send. */
+ * sender keeps nothing per message. With UQN_QUIET_COPY, msg stays the
+ * caller's (it may be on the stack) and is copied; without, it is
+ * malloc'ed and taken on success. A message of at most UQN_NET_INLINE
+ * bytes is copied into its queue entry either way (no allocation).
+ * With UQN_QUIET_PUSH (a message somebody waits for: a request that
+ * expects a response, a response), the net thread may be left asleep and
+ * the message written from this thread instead, by uqn_net_push: the
+ * caller must call it once it holds no lock that a callback (done, lost,
+ * down, recv) takes. Errors as uqn_net_send. */
 #define UQN_NET_INLINE 232
-uq_err uqn_net_send_quiet(uqn_net *net, const char *peer, uint8_t *msg, size_t len, bool copy, uq_errmsg *em);
+#define UQN_QUIET_COPY 1u
+#define UQN_QUIET_PUSH 2u
+uq_err uqn_net_send_quiet(uqn_net *net, const char *peer, uint8_t *msg, size_t len, unsigned flags, uq_errmsg *em);
+/* Write the messages this thread queued with UQN_QUIET_PUSH: from this
+ * thread if the net thread sleeps (it saves waking it: 10-20 us on a
+ * virtual CPU that halted), else by waking it. Callbacks may run here (a
+ * link that fails while written), with no lock of the caller's held.
+ * Cheap when nothing is owed; safe to call from any thread. */
+void uqn_net_push(void);
 
 /* Would a message of len bytes for peer fit in its queue now? UQ_ELIMIT
  * (with the same message as uqn_net_send) if not. Only a hint, for a
@@ -130,6 +144,7 @@ typedef struct uqn_net_stats {
     uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
     uint64_t offline, timeouts;
     uint64_t packed;                /* messages queued into a pack (netmod.c) rather than an entry of their own */
+    uint64_t pushed;                /* times a sender wrote its own message while the thread slept (uqn_net_push) */
     uint32_t peers, conns;
 } uqn_net_stats;
 void uqn_net_get_stats(uqn_net *net, uqn_net_stats *out);

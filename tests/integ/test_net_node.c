@@ -5,6 +5,7 @@
  * (uqbar boot) are in test_net_boot.c. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -513,6 +514,88 @@ TEST(net_node_packed_messages_arrive_in_order)
     uqi_msg *got = uqi_port_receive(r.port, 5000);
     ASSERT(got && got->kind == UQI_MSG_RESPONSE && got->id == id && kn_ctx_is(got, "last"));
     uqi_msg_free(got);
+    rig_stop(&r);
+}
+
+/* Messages somebody waits for (a request that expects a response, a
+ * response) may be written by their sender's thread while the net thread
+ * sleeps (uqn_net_push); the others are queued for the thread. Mixed, from
+ * two senders at once, with pauses that let the thread sleep: every
+ * message arrives, each sender's in order, and each response finds its
+ * request and context once. */
+typedef struct pusher {
+    uqi_kproc *port;
+    int who, n;
+} pusher;
+
+static void *push_mixed(void *arg)
+{
+    pusher *ps = arg;
+    for (int i = 0; i < ps->n; i++) {
+        char body[64], ctx[32];
+        snprintf(body, sizeof body, "[%d,%d]", ps->who, i);
+        snprintf(ctx, sizeof ctx, "c%d.%d", ps->who, i);
+        uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
+        ASSERT_EQ(uqi_addr_parse("b.node@srv", "a.node", &m->target, NULL), UQ_OK);
+        m->expects_response_s = i % 2 ? 30 : 0;
+        uq_errmsg em;
+        uq_err e;
+        while ((e = uqi_kernel_send(ps->port, m, i % 2 ? (uint8_t *)strdup(ctx) : NULL, i % 2 ? strlen(ctx) : 0,
+                                    NULL, &em)) == UQ_ELIMIT)
+            usleep(100);
+        ASSERT_EQ(e, UQ_OK);
+        if (i % 16 == 15) usleep(300); /* the net thread goes to sleep */
+    }
+    return NULL;
+}
+
+TEST(net_node_pushed_and_queued_messages_keep_order)
+{
+    rig r;
+    rig_start(&r);
+    enum { N = 2000 };
+    uqi_kproc *port2;
+    ASSERT_EQ(uqi_node_port(r.n, "tester2", &port2, NULL), UQ_OK);
+    pusher ps[2] = {{r.port, 0, N}, {port2, 1, N}};
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) pthread_create(&th[k], NULL, push_mixed, &ps[k]);
+    int next[2] = {0, 0};
+    for (int got = 0; got < 2 * N; got++) {
+        uqi_msg *m = rp_wait(&r.b, 10000);
+        if (!m) test_fail(__FILE__, __LINE__, "%d of %d arrived", got, 2 * N);
+        int who = -1, i = -1;
+        char body[64];
+        snprintf(body, sizeof body, "%.*s", (int)m->body_len, (const char *)m->body);
+        ASSERT(sscanf(body, "[%d,%d]", &who, &i) == 2 && (who == 0 || who == 1));
+        if (i != next[who]) test_fail(__FILE__, __LINE__, "sender %d: message %d came where %d was due", who, i, next[who]);
+        next[who]++;
+        ASSERT_EQ(m->expects_response_s != 0, i % 2 == 1);
+        if (m->expects_response_s) { /* answered at once */
+            uqi_msg *resp = mk(UQI_MSG_RESPONSE, m->id, "srv", who ? "tester2" : "tester", body);
+            rp_send(&r.b, "a.node", resp, false, 0);
+            uqi_msg_free(resp);
+        }
+        uqi_msg_free(m);
+    }
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        uqi_kproc *port = k ? port2 : r.port;
+        for (int i = 1; i < N; i += 2) {
+            uqi_msg *got = uqi_port_receive(port, 5000);
+            char body[64], ctx[32];
+            snprintf(body, sizeof body, "[%d,%d]", k, i);
+            snprintf(ctx, sizeof ctx, "c%d.%d", k, i);
+            if (!got || got->kind != UQI_MSG_RESPONSE || !kn_body_is(got, body) || !kn_ctx_is(got, ctx))
+                test_fail(__FILE__, __LINE__, "sender %d: response to %d missing, late or without its context", k, i);
+            uqi_msg_free(got);
+        }
+        ASSERT(uqi_port_receive(port, 50) == NULL); /* none twice */
+    }
+    uqn_net_stats st;
+    uqn_net_get_stats(r.net, &st);
+    test_log("%d messages, %d expecting a response; written by their sender's thread %llu times", 2 * N, N,
+             (unsigned long long)st.pushed);
+    ASSERT(st.pushed > 0);
     rig_stop(&r);
 }
 
