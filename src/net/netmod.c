@@ -122,6 +122,7 @@ struct uqn_net {
     pthread_mutex_t io;      /* connections, links, peer states: the thread's, except while it sleeps */
     _Atomic bool direct_ok;  /* the thread went to sleep and no sender has pushed since (uqn_net_push) */
     bool self_owed;          /* under io: the thread queued a message itself: it looks again before sleeping */
+    uint32_t owing;          /* under lock: messages queued for a uqn_net_push not yet done (uqn_net_stop waits) */
     peer *peers;             /* under lock */
     uint32_t npeers;         /* under lock */
     bool stopping;           /* under lock */
@@ -500,6 +501,7 @@ kick:
     } else if (push && !net->kicked && !owed.net && atomic_exchange(&net->direct_ok, false)) {
         owed.net = net; /* the thread sleeps: the sender writes it (uqn_net_push), at most one per sleep */
         memcpy(owed.peer, p->name, sizeof owed.peer);
+        net->owing++;
     } else {
         /* the thread is woken once until it looks (the write after the
          * lock: kicked set means a write is made or coming, and epoll's
@@ -921,17 +923,17 @@ void uqn_net_push(void)
             }
             pthread_mutex_unlock(&net->io);
         }
-        if (kick) {
-            pthread_mutex_lock(&net->lock);
-            kick = !net->kicked;
+        /* net is not touched after this section: uqn_net_stop may free it
+         * as soon as owing is 0 */
+        pthread_mutex_lock(&net->lock);
+        if (kick && !net->kicked) {
             net->kicked = true;
-            pthread_mutex_unlock(&net->lock);
-            if (kick) {
-                uint64_t one = 1;
-                ssize_t w = write(net->efd, &one, sizeof one);
-                UQ_UNUSED(w);
-            }
+            uint64_t one = 1;
+            ssize_t w = write(net->efd, &one, sizeof one);
+            UQ_UNUSED(w);
         }
+        if (--net->owing == 0 && net->stopping) pthread_cond_broadcast(&net->started);
+        pthread_mutex_unlock(&net->lock);
     }
 }
 
@@ -1467,7 +1469,12 @@ void uqn_net_stop(uqn_net *net)
     net->stopping = true;
     pthread_mutex_unlock(&net->lock);
     pthread_join(net->thread, NULL);
-    pthread_mutex_lock(&net->io); /* a sender pushing now is done first (it sees stopping after) */
+    /* a sender that queued a message to push (before stopping was set)
+     * is done with net first */
+    pthread_mutex_lock(&net->lock);
+    while (net->owing) pthread_cond_wait(&net->started, &net->lock);
+    pthread_mutex_unlock(&net->lock);
+    pthread_mutex_lock(&net->io);
     net->joined = true;
     for (conn *c = net->conns, *nx; c; c = nx) {
         nx = c->next;
