@@ -3,6 +3,9 @@
  * loopback TCP, Noise-encrypted. Prints `name value unit` lines:
  *   net_remote_roundtrip_median_us / _p99_us   request from a host port on a to b and
  *                                               the response back, one at a time
+ *   net_remote_roundtrip_kernels_median_us / _p99_us
+ *                                               the same to a wasm echo process on node c, a
+ *                                               real kernel too (with APPS_DIR): what a process sees
  *   net_small_msgs_per_s                        one-way requests (16-byte body) a -> b
  *   net_bulk_mb_per_s                           8 MiB payloads a -> b (MB = 10^6 bytes)
  *   net_link_setup_us                           first contact: TCP connect + Noise XX + first message (median)
@@ -18,8 +21,8 @@
  *   net_setup_resume_handshake_us               the same resuming with a ticket (NNpsk0)
  *   net_setup_x25519_us, net_setup_ed25519_sign_us, net_setup_ed25519_verify_us
  * (with _cpu_ figures: CPU time of the whole process per message / per KB).
- * UQBAR_BENCH_ONLY=rt|small|bulk|small_in|bulk_in|setup|crypto runs one phase.
- * Usage: bench_net CACHE_DIR */
+ * UQBAR_BENCH_ONLY=rt|rt_kernels|small|bulk|small_in|bulk_in|setup|crypto runs one phase.
+ * Usage: bench_net CACHE_DIR [APPS_DIR] */
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <netinet/in.h>
@@ -29,6 +32,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kernel/kernel.h"
@@ -314,6 +318,72 @@ static void bench_setup_parts(const uqn_identity *ida, const uqn_identity *idb)
     fflush(stdout);
 }
 
+/* Node c in a child process: a kernel, its net module, a public echo
+ * holding the network capability. Writes its listen address to *addr; it
+ * runs until *ctl (the write end of a pipe it reads) is closed. */
+static pid_t node_c_start(const uqn_identity *idc, const char *cache, const char *peers, const char *apps,
+                          char addr[UQN_ADDR_MAX + 1], int *ctl)
+{
+    int up[2], down[2];
+    if (pipe(up) || pipe(down)) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        uqi_node_config cc = {.name = "c.bench", .cache_dir = cache, .workers = 1, .identity_sk = idc->sk};
+        uqi_node *cn;
+        uqn_net *cnet;
+        uq_errmsg em;
+        if (uqi_node_start(&cc, &cn, &em)) {
+            fprintf(stderr, "bench_net: node c: %s\n", em.text);
+            _exit(1);
+        }
+        uqn_net_cfg ccfg = {.id = idc, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv_batch,
+                            .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost,
+                            .down = uqi_node_net_down, .arg = cn};
+        if (uqn_net_start(&ccfg, &cnet, NULL)) _exit(1);
+        uqi_node_set_net(cn, cnet);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/echo.wasm", apps);
+        uint8_t *wasm;
+        size_t wl;
+        uqi_capref nc = {.params = (char *)"\"network\""};
+        snprintf(nc.issuer.node, sizeof nc.issuer.node, "c.bench");
+        snprintf(nc.issuer.process, sizeof nc.issuer.process, "kernel");
+        if (uqi_read_file(path, &wasm, &wl, &em) || uqi_node_spawn(cn, "echo", wasm, wl, true, NULL, &em) ||
+            uqi_node_grant(cn, NULL, "echo", &nc, 1, &em)) {
+            fprintf(stderr, "bench_net: echo on node c: %s\n", em.text);
+            _exit(1);
+        }
+        free(wasm);
+        const char *a = uqn_net_listen_addr(cnet);
+        if (write(up[1], a, strlen(a) + 1) < 0) _exit(1);
+        close(up[1]);
+        char x;
+        while (read(down[0], &x, 1) > 0) {
+        }
+        uqi_node_set_net(cn, NULL);
+        uqn_net_stop(cnet);
+        uqi_node_stop(cn);
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    size_t got = 0;
+    ssize_t r;
+    while (got < UQN_ADDR_MAX && (r = read(up[0], addr + got, UQN_ADDR_MAX - got)) > 0) got += (size_t)r;
+    close(up[0]);
+    addr[got < UQN_ADDR_MAX ? got : UQN_ADDR_MAX] = '\0';
+    if (!addr[0]) {
+        fprintf(stderr, "bench_net: node c did not start\n");
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    *ctl = down[1];
+    return pid;
+}
+
 int main(int argc, char **argv)
 {
     only = getenv("UQBAR_BENCH_ONLY");
@@ -327,6 +397,18 @@ int main(int argc, char **argv)
     seed_id("a.bench", 1, &ida);
     seed_id("b.bench", 2, &idb);
     if (phase("crypto")) bench_crypto();
+    /* node c, a kernel with a wasm echo, in a process of its own (one
+     * scheduler per process): for the kernel-to-kernel round trip */
+    const char *apps = argc > 2 ? argv[2] : NULL;
+    uqn_identity idc;
+    seed_id("c.bench", 3, &idc);
+    char c_addr[UQN_ADDR_MAX + 1] = "";
+    pid_t c_pid = 0;
+    int c_ctl = -1;
+    if (apps && phase("rt_kernels")) {
+        c_pid = node_c_start(&idc, cache, peers, apps, c_addr, &c_ctl);
+        if (c_pid < 0) return 1;
+    }
     uqn_net_cfg bc = {.id = &idb, .listen = "127.0.0.1:0", .dir_path = peers, .recv = b_recv};
     if (uqn_net_start(&bc, &bnet, NULL)) return 1;
     uqi_node_config c = {.name = "a.bench", .cache_dir = cache, .workers = 1, .identity_sk = ida.sk,
@@ -350,6 +432,11 @@ int main(int argc, char **argv)
     uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
     uqn_record_make(&idb, ba, 1, 1, &r, NULL);
     uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
+    if (c_addr[0]) {
+        const char *ca[1] = {c_addr};
+        uqn_record_make(&idc, ca, 1, 1, &r, NULL);
+        uqn_dir_put(d, &r, UQN_SRC_FILE, NULL);
+    }
     uqn_dir_save(d, peers, NULL);
     uqn_dir_free(d);
     uqi_kproc *port, *sink;
@@ -385,6 +472,31 @@ int main(int argc, char **argv)
         printf("net_remote_roundtrip_median_us %.1f us\n", (double)lat[RT / 2] / 1e3);
         printf("net_remote_roundtrip_p99_us %.1f us\n", (double)lat[RT * 99 / 100] / 1e3);
         fflush(stdout);
+    }
+    /* the same to c's wasm echo: c's net thread, a worker, the process, and
+     * the response pushed from the worker */
+    if (c_pid > 0) {
+        enum { RK = 10000 };
+        for (int i = -WARM / 4; i < RK; i++) {
+            uint64_t t0 = uqi_now_ns();
+            uqi_msg *m = req("{\"ping\":1}", 5);
+            uqi_addr_parse("c.bench@echo", "a.bench", &m->target, NULL);
+            send_retry(port, m);
+            uqi_msg *resp = uqi_port_receive(port, 5000);
+            if (!resp || resp->kind != UQI_MSG_RESPONSE) {
+                fprintf(stderr, "bench_net: round trip to c's echo %d failed\n", i);
+                return 1;
+            }
+            uqi_msg_free(resp);
+            if (i >= 0) lat[i] = uqi_now_ns() - t0;
+        }
+        qsort(lat, RK, sizeof lat[0], cmp_u64);
+        printf("net_remote_roundtrip_kernels_median_us %.1f us\n", (double)lat[RK / 2] / 1e3);
+        printf("net_remote_roundtrip_kernels_p99_us %.1f us\n", (double)lat[RK * 99 / 100] / 1e3);
+        fflush(stdout);
+        close(c_ctl); /* c ends */
+        waitpid(c_pid, NULL, 0);
+        c_pid = 0;
     }
 
     /* small-message throughput */

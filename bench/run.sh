@@ -207,8 +207,8 @@ awk -v a="$t0" -v b="$t1" 'BEGIN { printf "node_boot_100_whole_run_ms %.1f ms\n"
 grep -q '^restored 100 processes' "$OUT/boot2.txt" || fail "the second boot did not restore 100 processes"
 
 # ---- network (issue 6) ---------------------------------------------------------
-say "network benchmarks ($B/bench_net: node a with its kernel, node b bare, loopback TCP + Noise; _in: a receives)"
-"$B/bench_net" "$CACHE" > "$OUT/net.txt"
+say "network benchmarks ($B/bench_net: node a with its kernel, node b bare, loopback TCP + Noise; _in: a receives; _kernels: node c, a kernel in its own process, answers from a wasm echo)"
+"$B/bench_net" "$CACHE" "$BUILD/apps" > "$OUT/net.txt"
 st=$?
 [ $st -eq 0 ] || fail "bench_net: exit status $st"
 cat "$OUT/net.txt"
@@ -269,6 +269,7 @@ kernel_chain_forward_1mib_vs_1kib kernel_chain_forward_1mib_vs_1kib <= 1.5 x
 kernel_roundtrip_caps_on_vs_off kernel_roundtrip_caps_on_vs_off <= 1.05 x
 node_boot_restore_100 node_boot_restore_100_ms <= 100 ms
 net_remote_roundtrip net_remote_roundtrip_median_us <= 50 us
+net_remote_roundtrip_kernels net_remote_roundtrip_kernels_median_us <= 50 us
 net_small_msgs net_small_msgs_per_s >= 1000000 msg/s
 net_bulk net_bulk_mb_per_s >= 1000 MB/s
 net_small_msgs_kernel_receives net_small_in_msgs_per_s >= 1000000 msg/s
