@@ -265,42 +265,98 @@ static uq_err deliver(uqn_fdec *d, const uint8_t *msg, size_t len, uq_errmsg *em
  * the receiver (uqn_rx_take: a payload made of it, no copy); mapped ones
  * come back, when the decoder or that receiver is done with them, to a
  * pool shared by the process (fresh pages cost a fault and a clearing
- * each: about a third of a receiving thread's time), marked MADV_FREE so
- * that the system may take the pages back under memory pressure. */
+ * each: about a third of a receiving thread's time). A buffer left in the
+ * pool for POOL_IDLE_NS is marked MADV_FREE (uqn_rxbuf_trim), so that the
+ * system may take its pages back under memory pressure; one taken again
+ * sooner is not: a stream of large messages reuses the same buffers back
+ * to back, and writing into marked pages is slow (on this VM 0.24 us a KB
+ * against 0.066 unmarked, with no page fault counted: 0.17 us a KB more
+ * for the receiving thread, about a tenth of a link's whole cost;
+ * docs/PERFORMANCE.md, "Network, seventh round"). */
 #define PART_MAP ((size_t)256 << 10)
 #define POOL_MAX 4u
+#define POOL_IDLE_NS 1000000000ull
 
 static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { uint8_t *p; size_t cap; } pool[POOL_MAX];
+static struct {
+    uint8_t *p;
+    size_t cap;
+    uint64_t since;          /* pooled then (uqi_now_ns) */
+    bool lazy;               /* marked MADV_FREE */
+} pool[POOL_MAX];
 static unsigned npool;
+static _Atomic uint64_t pool_due = UINT64_MAX; /* when an entry not lazy is due (UINT64_MAX: none) */
+
+/* pool_due again, from the entries (pool_mu held). */
+static void pool_due_update(void)
+{
+    uint64_t due = UINT64_MAX;
+    for (unsigned i = 0; i < npool; i++)
+        if (!pool[i].lazy && pool[i].since + POOL_IDLE_NS < due) due = pool[i].since + POOL_IDLE_NS;
+    pool_due = due;
+}
 
 /* A mapped buffer back to the pool (or unmapped: the pool keeps the
- * largest POOL_MAX). Any thread. */
-static void pool_put(uint8_t *p, size_t cap)
+ * largest POOL_MAX), pooled since then, lazy if marked MADV_FREE already.
+ * Any thread. */
+static void pool_add(uint8_t *p, size_t cap, uint64_t since, bool lazy)
 {
-    madvise(p, cap, MADV_FREE);
     pthread_mutex_lock(&pool_mu);
+    unsigned s;
     if (npool < POOL_MAX) {
-        pool[npool].p = p;
-        pool[npool++].cap = cap;
-        p = NULL;
+        s = npool++;
+        pool[s].p = NULL;
     } else {
-        unsigned s = 0;
+        s = 0;
         for (unsigned i = 1; i < npool; i++)
             if (pool[i].cap < pool[s].cap) s = i;
-        if (pool[s].cap < cap) { /* keep the larger */
-            uint8_t *q = pool[s].p;
-            size_t qc = pool[s].cap;
-            pool[s].p = p;
-            pool[s].cap = cap;
-            p = q;
-            cap = qc;
-        }
     }
+    if (!pool[s].p || pool[s].cap < cap) { /* a free place, or the smallest out for the larger */
+        uint8_t *q = pool[s].p;
+        size_t qc = pool[s].cap;
+        pool[s].p = p;
+        pool[s].cap = cap;
+        pool[s].since = since;
+        pool[s].lazy = lazy;
+        p = q;
+        cap = qc;
+    }
+    pool_due_update();
     pthread_mutex_unlock(&pool_mu);
     if (p) munmap(p, cap);
+}
+
+void uqn_rxbuf_trim(uint64_t now)
+{
+    if (now < pool_due) return;
+    struct { uint8_t *p; size_t cap; uint64_t since; } due[POOL_MAX];
+    unsigned n = 0;
+    pthread_mutex_lock(&pool_mu);
+    for (unsigned i = 0; i < npool;) {
+        if (!pool[i].lazy && pool[i].since + POOL_IDLE_NS <= now) { /* out while it is marked */
+            due[n].p = pool[i].p;
+            due[n].cap = pool[i].cap;
+            due[n++].since = pool[i].since;
+            pool[i] = pool[--npool];
+        } else {
+            i++;
+        }
+    }
+    pool_due_update();
+    pthread_mutex_unlock(&pool_mu);
+    for (unsigned i = 0; i < n; i++) {
+        madvise(due[i].p, due[i].cap, MADV_FREE);
+        pool_add(due[i].p, due[i].cap, due[i].since, true);
+    }
+}
+
+static void pool_put(uint8_t *p, size_t cap)
+{
+    uint64_t now = uqi_now_ns();
+    pool_add(p, cap, now, false);
+    uqn_rxbuf_trim(now); /* others idle long enough, if no net thread calls it */
 }
 
 /* A pooled buffer for a message of want bytes: the smallest of at least
