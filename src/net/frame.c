@@ -269,9 +269,9 @@ static uq_err deliver(uqn_fdec *d, const uint8_t *msg, size_t len, uq_errmsg *em
  * pool for POOL_IDLE_NS is marked MADV_FREE (uqn_rxbuf_trim), so that the
  * system may take its pages back under memory pressure; one taken again
  * sooner is not: a stream of large messages reuses the same buffers back
- * to back, and writing into marked pages is slow (on this VM 0.24 us a KB
- * against 0.066 unmarked, with no page fault counted: 0.17 us a KB more
- * for the receiving thread, about a tenth of a link's whole cost;
+ * to back, and writing into marked pages is slow (on this VM a memset of
+ * 8 MiB took 0.20 us a KB against 0.06 unmarked, with no page fault
+ * counted; deferring the marking cut a bulk link's CPU by 11-14 %:
  * docs/PERFORMANCE.md, "Network, seventh round"). */
 #define PART_MAP ((size_t)256 << 10)
 #define POOL_MAX 4u
