@@ -175,6 +175,34 @@ static size_t next_plain(uqn_fenc *e, uint8_t *out, gather *g)
 
 size_t uqn_fenc_next_plain(uqn_fenc *e, uint8_t *out) { return next_plain(e, out, NULL); }
 
+/* Encrypt a frame's n plaintext bytes at pt in place, with g's segments
+ * from their messages: the records' headers (and short data) in place, the
+ * long data from where it is. Only a segment's middle, from and to
+ * multiples of UQN_CIPHER_ALIGN (counted from the frame's start), is
+ * encrypted from the message; its two ends (less than that each) are
+ * copied into the frame first and go with the pieces in place. So every
+ * piece but the last starts and ends on a multiple of UQN_CIPHER_ALIGN:
+ * the cipher's fast path (noise.h). */
+static void seal_gather(uint8_t *pt, size_t n, const gather *g)
+{
+    const size_t a = UQN_CIPHER_ALIGN;
+    size_t at = 0;
+    for (unsigned i = 0; i < g->n; i++) {
+        const seg *s = &g->s[i];
+        size_t end = s->off + s->len, from = (s->off + a - 1) / a * a, to = end / a * a;
+        if (from >= to) { /* no aligned middle: all in the frame */
+            memcpy(pt + s->off, s->src, s->len);
+            continue;
+        }
+        memcpy(pt + s->off, s->src, from - s->off);
+        memcpy(pt + to, s->src + (to - s->off), end - to);
+        uqn_cipher_seal_update(pt + at, from - at, pt + at);
+        uqn_cipher_seal_update(s->src + (from - s->off), to - from, pt + from);
+        at = to;
+    }
+    uqn_cipher_seal_update(pt + at, n - at, pt + at);
+}
+
 uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *out_len,
                            uq_errmsg *em)
 {
@@ -188,15 +216,7 @@ uq_err uqn_fenc_next_frame(uqn_fenc *e, uqn_cipher *cs, uint8_t *out, size_t *ou
     size_t n = next_plain(e, pt, cs && cs->has_key ? &g : NULL);
     size_t clen = n + (cs && cs->has_key ? UQN_NOISE_TAG : 0);
     if (g.n && uqn_cipher_seal_begin(cs, n)) {
-        /* the records' headers (and short data) in place, the long data
-         * from the messages */
-        size_t at = 0;
-        for (unsigned i = 0; i < g.n; i++) {
-            uqn_cipher_seal_update(pt + at, g.s[i].off - at, pt + at);
-            uqn_cipher_seal_update(g.s[i].src, g.s[i].len, pt + g.s[i].off);
-            at = g.s[i].off + g.s[i].len;
-        }
-        uqn_cipher_seal_update(pt + at, n - at, pt + at);
+        seal_gather(pt, n, &g);
         uqn_cipher_seal_final(cs, pt + n);
     } else if (cs) {
         for (unsigned i = 0; i < g.n; i++) memcpy(pt + g.s[i].off, g.s[i].src, g.s[i].len);
@@ -245,42 +265,98 @@ static uq_err deliver(uqn_fdec *d, const uint8_t *msg, size_t len, uq_errmsg *em
  * the receiver (uqn_rx_take: a payload made of it, no copy); mapped ones
  * come back, when the decoder or that receiver is done with them, to a
  * pool shared by the process (fresh pages cost a fault and a clearing
- * each: about a third of a receiving thread's time), marked MADV_FREE so
- * that the system may take the pages back under memory pressure. */
+ * each: about a third of a receiving thread's time). A buffer left in the
+ * pool for POOL_IDLE_NS is marked MADV_FREE (uqn_rxbuf_trim), so that the
+ * system may take its pages back under memory pressure; one taken again
+ * sooner is not: a stream of large messages reuses the same buffers back
+ * to back, and writing into marked pages is slow (on this VM a memset of
+ * 8 MiB took 0.20 us a KB against 0.06 unmarked, with no page fault
+ * counted; deferring the marking cut a bulk link's CPU by 11-14 %:
+ * docs/PERFORMANCE.md, "Network, seventh round"). */
 #define PART_MAP ((size_t)256 << 10)
 #define POOL_MAX 4u
+#define POOL_IDLE_NS 1000000000ull
 
 static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { uint8_t *p; size_t cap; } pool[POOL_MAX];
+static struct {
+    uint8_t *p;
+    size_t cap;
+    uint64_t since;          /* pooled then (uqi_now_ns) */
+    bool lazy;               /* marked MADV_FREE */
+} pool[POOL_MAX];
 static unsigned npool;
+static _Atomic uint64_t pool_due = UINT64_MAX; /* when an entry not lazy is due (UINT64_MAX: none) */
+
+/* pool_due again, from the entries (pool_mu held). */
+static void pool_due_update(void)
+{
+    uint64_t due = UINT64_MAX;
+    for (unsigned i = 0; i < npool; i++)
+        if (!pool[i].lazy && pool[i].since + POOL_IDLE_NS < due) due = pool[i].since + POOL_IDLE_NS;
+    pool_due = due;
+}
 
 /* A mapped buffer back to the pool (or unmapped: the pool keeps the
- * largest POOL_MAX). Any thread. */
-static void pool_put(uint8_t *p, size_t cap)
+ * largest POOL_MAX), pooled since then, lazy if marked MADV_FREE already.
+ * Any thread. */
+static void pool_add(uint8_t *p, size_t cap, uint64_t since, bool lazy)
 {
-    madvise(p, cap, MADV_FREE);
     pthread_mutex_lock(&pool_mu);
+    unsigned s;
     if (npool < POOL_MAX) {
-        pool[npool].p = p;
-        pool[npool++].cap = cap;
-        p = NULL;
+        s = npool++;
+        pool[s].p = NULL;
     } else {
-        unsigned s = 0;
+        s = 0;
         for (unsigned i = 1; i < npool; i++)
             if (pool[i].cap < pool[s].cap) s = i;
-        if (pool[s].cap < cap) { /* keep the larger */
-            uint8_t *q = pool[s].p;
-            size_t qc = pool[s].cap;
-            pool[s].p = p;
-            pool[s].cap = cap;
-            p = q;
-            cap = qc;
-        }
     }
+    if (!pool[s].p || pool[s].cap < cap) { /* a free place, or the smallest out for the larger */
+        uint8_t *q = pool[s].p;
+        size_t qc = pool[s].cap;
+        pool[s].p = p;
+        pool[s].cap = cap;
+        pool[s].since = since;
+        pool[s].lazy = lazy;
+        p = q;
+        cap = qc;
+    }
+    pool_due_update();
     pthread_mutex_unlock(&pool_mu);
     if (p) munmap(p, cap);
+}
+
+void uqn_rxbuf_trim(uint64_t now)
+{
+    if (now < pool_due) return;
+    struct { uint8_t *p; size_t cap; uint64_t since; } due[POOL_MAX];
+    unsigned n = 0;
+    pthread_mutex_lock(&pool_mu);
+    for (unsigned i = 0; i < npool;) {
+        if (!pool[i].lazy && pool[i].since + POOL_IDLE_NS <= now) { /* out while it is marked */
+            due[n].p = pool[i].p;
+            due[n].cap = pool[i].cap;
+            due[n++].since = pool[i].since;
+            pool[i] = pool[--npool];
+        } else {
+            i++;
+        }
+    }
+    pool_due_update();
+    pthread_mutex_unlock(&pool_mu);
+    for (unsigned i = 0; i < n; i++) {
+        madvise(due[i].p, due[i].cap, MADV_FREE);
+        pool_add(due[i].p, due[i].cap, due[i].since, true);
+    }
+}
+
+static void pool_put(uint8_t *p, size_t cap)
+{
+    uint64_t now = uqi_now_ns();
+    pool_add(p, cap, now, false);
+    uqn_rxbuf_trim(now); /* others idle long enough, if no net thread calls it */
 }
 
 /* A pooled buffer for a message of want bytes: the smallest of at least
@@ -420,22 +496,30 @@ static uqn_fdec_part *chunk_in_place(uqn_fdec *d, const uint8_t *h, size_t plen)
  * reassembly buffer, the rest of the frame into d->frame; the reassembled
  * bytes count once the tag verifies (if it does not, they are wiped and
  * the link fails). This saves a copy of every byte of a large message.
- * Returns false if the frame cannot be done so (short, no key). */
+ * The pieces start and end on multiples of UQN_CIPHER_ALIGN (noise.h), all
+ * but the last: the first (the chunk's header and the start of its data)
+ * and the chunk's end go to d->frame, and are copied from there once the
+ * frame authenticates. Returns false if the frame cannot be done so (short,
+ * no key). */
 static bool open_in_place(uqn_fdec *d, uqn_cipher *cs, const uint8_t *src, size_t len, uq_err *e, uq_errmsg *em)
 {
+    const size_t a = UQN_CIPHER_ALIGN;
     size_t plen = len - UQN_NOISE_TAG;
-    if (plen < CHUNK_HDR || !uqn_cipher_open_begin(cs, len)) return false;
+    if (plen < a || !uqn_cipher_open_begin(cs, len)) return false;
     uint8_t *f = d->frame;
-    uqn_cipher_open_update(src, CHUNK_HDR, f);
+    uqn_cipher_open_update(src, a, f);
     uqn_fdec_part *pt = chunk_in_place(d, f, plen);
-    size_t dlen = 0;
+    size_t dlen = 0, mid = a; /* [a, mid): decrypted into the reassembly buffer */
     if (pt) {
         dlen = get16(f + 9);
         part_reserve(d, pt, dlen);
-        uqn_cipher_open_update(src + CHUNK_HDR, dlen, pt->buf + pt->got);
+        size_t to = (CHUNK_HDR + dlen) / a * a;
+        if (to > a) {
+            uqn_cipher_open_update(src + a, to - a, pt->buf + pt->got + (a - CHUNK_HDR));
+            mid = to;
+        }
     }
-    size_t rest = CHUNK_HDR + dlen;
-    uqn_cipher_open_update(src + rest, plen - rest, f + rest);
+    uqn_cipher_open_update(src + mid, plen - mid, f + mid);
     if ((*e = uqn_cipher_open_final(cs, src + plen))) {
         if (pt) sodium_memzero(pt->buf + pt->got, dlen);
         sodium_memzero(f, plen);
@@ -444,8 +528,19 @@ static bool open_in_place(uqn_fdec *d, uqn_cipher *cs, const uint8_t *src, size_
         return true;
     }
     d->frames++;
-    if (!pt) rest = 0; /* the whole frame is in d->frame */
-    else if ((*e = part_got(d, pt, dlen, em))) return true;
+    size_t rest = CHUNK_HDR + dlen;
+    if (!pt) {
+        rest = 0; /* the whole frame is in d->frame */
+    } else {
+        uint8_t *to = pt->buf + pt->got;
+        if (mid == a) { /* the chunk is all in d->frame */
+            memcpy(to, f + CHUNK_HDR, dlen);
+        } else {        /* its two ends are */
+            memcpy(to, f + CHUNK_HDR, a - CHUNK_HDR);
+            memcpy(to + (mid - CHUNK_HDR), f + mid, rest - mid);
+        }
+        if ((*e = part_got(d, pt, dlen, em))) return true;
+    }
     *e = uqn_fdec_plain(d, f + rest, plen - rest, em);
     return true;
 }

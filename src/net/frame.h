@@ -109,5 +109,11 @@ uq_err uqn_fdec_plain(uqn_fdec *d, const uint8_t *p, size_t n, uq_errmsg *em);
  * lent from a frame, or called elsewhere): copy what you keep. */
 bool uqn_rx_take(const uint8_t *msg, void **base, size_t *cap);
 void uqn_rxbuf_release(void *base, size_t cap);
+/* Mark the reassembly buffers pooled for a second or more (pooled by
+ * uqn_rxbuf_release or a decoder, to be reused) MADV_FREE: the system may
+ * take their pages back. A buffer reused sooner is not marked (writing
+ * into marked pages costs). Cheap when none is due: the net thread calls
+ * it every tick; now is uqi_now_ns(). */
+void uqn_rxbuf_trim(uint64_t now);
 
 #endif

@@ -1065,6 +1065,7 @@ static void service(uqn_net *net)
     uint64_t ct = (uint64_t)net->cfg.connect_timeout_ms * 1000000ull;
     uint64_t idle = (uint64_t)net->cfg.idle_ms * 1000000ull;
     uqn_lk_tick(net->lk, now);
+    uqn_rxbuf_trim(now);
     for (conn *c = net->conns; c; c = c->next) {
         if (c->dead) continue;
         bool up = c->link && uqn_link_established(c->link);

@@ -47,8 +47,16 @@ uq_err uqn_cipher_decrypt(uqn_cipher *cs, const uint8_t *ad, size_t adlen,
  * the pieces (update) must cover exactly len bytes in order, and no other
  * encryption (seal) or decryption (open) may run on the same thread.
  * open_final: UQ_ECRYPTO if the tag does not verify (the nonce does not
- * advance; what update wrote is unauthenticated: the caller wipes it). */
+ * advance; what update wrote is unauthenticated: the caller wipes it).
+ * Speed: every piece but the last should be a multiple of
+ * UQN_CIPHER_ALIGN bytes. OpenSSL's Poly1305 (the AVX-512 IFMA code) takes
+ * 8 blocks a step only if the call's count of 16-byte blocks is 8n to
+ * 8n+3, else the whole call goes 4 at a time, 1.5 times as long; a piece
+ * that ends inside a block shifts the count of every later one
+ * (docs/PERFORMANCE.md, "Network, seventh round"). Pieces of other lengths
+ * work, only slower. */
 #define UQN_CIPHER_STREAM_MIN 1024u
+#define UQN_CIPHER_ALIGN 128u
 bool uqn_cipher_seal_begin(uqn_cipher *cs, size_t len);
 void uqn_cipher_seal_update(const uint8_t *pt, size_t n, uint8_t *out);
 void uqn_cipher_seal_final(uqn_cipher *cs, uint8_t tag[UQN_NOISE_TAG]);

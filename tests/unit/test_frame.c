@@ -259,6 +259,65 @@ TEST(net_frame_records_same_bytes)
     free(sb.p);
 }
 
+/* The cipher's pieces start and end on multiples of UQN_CIPHER_ALIGN: a
+ * message by reference is encrypted from its buffer only in its aligned
+ * middle, its ends copied into the frame; a later chunk is decrypted into
+ * the reassembly buffer only in its aligned middle, its ends copied from
+ * the frame. Chunks ending on either side of each boundary of the first
+ * pieces, each followed by more records in the same frame, and data at
+ * every offset mod the alignment, give the same wire bytes as copies and
+ * decode back whole, the frames fed whole (decrypted in place) and in
+ * random pieces. */
+TEST(net_frame_aligned_pieces_same_bytes)
+{
+    const size_t a = UQN_CIPHER_ALIGN, first = UQN_FRAME_PLAIN_MAX - 11; /* a first chunk's data */
+    static const size_t ends[] = {1, 50, 116, 117, 118, 128, 244, 245, 246, 256, 373, 1000, 4000, 20000};
+    enum { NE = sizeof ends / sizeof ends[0], N = 3 * NE };
+    uint8_t *data[N];
+    size_t lens[N];
+    uqn_fenc_msg refs[N];
+    uqn_fenc ea, eb;
+    uqn_fenc_init(&ea);
+    uqn_fenc_init(&eb);
+    uq_errmsg em;
+    for (int i = 0; i < N; i++) {
+        /* a chunked message whose second chunk has ends[i / 3] bytes, then
+         * two messages (one of them below the size sent by reference) whose
+         * data starts at various offsets in the frame */
+        lens[i] = i % 3 == 0 ? first + ends[i / 3] : i % 3 == 1 ? 600 + a / 2 + (size_t)i : 40 + (size_t)i;
+        data[i] = malloc(lens[i]);
+        randombytes_buf(data[i], lens[i]);
+        ASSERT_EQ(uqn_fenc_push(&ea, data[i], lens[i], &em), UQ_OK);
+        refs[i] = (uqn_fenc_msg){.data = data[i], .len = lens[i]};
+        uqn_fenc_push_ref(&eb, &refs[i]);
+    }
+    uqn_cipher ta = {{0}, 0, true}, tb, rx;
+    randombytes_buf(ta.k, 32);
+    tb = rx = ta;
+    stream sa = {0}, sb = {0};
+    encode_all(&ea, &ta, &sa);
+    encode_all(&eb, &tb, &sb);
+    ASSERT_EQ(sa.n, sb.n);
+    ASSERT(memcmp(sa.p, sb.p, sa.n) == 0);
+    for (int rep = 0; rep < 2; rep++) {
+        expect x = {data, lens, N, 0, 0};
+        uqn_fdec dec;
+        uqn_fdec_init(&dec, 0, expect_deliver, &x);
+        uqn_cipher r = rx;
+        if (rep == 0) ASSERT_EQ(uqn_fdec_feed(&dec, &r, sb.p, sb.n, &em), UQ_OK);
+        else ASSERT_EQ(feed_random(&dec, &r, &sb, &em), UQ_OK);
+        ASSERT_EQ(x.got, N);
+        ASSERT_EQ(x.bad, 0);
+        ASSERT_EQ(dec.frames, sb.frames);
+        uqn_fdec_fini(&dec);
+    }
+    for (int i = 0; i < N; i++) free(data[i]);
+    uqn_fenc_fini(&ea);
+    uqn_fenc_fini(&eb);
+    free(sa.p);
+    free(sb.p);
+}
+
 /* Decode one hand-made frame plaintext; returns the error. */
 static uq_err decode1(const uint8_t *p, size_t n, size_t max_msg, uq_errmsg *em)
 {

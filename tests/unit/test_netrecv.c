@@ -3,6 +3,9 @@
  * outlives the decoder (the link) that made it; a tampered chunk in the
  * middle of a message delivers nothing; junk and huge lengths are refused
  * and take nothing; small received messages reuse their blocks. */
+#include <stdio.h>
+#include <sys/mman.h>
+
 #include "integ/tnet.h"
 #include "kernel/remote.h"
 #include "net/frame.h"
@@ -314,4 +317,53 @@ TEST(net_recv_small_messages_reuse_their_blocks)
     ASSERT(!o->rx);
     uqi_msg_free(o);
     free(w);
+}
+
+/* kB of the mapping that holds p marked MADV_FREE ("LazyFree" in
+ * /proc/self/smaps); -1 if no mapping holds it. */
+static long lazyfree_kb(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ASSERT(f != NULL);
+    char line[512];
+    bool in = false;
+    long kb = -1;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = a >= lo && a < hi;
+            continue;
+        }
+        if (in && sscanf(line, "LazyFree: %ld kB", &kb) == 1) break;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* A large reassembly buffer back in the pool is not marked MADV_FREE at
+ * once (a stream of large messages takes it again, and writing into
+ * marked pages costs): only once it has waited POOL_IDLE_NS (1 s) there,
+ * when uqn_rxbuf_trim runs (each net tick). Before that, a trim leaves it
+ * alone. */
+TEST(net_recv_pooled_buffer_marked_free_only_when_idle)
+{
+    size_t cap = (size_t)24 << 20; /* larger than what other tests pool: kept, not unmapped */
+    uint8_t *g = mmap(NULL, cap + 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT(g != MAP_FAILED);
+    /* a page with no access on each side: no neighbour merges into its mapping */
+    ASSERT(mprotect(g, 4096, PROT_NONE) == 0 && mprotect(g + 4096 + cap, 4096, PROT_NONE) == 0);
+    uint8_t *p = g + 4096;
+    memset(p, 7, cap);
+    uint64_t t0 = uqi_now_ns();
+    uqn_rxbuf_release(p, cap);
+    ASSERT_EQ(lazyfree_kb(p), 0);
+    uqn_rxbuf_trim(t0 + 500000000ull); /* half a second on */
+    ASSERT_EQ(lazyfree_kb(p), 0);
+    uqn_rxbuf_trim(uqi_now_ns() + 1000000000ull); /* a second on */
+    long kb = lazyfree_kb(p);
+    test_log("LazyFree %ld kB of %zu", kb, cap >> 10);
+    ASSERT(kb >= (long)(cap >> 10) * 9 / 10); /* (a few pages may sit in a per-CPU batch) */
+    uqn_rxbuf_trim(uqi_now_ns() + 2000000000ull); /* marked once: nothing more to do */
+    ASSERT(lazyfree_kb(p) >= kb);
 }
