@@ -471,6 +471,11 @@ int main(int argc, char **argv)
         qsort(lat, RT, sizeof lat[0], cmp_u64);
         printf("net_remote_roundtrip_median_us %.1f us\n", (double)lat[RT / 2] / 1e3);
         printf("net_remote_roundtrip_p99_us %.1f us\n", (double)lat[RT * 99 / 100] / 1e3);
+        uqn_net_stats st;
+        usleep(30000); /* the stats are copied each tick */
+        uqn_net_get_stats(anet, &st);
+        fprintf(stderr, "bench_net: %llu of the %d round trips' requests written by the caller's thread\n",
+                (unsigned long long)st.pushed, RT + WARM);
         fflush(stdout);
     }
     /* the same to c's wasm echo: c's net thread, a worker, the process, and
