@@ -585,6 +585,17 @@ void uqn_link_output_done(uqn_link *l, size_t n)
     l->out_off += n;
 }
 
+void uqn_link_precompute(uqn_link *l)
+{
+    if (!l->cfg.initiator || l->established || l->err || l->resuming || l->hs.psk0 || l->hs.step != 1 ||
+        l->hs.has_es)
+        return;
+    uint8_t pk[32], x[32];
+    uq_errmsg em = {{0}};
+    if (l->cfg.lookup(l->cfg.lookup_arg, l->expect, pk, &em) != UQ_OK) return;
+    if (crypto_sign_ed25519_pk_to_curve25519(x, pk) == 0) uqn_hs_precompute_es(&l->hs, x);
+}
+
 bool uqn_link_established(const uqn_link *l) { return l->established; }
 bool uqn_link_resumed(const uqn_link *l) { return l->resumed; }
 const uqn_peer *uqn_link_peer(const uqn_link *l) { return l->established ? &l->peer : NULL; }

@@ -92,6 +92,12 @@ void uqn_link_output_done(uqn_link *l, size_t n);
 const uqn_peer *uqn_link_pending(const uqn_link *l);   /* NULL unless held */
 uq_err uqn_link_resolve(uqn_link *l, uq_errmsg *em);
 
+/* Work the initiator may do while it waits for the responder's answer to
+ * its first handshake message (call after writing it): the X25519 with the
+ * static key the directory gives for the dialed name (uqn_hs_precompute_es).
+ * Optional, done once; the bytes are the same. */
+void uqn_link_precompute(uqn_link *l);
+
 bool uqn_link_established(const uqn_link *l);
 /* The link was set up by resuming a ticket (NNpsk0) instead of XX. */
 bool uqn_link_resumed(const uqn_link *l);

@@ -1030,6 +1030,9 @@ static void on_writable(uqn_net *net, conn *c)
         c->connecting = false;
     }
     flush(net, c);
+    /* a new link's first message is out: the wait for the answer can do
+     * one of the handshake's X25519 (a no-op after, or when resuming) */
+    if (!c->dead && c->outbound && c->link) uqn_link_precompute(c->link);
     if (!c->dead && c->peer && c->peer->out == c) feed(net, c->peer);
 }
 

@@ -600,7 +600,10 @@ uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
         if ((e = decrypt_and_hash(hs, msg + off, 48, hs->rs, &n))) goto auth;
         hs->has_rs = true;
         off += 48;
-        if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) return fail(hs, e);
+        if (hs->has_es && sodium_memcmp(hs->es_rs, hs->rs, 32) == 0) mix_key(hs, hs->es_dh, 32);
+        else if ((e = dh_mix(hs, hs->e_sk, hs->rs, em))) return fail(hs, e);
+        sodium_memzero(hs->es_dh, sizeof hs->es_dh);
+        hs->has_es = false;
     } else if (hs->step == 2) { /* s, se (responder reads the initiator) */
         if ((e = decrypt_and_hash(hs, msg, 48, hs->rs, &n))) goto auth;
         hs->has_rs = true;
@@ -620,6 +623,17 @@ auth:
 }
 
 const uint8_t *uqn_hs_remote_static(const uqn_hs *hs) { return hs->has_rs ? hs->rs : NULL; }
+
+void uqn_hs_precompute_es(uqn_hs *hs, const uint8_t rs[32])
+{
+    if (!hs->initiator || hs->psk0 || hs->failed || hs->step != 1 || hs->has_es) return;
+    if (crypto_scalarmult(hs->es_dh, hs->e_sk, rs) != 0) { /* a low-order key: message 2 decides */
+        sodium_memzero(hs->es_dh, sizeof hs->es_dh);
+        return;
+    }
+    memcpy(hs->es_rs, rs, 32);
+    hs->has_es = true;
+}
 
 #define RESUME_LABEL "uqbar-link/1 resume"
 

@@ -92,6 +92,8 @@ typedef struct uqn_hs {
     uint8_t rs[32], re[32];       /* remote static and ephemeral */
     bool has_rs;
     uint8_t psk[32];     /* psk0: the pre-shared key */
+    uint8_t es_rs[32], es_dh[32]; /* uqn_hs_precompute_es: the responder's static as expected, DH(e, it) */
+    bool has_es;
 } uqn_hs;
 
 /* Initialize for one side. The protocol name is Noise_XX_25519_ChaChaPoly_
@@ -136,6 +138,12 @@ uq_err uqn_hs_read(uqn_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
                    size_t cap, size_t *plen, uq_errmsg *em);
 /* The remote static public key, once received (NULL before). */
 const uint8_t *uqn_hs_remote_static(const uqn_hs *hs);
+/* XX initiator, message 1 written: DH(e, rs) for the static key rs the
+ * responder is expected to have (from the directory), done while waiting
+ * for message 2 and used for its es if the responder's static turns out to
+ * be rs (compared in constant time; else computed then). One X25519 less
+ * on the handshake's path; the bytes are the same. No effect otherwise. */
+void uqn_hs_precompute_es(uqn_hs *hs, const uint8_t rs[32]);
 /* The handshake hash h (HASHLEN bytes in *len): a channel binding. */
 const uint8_t *uqn_hs_hash(const uqn_hs *hs, size_t *len);
 /* After the last message: the two transport CipherStates (ours to send,

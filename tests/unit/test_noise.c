@@ -53,8 +53,11 @@ static void transport_message(const char *proto, size_t i, json_t *m, uqn_cipher
 }
 
 /* Run one vector: both sides with the fixed keys; every handshake and
- * transport message must match the published ciphertext, and decrypt back. */
-static void run_vector(json_t *v)
+ * transport message must match the published ciphertext, and decrypt back.
+ * pre: the initiator precomputes message 2's es (uqn_hs_precompute_es)
+ * after message 1, with the responder's real static key (1) or another
+ * (2): the bytes must be the published ones either way. */
+static void run_vector(json_t *v, int pre)
 {
     const char *proto = jstr(v, "protocol_name");
     uqn_hash hash = strstr(proto, "BLAKE2b") ? UQN_HASH_BLAKE2B : UQN_HASH_SHA256;
@@ -80,6 +83,14 @@ static void run_vector(json_t *v)
         bool from_init = i % 2 == 0;
         if (i < 3) {
             hs_message(proto, i, m, from_init ? &hi : &hr, from_init ? &hr : &hi);
+            if (i == 0 && pre) {
+                uint8_t rpub[32];
+                uqn_x25519_public(rs, rpub);
+                if (pre == 2) rpub[5] ^= 1;
+                uqn_hs_precompute_es(&hi, rpub);
+                ASSERT(hi.has_es);
+            }
+            if (i == 1) ASSERT(!hi.has_es); /* used or dropped, and wiped */
             if (i == 2) {
                 ASSERT_EQ(uqn_hs_next(&hi), UQN_HS_SPLIT);
                 size_t l1, l2;
@@ -99,7 +110,8 @@ static void run_vector(json_t *v)
             transport_message(proto, i, m, from_init ? &ci_tx : &cr_tx, from_init ? &cr_rx : &ci_rx);
         }
     }
-    test_log("%s (%s): 3 handshake + 3 transport messages%s match", proto, jstr(v, "source"),
+    test_log("%s (%s)%s: 3 handshake + 3 transport messages%s match", proto, jstr(v, "source"),
+             pre == 1 ? ", es precomputed" : pre == 2 ? ", es precomputed for another key" : "",
              json_is_true(json_object_get(v, "check_handshake_hash")) ? " and the handshake hash" : "");
 }
 
@@ -110,7 +122,8 @@ TEST(net_noise_published_vectors)
     if (!root) test_fail(__FILE__, __LINE__, "%s: %s", vectors_path(), je.text);
     json_t *vs = json_object_get(root, "vectors");
     ASSERT_EQ(json_array_size(vs), 4);
-    for (size_t i = 0; i < json_array_size(vs); i++) run_vector(json_array_get(vs, i));
+    for (int pre = 0; pre < 3; pre++)
+        for (size_t i = 0; i < json_array_size(vs); i++) run_vector(json_array_get(vs, i), pre);
     json_decref(root);
 }
 
@@ -207,6 +220,38 @@ TEST(net_noise_nnpsk0_published_vectors_and_refusals)
         uqn_hs h3;
         ASSERT_EQ(uqn_hs_init_psk0(&h3, UQN_HASH_BLAKE2B, false, (const uint8_t *)"p", 1, k, &em), UQ_OK);
         ASSERT_EQ(uqn_hs_read(&h3, buf, 47, pl, sizeof pl, &pn, &em), UQ_ECORRUPT);
+    }
+}
+
+/* The precomputed es is the one message 2 uses when the responder's static
+ * is the expected one: spoiled on purpose, the handshake fails there; with
+ * another expected key it is not used, and the handshake succeeds. */
+TEST(net_noise_precomputed_es_is_used_only_for_its_key)
+{
+    for (int spoil = 0; spoil < 2; spoil++) {
+        uqn_hs hi, hr;
+        uq_errmsg em = {{0}};
+        uint8_t si[32], sr[32], srp[32], buf[512], pl[512];
+        size_t n, pn;
+        randombytes_buf(si, 32);
+        randombytes_buf(sr, 32);
+        uqn_x25519_public(sr, srp);
+        ASSERT_EQ(uqn_hs_init(&hi, UQN_HASH_BLAKE2B, true, (const uint8_t *)"p", 1, si, &em), UQ_OK);
+        ASSERT_EQ(uqn_hs_init(&hr, UQN_HASH_BLAKE2B, false, (const uint8_t *)"p", 1, sr, &em), UQ_OK);
+        uqn_hs_precompute_es(&hi, srp); /* before message 1: not its turn, no effect */
+        ASSERT(!hi.has_es);
+        ASSERT_EQ(uqn_hs_write(&hi, NULL, 0, buf, sizeof buf, &n, &em), UQ_OK);
+        ASSERT_EQ(uqn_hs_read(&hr, buf, n, pl, sizeof pl, &pn, &em), UQ_OK);
+        uqn_hs_precompute_es(&hi, srp);
+        ASSERT(hi.has_es);
+        hi.es_dh[0] ^= 1; /* spoiled: used for the right key, so message 2 fails */
+        if (spoil) hi.es_rs[0] ^= 1; /* expected another key: not used */
+        ASSERT_EQ(uqn_hs_write(&hr, (const uint8_t *)"hi", 2, buf, sizeof buf, &n, &em), UQ_OK);
+        uq_err e = uqn_hs_read(&hi, buf, n, pl, sizeof pl, &pn, &em);
+        ASSERT_EQ(e, spoil ? UQ_OK : UQ_ECRYPTO);
+        ASSERT(!hi.has_es);
+        uqn_hs_wipe(&hi);
+        uqn_hs_wipe(&hr);
     }
 }
 
