@@ -1067,6 +1067,7 @@ static void service(uqn_net *net)
     uint64_t ka = (uint64_t)net->cfg.keepalive_ms * 1000000ull;
     uint64_t ct = (uint64_t)net->cfg.connect_timeout_ms * 1000000ull;
     uint64_t idle = (uint64_t)net->cfg.idle_ms * 1000000ull;
+    net->self_owed = false; /* what this thread queued so far is fed below */
     uqn_lk_tick(net->lk, now);
     uqn_rxbuf_trim(now);
     for (conn *c = net->conns; c; c = c->next) {
