@@ -98,7 +98,7 @@ struct peer {
     qent *head, *tail;
     size_t qbytes;
     uint32_t qn;
-    /* thread only */
+    /* under io */
     pstate state;
     conn *out;               /* the connection we send on */
     uint64_t backoff_until;
@@ -132,17 +132,17 @@ struct uqn_net {
     pthread_cond_t started;  /* signalled when running is set, and when a drop is done */
     char drop_name[UQN_NAME_MAX + 1]; /* under lock: uqn_net_drop's request */
     uint32_t drop_req, drop_done;
-    uqn_tickets *tickets;    /* thread only: resumption tickets, or NULL */
+    uqn_tickets *tickets;    /* under io: resumption tickets, or NULL */
     qent *qfree;             /* under lock: recycled entries */
     uint32_t nqfree;
     qent *pfree;             /* under lock: recycled packs (with their pbuf) */
     uint32_t npfree;
     uint64_t packed;         /* under lock: messages queued into packs */
     peer *last;              /* under lock: the peer of the last send (a cache) */
-    conn *conns;             /* thread only */
+    conn *conns;             /* under io */
     uint32_t nconns;
     uint8_t *rbuf;
-    bool rx_dirty;           /* thread only: recv was called since the last recv_flush */
+    bool rx_dirty;           /* under io: recv was called since the last recv_flush */
     uqn_net_stats st;        /* counters: the thread's (and uqn_net_stop's) */
     uqn_net_stats st_pub;    /* under lock: copied from st each tick */
 };
@@ -306,7 +306,7 @@ uq_err uqn_resolve(const char *addr, struct sockaddr_storage *ss, unsigned *ssle
 }
 
 /* ---- directory ---------------------------------------------------------------- */
-/* Reread the directory file if it changed (thread only). */
+/* Reread the directory file if it changed (under io). */
 static void dir_refresh(uqn_net *net)
 {
     if (!net->dir_path[0]) return;
@@ -370,7 +370,6 @@ static peer *peer_get(uqn_net *net, const char *name)
     return p;
 }
 
-/* Queue a message (see uqn_net_send_tail, uqn_net_send_quiet). */
 /* A message this thread queued without waking the net thread, which it
  * writes itself if it can (uqn_net_push); kernel code is never preempted,
  * so the sender's thread is the one that pushes. */
@@ -379,8 +378,11 @@ static __thread struct {
     char peer[UQN_NAME_MAX + 1];
 } owed;
 
-static __thread uqn_net *cur_net; /* the net thread's own */
+/* The net thread's own network (for deliver, and to know a send made from
+ * the thread itself); NULL on every other thread. */
+static __thread uqn_net *cur_net;
 
+/* Queue a message (see uqn_net_send_tail, uqn_net_send_quiet). */
 static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
                       size_t tail_len, void *cookie, bool quiet, bool copy, bool push, uq_errmsg *em)
 {
@@ -571,7 +573,7 @@ static void fail_queue(uqn_net *net, peer *p, int why)
     dl_report(net, p->name, &d, why);
 }
 
-/* ---- connections (thread only) ------------------------------------------------- */
+/* ---- connections (under io) ---------------------------------------------------- */
 
 static void ep_update(uqn_net *net, conn *c, bool want_out)
 {
@@ -618,7 +620,6 @@ static bool link_start(uqn_net *net, conn *c, uq_errmsg *em)
     return uqn_link_new(&lc, &c->link, em) == UQ_OK;
 }
 
-/* The thread's current network, for deliver (one net per thread). */
 /* The receiver's batch is delivered (uqn_net_cfg.recv_flush): after each
  * read, and before anything that must come after what was received (a
  * link reported down). */
