@@ -69,7 +69,8 @@ typedef struct uqn_net_cfg {
     void (*lost)(void *arg, const char *peer, const uint8_t *msg, size_t len, int why);
     /* An established link to peer was cut (closed by the peer, reset, dead
      * after silence; not an idle close) and no other link to it is up: what
-     * was written and awaits an answer may never get one (net thread; may be
+     * was written and awaits an answer may never get one (net thread, or a
+     * thread in uqn_net_push whose write found the link broken; may be
      * NULL). */
     void (*down)(void *arg, const char *peer);
     void *arg;
