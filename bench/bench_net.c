@@ -339,9 +339,8 @@ static pid_t node_c_start(const uqn_identity *idc, const char *cache, const char
             fprintf(stderr, "bench_net: node c: %s\n", em.text);
             _exit(1);
         }
-        uqn_net_cfg ccfg = {.id = idc, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv_batch,
-                            .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost,
-                            .down = uqi_node_net_down, .arg = cn};
+        uqn_net_cfg ccfg = {.id = idc, .listen = "127.0.0.1:0", .dir_path = peers};
+        uqi_node_net_hooks(cn, &ccfg);
         if (uqn_net_start(&ccfg, &cnet, NULL)) _exit(1);
         uqi_node_set_net(cn, cnet);
         char path[4200];
@@ -420,9 +419,8 @@ int main(int argc, char **argv)
         return 1;
     }
     uqn_net *anet;
-    uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers, .recv = uqi_node_net_recv_batch,
-                      .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost,
-                      .down = uqi_node_net_down, .arg = n};
+    uqn_net_cfg ac = {.id = &ida, .listen = "127.0.0.1:0", .dir_path = peers};
+    uqi_node_net_hooks(n, &ac);
     if (uqn_net_start(&ac, &anet, NULL)) return 1;
     uqi_node_set_net(n, anet);
     uqn_dir *d = uqn_dir_new();

@@ -97,9 +97,8 @@ uq_err uq_boot_net(uqi_node *node, const char *home, const uq_netopts *o, const 
     snprintf(learned, sizeof learned, "%s/learned", home);
     uqn_net_cfg cfg = {.id = id, .listen = o->listen, .dir_path = o->peers ? o->peers : peers,
                        .send_timeout_ms = o->timeout_ms, .keepalive_ms = o->keepalive_ms, .idle_ms = o->idle_ms,
-                       .learned_path = learned, .lookup_timeout_ms = o->lookup_ms, .lookup_off = o->no_lookup,
-                       .recv = uqi_node_net_recv_batch, .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done,
-                       .lost = uqi_node_net_lost, .down = uqi_node_net_down, .arg = node};
+                       .learned_path = learned, .lookup_timeout_ms = o->lookup_ms, .lookup_off = o->no_lookup};
+    uqi_node_net_hooks(node, &cfg);
     uq_err e = uqn_net_start(&cfg, out, em);
     if (e) return e;
     const char *addr = uqn_net_listen_addr(*out);

@@ -63,14 +63,12 @@ int uq_cmd_restore(int argc, char **argv)
     snprintf(peers_path, sizeof peers_path, "%s/peers", home);
     uqi_node_config cfg = {.name = ident.name, .cache_dir = cache, .workers = 1, .identity_sk = ident.sk};
     uqn_net_cfg ncfg = {.id = &ident, .listen = nopt.listen, .dir_path = nopt.peers ? nopt.peers : peers_path,
-                        .send_timeout_ms = nopt.timeout_ms, .recv = uqi_node_net_recv_batch,
-                        .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost,
-                        .down = uqi_node_net_down};
+                        .send_timeout_ms = nopt.timeout_ms};
     if (uqi_backup_parse_peers(buf, peers, UQI_BACKUP_PEERS_MAX, &np, &em) || uqs_open(home, NULL, &store, &em))
         goto out;
     cfg.store = store;
     if (uqi_node_start(&cfg, &node, &em)) goto out;
-    ncfg.arg = node;
+    uqi_node_net_hooks(node, &ncfg);
     if (uqn_net_start(&ncfg, &net, &em)) goto out;
     uqi_node_set_net(node, net);
     uqi_restore_report rep;

@@ -2046,3 +2046,13 @@ void uqi_node_net_down(void *arg, const char *peer)
     pthread_mutex_unlock(&n->lock);
     if (k) uq_log(UQ_LOG_INFO, "kernel", "the link to %s was cut: %u requests waiting on it fail Offline", peer, k);
 }
+
+void uqi_node_net_hooks(uqi_node *n, uqn_net_cfg *cfg)
+{
+    cfg->recv = uqi_node_net_recv_batch;
+    cfg->recv_flush = uqi_node_net_flush;
+    cfg->done = uqi_node_net_done;
+    cfg->lost = uqi_node_net_lost;
+    cfg->down = uqi_node_net_down;
+    cfg->arg = n;
+}

@@ -221,13 +221,14 @@ bool uqi_node_has(uqi_node *n, const char *id);
 
 /* ---- network (issue 6; docs/PROTOCOL.md §6-7) ---- */
 struct uqn_net;
+struct uqn_net_cfg;
 /* Attach the net module (src/net/netmod.h) that carries messages for other
  * nodes; NULL detaches it (then they bounce Offline). Detach, then
  * uqn_net_stop, before uqi_node_stop. */
 void uqi_node_set_net(uqi_node *n, struct uqn_net *net);
 /* The net module's callbacks, arg = the node: uqn_net_cfg.recv and
  * .recv_flush (both set together; net thread only), .done and .lost (all
- * four must be set). Decoded messages wait until uqi_node_net_flush (which
+ * four must be set: uqi_node_net_hooks below sets them, and .down). Decoded messages wait until uqi_node_net_flush (which
  * the net module calls after each read) or until 256 wait, then are
  * delivered under one node lock, each target woken once. */
 void uqi_node_net_recv_batch(void *arg, const char *peer, const uint8_t *msg, size_t len);
@@ -237,6 +238,9 @@ void uqi_node_net_lost(void *arg, const char *peer, const uint8_t *msg, size_t l
 /* The link to peer was cut: requests written to it that await an answer
  * fail Offline now ("connection refused or cut"), with their context. */
 void uqi_node_net_down(void *arg, const char *peer);
+/* Set all of them in cfg (recv, recv_flush, done, lost, down), arg = n:
+ * what a node's net module is started with. */
+void uqi_node_net_hooks(uqi_node *n, struct uqn_net_cfg *cfg);
 /* One line per process for the terminal: id, mailbox depth, counters. */
 void uqi_node_list(uqi_node *n, char *buf, size_t cap);
 

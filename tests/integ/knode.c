@@ -28,8 +28,7 @@ uqi_node *kn_boot_as(const char *name, const uint8_t *sk, int workers)
 
 uqn_net *kn_net_start(uqi_node *n, uqn_net_cfg c)
 {
-    c.recv = uqi_node_net_recv_batch, c.recv_flush = uqi_node_net_flush, c.done = uqi_node_net_done;
-    c.lost = uqi_node_net_lost, c.down = uqi_node_net_down, c.arg = n;
+    uqi_node_net_hooks(n, &c);
     uqn_net *net;
     uq_errmsg em = {{0}};
     if (uqn_net_start(&c, &net, &em)) test_fail(__FILE__, __LINE__, "%s net: %s", c.id->name, em.text);

@@ -78,8 +78,8 @@ TEST_T(backup_protocol_hostile_requests_and_owner_only, 60)
     uqi_node *kn;
     if (uqi_node_start(&c, &kn, &em)) test_fail(__FILE__, __LINE__, "node: %s", em.text);
     uqn_net_cfg nc = {.id = &kid, .listen = "127.0.0.1:0", .dir_path = dir, .send_timeout_ms = 2000,
-                      .backoff_min_ms = 20, .backoff_max_ms = 100, .recv = uqi_node_net_recv_batch,
-                      .recv_flush = uqi_node_net_flush, .done = uqi_node_net_done, .lost = uqi_node_net_lost, .down = uqi_node_net_down, .arg = kn};
+                      .backoff_min_ms = 20, .backoff_max_ms = 100};
+    uqi_node_net_hooks(kn, &nc);
     uqn_net *knet;
     if (uqn_net_start(&nc, &knet, &em)) test_fail(__FILE__, __LINE__, "net: %s", em.text);
     uqi_node_set_net(kn, knet);
