@@ -177,17 +177,15 @@ static void pack_lost(uqn_net *net, const char *pname, const qent *q, int why)
     }
 }
 
+/* A donelist that counts its entries (for a bounded free list). */
 typedef struct chain {
-    qent *head, *tail;
+    donelist l;
     uint32_t n;
 } chain;
 
 static void chain_push(chain *c, qent *q)
 {
-    q->next = NULL;
-    if (c->tail) c->tail->next = q;
-    else c->head = q;
-    c->tail = q;
+    dl_push(&c->l, q);
     c->n++;
 }
 
@@ -195,13 +193,13 @@ static void chain_push(chain *c, qent *q)
  * it fits, else one by one; what does not fit goes on *rest. */
 static void chain_recycle(chain *c, qent **fl, uint32_t *nfl, uint32_t max, qent **rest)
 {
-    if (c->head && *nfl + c->n <= max) {
-        c->tail->next = *fl;
-        *fl = c->head;
+    if (c->l.head && *nfl + c->n <= max) {
+        c->l.tail->next = *fl;
+        *fl = c->l.head;
         *nfl += c->n;
         return;
     }
-    for (qent *q = c->head, *nx; q; q = nx) {
+    for (qent *q = c->l.head, *nx; q; q = nx) {
         nx = q->next;
         if (*nfl < max) {
             q->next = *fl;
