@@ -49,6 +49,34 @@ static uq_err feed_random(uqn_fdec *d, uqn_cipher *cs, const stream *s, uq_errms
     return UQ_OK;
 }
 
+/* n messages of random bytes, lens[i] each (into data[i], malloc'ed):
+ * pushed as copies into a and by reference (refs[i]) into b. */
+static void push_both(uqn_fenc *a, uqn_fenc *b, int n, const size_t *lens, uint8_t **data, uqn_fenc_msg *refs)
+{
+    uq_errmsg em;
+    for (int i = 0; i < n; i++) {
+        data[i] = malloc(lens[i]);
+        randombytes_buf(data[i], lens[i]);
+        ASSERT_EQ(uqn_fenc_push(a, data[i], lens[i], &em), UQ_OK);
+        refs[i] = (uqn_fenc_msg){.data = data[i], .len = lens[i]};
+        uqn_fenc_push_ref(b, &refs[i]);
+    }
+}
+
+/* a and b encoded under one random key: the same frames, the same wire
+ * bytes; *rx gets that key, for the receiver. */
+static void encode_same(uqn_fenc *a, uqn_fenc *b, stream *sa, stream *sb, uqn_cipher *rx)
+{
+    uqn_cipher ta = {{0}, 0, true}, tb;
+    randombytes_buf(ta.k, 32);
+    tb = *rx = ta;
+    encode_all(a, &ta, sa);
+    encode_all(b, &tb, sb);
+    ASSERT_EQ(sa->frames, sb->frames);
+    ASSERT_EQ(sa->n, sb->n);
+    ASSERT(memcmp(sa->p, sb->p, sa->n) == 0);
+}
+
 static void round_trip(bool encrypted)
 {
     enum { N = 120 };
@@ -143,22 +171,10 @@ TEST(net_frame_by_reference_same_bytes)
     uqn_fenc_init(&a);
     uqn_fenc_init(&b);
     uq_errmsg em;
-    for (int i = 0; i < N; i++) {
-        data[i] = malloc(sizes[i]);
-        randombytes_buf(data[i], sizes[i]);
-        ASSERT_EQ(uqn_fenc_push(&a, data[i], sizes[i], &em), UQ_OK);
-        refs[i] = (uqn_fenc_msg){.data = data[i], .len = sizes[i]};
-        uqn_fenc_push_ref(&b, &refs[i]);
-    }
-    uqn_cipher ta = {{0}, 0, true}, tb, rx;
-    randombytes_buf(ta.k, 32);
-    tb = rx = ta;
+    push_both(&a, &b, N, sizes, data, refs);
+    uqn_cipher rx;
     stream sa = {0}, sb = {0};
-    encode_all(&a, &ta, &sa);
-    encode_all(&b, &tb, &sb);
-    ASSERT_EQ(sa.n, sb.n);
-    ASSERT_EQ(sa.frames, sb.frames);
-    ASSERT(memcmp(sa.p, sb.p, sa.n) == 0);
+    encode_same(&a, &b, &sa, &sb, &rx);
     tn_inbox in = {0};
     uqn_fdec dec;
     uqn_fdec_init(&dec, 0, tn_deliver, &in);
@@ -234,16 +250,10 @@ TEST(net_frame_records_same_bytes)
     }
     refs[np - 1] = (uqn_fenc_msg){.data = packs[np - 1], .len = at, .recs = true};
     uqn_fenc_push_ref(&b, &refs[np - 1]);
-    uqn_cipher ta = {{0}, 0, true}, tb, rx;
-    randombytes_buf(ta.k, 32);
-    tb = rx = ta;
+    uqn_cipher rx;
     stream sa = {0}, sb = {0};
-    encode_all(&a, &ta, &sa);
-    encode_all(&b, &tb, &sb);
+    encode_same(&a, &b, &sa, &sb, &rx);
     ASSERT(!uqn_fenc_pending(&b) && b.queued_bytes == 0);
-    ASSERT_EQ(sa.frames, sb.frames);
-    ASSERT_EQ(sa.n, sb.n);
-    ASSERT(memcmp(sa.p, sb.p, sa.n) == 0);
     expect x = {data, lens, N, 0, 0};
     uqn_fdec dec;
     uqn_fdec_init(&dec, 0, expect_deliver, &x);
@@ -280,25 +290,15 @@ TEST(net_frame_aligned_pieces_same_bytes)
     uqn_fenc_init(&ea);
     uqn_fenc_init(&eb);
     uq_errmsg em;
-    for (int i = 0; i < N; i++) {
-        /* a chunked message whose second chunk has ends[i / 3] bytes, then
-         * two messages (one of them below the size sent by reference) whose
-         * data starts at various offsets in the frame */
+    /* a chunked message whose second chunk has ends[i / 3] bytes, then two
+     * messages (one of them below the size sent by reference) whose data
+     * starts at various offsets in the frame */
+    for (int i = 0; i < N; i++)
         lens[i] = i % 3 == 0 ? first + ends[i / 3] : i % 3 == 1 ? 600 + a / 2 + (size_t)i : 40 + (size_t)i;
-        data[i] = malloc(lens[i]);
-        randombytes_buf(data[i], lens[i]);
-        ASSERT_EQ(uqn_fenc_push(&ea, data[i], lens[i], &em), UQ_OK);
-        refs[i] = (uqn_fenc_msg){.data = data[i], .len = lens[i]};
-        uqn_fenc_push_ref(&eb, &refs[i]);
-    }
-    uqn_cipher ta = {{0}, 0, true}, tb, rx;
-    randombytes_buf(ta.k, 32);
-    tb = rx = ta;
+    push_both(&ea, &eb, N, lens, data, refs);
+    uqn_cipher rx;
     stream sa = {0}, sb = {0};
-    encode_all(&ea, &ta, &sa);
-    encode_all(&eb, &tb, &sb);
-    ASSERT_EQ(sa.n, sb.n);
-    ASSERT(memcmp(sa.p, sb.p, sa.n) == 0);
+    encode_same(&ea, &eb, &sa, &sb, &rx);
     for (int rep = 0; rep < 2; rep++) {
         expect x = {data, lens, N, 0, 0};
         uqn_fdec dec;
