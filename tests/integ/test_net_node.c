@@ -331,6 +331,33 @@ TEST(net_node_offline_and_timeout_carry_message_and_context)
  * and, for a request that expects a response, its id and context. */
 static uint8_t pat(int i, size_t k) { return (uint8_t)(k * 131 + (size_t)i * 7 + 1); }
 
+/* Message i's payload: len bytes of pat(i, .), "x/y"; NULL for len 0. */
+static uqi_payload *pat_payload(int i, size_t len)
+{
+    if (!len) return NULL;
+    uint8_t *d = uqi_xmalloc(len);
+    for (size_t k = 0; k < len; k++) d[k] = pat(i, k);
+    uqi_payload *pl = uqi_payload_new(d, len, "x/y");
+    free(d); /* the message holds the payload's only reference */
+    return pl;
+}
+
+/* e came back with message i's payload whole (or none, for len 0). */
+static void pat_payload_check(const uqi_msg *e, int i, size_t len)
+{
+    if (!len) {
+        ASSERT(e->payload == NULL);
+        return;
+    }
+    ASSERT(e->payload && e->payload->len == len && strcmp(e->payload->mime, "x/y") == 0);
+    for (size_t k = 0; k < len; k++)
+        if (e->payload->data[k] != pat(i, k)) test_fail(__FILE__, __LINE__, "message %d: payload byte %zu differs", i, k);
+}
+
+/* every 7th with a payload past the two-part threshold, every 5th with a
+ * short one */
+static size_t fail_back_len(int i) { return i % 7 == 0 ? 70000 + (size_t)i : i % 5 == 0 ? 40 + (size_t)i % 50 : 0; }
+
 TEST(net_node_queued_entries_fail_back_whole)
 {
     rig r;
@@ -344,16 +371,8 @@ TEST(net_node_queued_entries_fail_back_whole)
             char body[32], ctx[32];
             snprintf(body, sizeof body, "{\"i\":%d}", i);
             snprintf(ctx, sizeof ctx, "ctx-%d", i);
-            /* every 7th with a payload past the two-part threshold, every
-             * 5th with a short one; every 3rd expects a response */
-            size_t pl_len = i % 7 == 0 ? 70000 + (size_t)i : i % 5 == 0 ? 40 + (size_t)i % 50 : 0;
-            uqi_payload *pl = NULL;
-            if (pl_len) {
-                uint8_t *d = uqi_xmalloc(pl_len);
-                for (size_t k = 0; k < pl_len; k++) d[k] = pat(i, k);
-                pl = uqi_payload_new(d, pl_len, "x/y");
-                free(d); /* the message holds the payload's only reference */
-            }
+            /* payloads: fail_back_len; every 3rd expects a response */
+            uqi_payload *pl = pat_payload(i, fail_back_len(i));
             bool expects = i % 3 == 0;
             ids[i] = send_req(r.port, targets[t], body, expects ? 30 : 0, expects ? ctx : NULL, pl, UQ_OK);
         }
@@ -377,15 +396,7 @@ TEST(net_node_queued_entries_fail_back_whole)
             else ASSERT(e->context == NULL);
             ASSERT_EQ(strcmp(e->source.node, targets[t][0] == 'd' ? "dead.node" : "hole.node"), 0);
             ASSERT_EQ(strcmp(e->source.process, "x"), 0);
-            size_t pl_len = i % 7 == 0 ? 70000 + (size_t)i : i % 5 == 0 ? 40 + (size_t)i % 50 : 0;
-            if (pl_len) {
-                ASSERT(e->payload && e->payload->len == pl_len && strcmp(e->payload->mime, "x/y") == 0);
-                for (size_t k = 0; k < pl_len; k++)
-                    if (e->payload->data[k] != pat(i, k))
-                        test_fail(__FILE__, __LINE__, "message %d: payload byte %zu differs", i, k);
-            } else {
-                ASSERT(e->payload == NULL);
-            }
+            pat_payload_check(e, i, fail_back_len(i));
             uqi_msg_free(e);
         }
         ASSERT(uqi_port_receive(r.port, 200) == NULL); /* each once */
@@ -403,6 +414,8 @@ TEST(net_node_queued_entries_fail_back_whole)
  * each request comes back Offline exactly once (written ones when the link
  * goes down, the rest when they fail), with its id, its context and its
  * payload byte for byte. */
+static size_t cut_len(int i) { return i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0; }
+
 TEST(net_node_link_cut_with_entries_queued)
 {
     rig r;
@@ -419,14 +432,7 @@ TEST(net_node_link_cut_with_entries_queued)
         char body[32], ctx[32];
         snprintf(body, sizeof body, "{\"i\":%d}", i);
         snprintf(ctx, sizeof ctx, "ctx-%d", i);
-        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
-        uqi_payload *pl = NULL;
-        if (pl_len) {
-            uint8_t *d = uqi_xmalloc(pl_len);
-            for (size_t k = 0; k < pl_len; k++) d[k] = pat(i, k);
-            pl = uqi_payload_new(d, pl_len, "x/y");
-            free(d);
-        }
+        uqi_payload *pl = pat_payload(i, cut_len(i));
         ids[i] = send_req(r.port, "b.node@srv", body, 30, ctx, pl, UQ_OK);
     }
     rp_stop(&r.b); /* b.node goes away with most of them queued or in flight */
@@ -448,15 +454,7 @@ TEST(net_node_link_cut_with_entries_queued)
         char ctx[32];
         snprintf(ctx, sizeof ctx, "ctx-%d", i);
         ASSERT(e->id == ids[i] && kn_ctx_is(e, ctx));
-        size_t pl_len = i % 4 == 0 ? 100000 + (size_t)i : i % 4 == 1 ? 30 + (size_t)i % 90 : 0;
-        if (pl_len) {
-            ASSERT(e->payload && e->payload->len == pl_len && strcmp(e->payload->mime, "x/y") == 0);
-            for (size_t k = 0; k < pl_len; k++)
-                if (e->payload->data[k] != pat(i, k))
-                    test_fail(__FILE__, __LINE__, "request %d: payload byte %zu differs", i, k);
-        } else {
-            ASSERT(e->payload == NULL);
-        }
+        pat_payload_check(e, i, cut_len(i));
         uqi_msg_free(e);
     }
     if (got != N + 1) test_fail(__FILE__, __LINE__, "%d of %d requests came back", got, N + 1);
