@@ -43,6 +43,16 @@ emit() { # name value unit
     echo "$1 $2 $3" >> "$RESULTS"
 }
 now_ns() { date +%s%N; }
+# CPU the host took from this (virtual) machine: /proc/stat's steal, all CPUs.
+# cpu_mark prints "steal total" in jiffies; steal_pct NAME MARK emits the share
+# stolen since MARK as host_steal_NAME_pct. A host that steals CPU slows the
+# figures that need the machine's CPUs (the network's above all) by more
+# than that share: the wake-up of a descheduled virtual CPU waits for the host.
+cpu_mark() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9 && i <= NF; i++) t += $i; print (NF >= 9 ? $9 : 0), t; exit }' /proc/stat 2>/dev/null; }
+steal_pct() {
+    set -- "$1" $2 $(cpu_mark)
+    [ $# -eq 5 ] && emit "host_steal_$1_pct" "$(awk -v s="$4" -v s0="$2" -v t="$5" -v t0="$3" 'BEGIN { printf "%.1f", (t > t0 ? 100 * (s - s0) / (t - t0) : 0) }')" %
+}
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fmt_ms() { awk -v v="$1" 'BEGIN { printf (v >= 100 ? "%.0f" : "%.1f"), v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -81,6 +91,8 @@ run_timed() {
 }
 
 # ---- compute ---------------------------------------------------------------
+mark_run=$(cpu_mark)
+mark=$mark_run
 ok_kernels=""
 nk=$(echo $KERNELS | wc -w)
 nok=0
@@ -141,7 +153,10 @@ if [ -n "$ok_kernels" ]; then
     [ "$nok" -eq "$nk" ] || say "NOTE: the geometric means cover only$ok_kernels ($nok of $nk kernels)"
 fi
 
+steal_pct compute "$mark"
+
 # ---- engine ----------------------------------------------------------------
+mark=$(cpu_mark)
 say "engine micro-benchmarks ($B/bench_engine)"
 "$B/bench_engine" "$CACHE" "$B/guests" > "$OUT/engine.txt"
 st=$?
@@ -149,7 +164,10 @@ st=$?
 cat "$OUT/engine.txt"
 cat "$OUT/engine.txt" >> "$RESULTS"
 
+steal_pct engine "$mark"
+
 # ---- kernel, beside Erlang/OTP ------------------------------------------------
+mark=$(cpu_mark)
 say "kernel benchmarks ($B/bench_kernel) and Erlang/OTP doing the same work"
 "$B/bench_kernel" "$CACHE" "$BUILD/apps" "$B/apps" "$B/guests" > "$OUT/kernel.txt"
 st=$?
@@ -184,6 +202,8 @@ else
     say "Erlang/OTP (erlang-base) is not available: no side-by-side figures"
 fi
 
+steal_pct kernel "$mark"
+
 # ---- store -----------------------------------------------------------------
 say "store benchmarks ($B/bench_store, scratch in $B/store-scratch)"
 "$B/bench_store" "$B/store-scratch" > "$OUT/store.txt"
@@ -207,12 +227,14 @@ awk -v a="$t0" -v b="$t1" 'BEGIN { printf "node_boot_100_whole_run_ms %.1f ms\n"
 grep -q '^restored 100 processes' "$OUT/boot2.txt" || fail "the second boot did not restore 100 processes"
 
 # ---- network (issue 6) ---------------------------------------------------------
+mark=$(cpu_mark)
 say "network benchmarks ($B/bench_net: node a with its kernel, node b bare, loopback TCP + Noise; _in: a receives; _kernels: node c, a kernel in its own process, answers from a wasm echo)"
 "$B/bench_net" "$CACHE" "$BUILD/apps" > "$OUT/net.txt"
 st=$?
 [ $st -eq 0 ] || fail "bench_net: exit status $st"
 cat "$OUT/net.txt"
 cat "$OUT/net.txt" >> "$RESULTS"
+steal_pct net "$mark"
 # side by side: the cipher alone, and TCP alone on loopback
 if command -v openssl >/dev/null 2>&1; then
     openssl speed -evp chacha20-poly1305 -seconds 1 2>/dev/null |
@@ -229,6 +251,8 @@ if command -v iperf3 >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=iperf3 sh scripts/dep
 else
     say "iperf3 is not available: no TCP side-by-side figure"
 fi
+
+steal_pct run "$mark_run"
 
 # ---- targets ---------------------------------------------------------------
 get() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS"; }
@@ -276,6 +300,17 @@ net_small_msgs_kernel_receives net_small_in_msgs_per_s >= 1000000 msg/s
 net_bulk_kernel_receives net_bulk_in_mb_per_s >= 1000 MB/s
 net_link_setup net_link_setup_us <= 1000 us
 EOF
+    st=$(get host_steal_run_pct)
+    if [ -n "$st" ]; then
+        echo
+        printf '  the host took %s %% of the CPU during this run (compute %s, engine %s, kernel %s, network %s %%)\n' \
+            "$st" "$(get host_steal_compute_pct)" "$(get host_steal_engine_pct)" "$(get host_steal_kernel_pct)" "$(get host_steal_net_pct)"
+        if awk -v s="$st" 'BEGIN { exit !(s >= 2) }'; then
+            echo "  NOTE: a host stealing CPU slows what waits on a woken CPU (round trips, link setup) and"
+            echo "  what needs both CPUs (bulk) more than in proportion; a MISS then may be the host's."
+            echo "  docs/PERFORMANCE.md, \"Where things stand\", has runs on a quiet and on a contended host."
+        fi
+    fi
 } >&2
 
 if [ -n "$failures" ]; then
