@@ -494,12 +494,11 @@ static void *worker_main(void *arg)
         w->lq_turn = !w->lq_turn;
         if (!t) {
             if (w->stop && __atomic_load_n(&w->live, __ATOMIC_RELAXED) == 0) break;
-            /* Waking a sleeping thread costs 5-13 us on a VM: spin briefly
-             * (about 20 us) for new work before sleeping. */
+            /* Waking a sleeping thread costs 5-20 us on a VM: spin briefly
+             * (UQI_SPIN_NS) for new work before sleeping. */
             if (!spun) {
                 pthread_mutex_unlock(&w->lock);
-                for (int i = 0; i < 2000 && !__atomic_load_n(&w->rq_head, __ATOMIC_RELAXED); i++)
-                    uqi_cpu_relax();
+                uqi_spin_while(!__atomic_load_n(&w->rq_head, __ATOMIC_RELAXED));
                 pthread_mutex_lock(&w->lock);
                 spun = true;
                 continue; /* look again at timers, the queue and stop */
