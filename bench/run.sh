@@ -90,6 +90,18 @@ run_timed() {
     echo "$ms" >> "$OUT/$k.$rt.ms"
 }
 
+# run_bench NAME PROGRAM ARGS...: $B/PROGRAM's figures into $OUT/NAME.txt, on
+# stdout and into the results; a failure is recorded.
+run_bench() {
+    name=$1 prog=$2
+    shift 2
+    "$B/$prog" "$@" > "$OUT/$name.txt"
+    st=$?
+    [ $st -eq 0 ] || fail "$prog: exit status $st"
+    cat "$OUT/$name.txt"
+    cat "$OUT/$name.txt" >> "$RESULTS"
+}
+
 # ---- compute ---------------------------------------------------------------
 mark_run=$(cpu_mark)
 mark=$mark_run
@@ -158,22 +170,14 @@ steal_pct compute "$mark"
 # ---- engine ----------------------------------------------------------------
 mark=$(cpu_mark)
 say "engine micro-benchmarks ($B/bench_engine)"
-"$B/bench_engine" "$CACHE" "$B/guests" > "$OUT/engine.txt"
-st=$?
-[ $st -eq 0 ] || fail "bench_engine: exit status $st"
-cat "$OUT/engine.txt"
-cat "$OUT/engine.txt" >> "$RESULTS"
+run_bench engine bench_engine "$CACHE" "$B/guests"
 
 steal_pct engine "$mark"
 
 # ---- kernel, beside Erlang/OTP ------------------------------------------------
 mark=$(cpu_mark)
 say "kernel benchmarks ($B/bench_kernel) and Erlang/OTP doing the same work"
-"$B/bench_kernel" "$CACHE" "$BUILD/apps" "$B/apps" "$B/guests" > "$OUT/kernel.txt"
-st=$?
-[ $st -eq 0 ] || fail "bench_kernel: exit status $st"
-cat "$OUT/kernel.txt"
-cat "$OUT/kernel.txt" >> "$RESULTS"
+run_bench kernel bench_kernel "$CACHE" "$BUILD/apps" "$B/apps" "$B/guests"
 if command -v erl >/dev/null 2>&1 || { UQBAR_EXTRA_PKGS=erlang-base sh scripts/deps.sh >&2 && command -v erl >/dev/null 2>&1; }; then
     if sh bench/peers/erlang/run.sh "$B/erlang" > "$OUT/erlang.txt"; then
         cat "$OUT/erlang.txt"
@@ -206,11 +210,7 @@ steal_pct kernel "$mark"
 
 # ---- store -----------------------------------------------------------------
 say "store benchmarks ($B/bench_store, scratch in $B/store-scratch)"
-"$B/bench_store" "$B/store-scratch" > "$OUT/store.txt"
-st=$?
-[ $st -eq 0 ] || fail "bench_store: exit status $st"
-cat "$OUT/store.txt"
-cat "$OUT/store.txt" >> "$RESULTS"
+run_bench store bench_store "$B/store-scratch"
 
 # ---- boot with 100 persisted processes ---------------------------------------
 say "boot: a node whose store holds 100 processes (compiled code cached)"
@@ -229,11 +229,7 @@ grep -q '^restored 100 processes' "$OUT/boot2.txt" || fail "the second boot did 
 # ---- network (issue 6) ---------------------------------------------------------
 mark=$(cpu_mark)
 say "network benchmarks ($B/bench_net: node a with its kernel, node b bare, loopback TCP + Noise; _in: a receives; _kernels: node c, a kernel in its own process, answers from a wasm echo)"
-"$B/bench_net" "$CACHE" "$BUILD/apps" > "$OUT/net.txt"
-st=$?
-[ $st -eq 0 ] || fail "bench_net: exit status $st"
-cat "$OUT/net.txt"
-cat "$OUT/net.txt" >> "$RESULTS"
+run_bench net bench_net "$CACHE" "$BUILD/apps"
 steal_pct net "$mark"
 # side by side: the cipher alone, and TCP alone on loopback
 if command -v openssl >/dev/null 2>&1; then
