@@ -396,7 +396,7 @@ int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
     return rc ? rc : (int32_t)k;
 }
 
-static int32_t durable_wait(uqi_kproc *kp, const char *why);
+static int32_t durable_wait(uqi_kproc *kp, uq_errmsg *em);
 
 /* spawn(descriptor, out_id, out_cap) -> length of the child's id (written to
  * out_id, up to out_cap bytes) or a negative code. The child starts at once;
@@ -447,12 +447,10 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
     u32 n = (u32)strlen(got), w = n + 1 < out_cap ? n + 1 : out_cap; /* with its NUL when it fits */
     uint8_t *o = uqi_guest_ptr(p, out_id, w);
     if (o) memcpy(o, got, w);
-    if (!(flags & UQ_SPAWN_NOWAIT)) {
-        char why[UQI_NAME_MAX + 96];
-        snprintf(why, sizeof why, "spawned %s, but its record is not on disk: it will not come back after a restart",
-                 got);
-        int32_t rc = durable_wait(kp, why);
-        if (rc) return rc;
+    if (!(flags & UQ_SPAWN_NOWAIT) && durable_wait(kp, &em)) {
+        uq_log(UQ_LOG_WARN, "kernel", "%s spawned %s, but its record is not on disk: it will not come back after a "
+               "restart (%s)", kp->addr.process, got, em.text);
+        return UQ_ABI_EIO;
     }
     return (int32_t)n;
 }
@@ -512,29 +510,31 @@ static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
 
 /* Wait, off the worker, until every store write queued so far (the
  * records the caller's change queued among them) is durable: the node lock
- * is not held, and the worker runs other processes meanwhile. 0, or EIO:
- * the change is made, but a restart would not see it (logged: the caller's
- * address, then why). Nothing to wait for without a store. */
-static int32_t durable_wait(uqi_kproc *kp, const char *why)
+ * is not held, and the worker runs other processes meanwhile. 0, or EIO
+ * with *em set: the change is made, but a restart would not see it.
+ * Nothing to wait for without a store. */
+static int32_t durable_wait(uqi_kproc *kp, uq_errmsg *em)
 {
     uqs_store *s = uqi_node_store(kp->node);
     if (!s) return 0;
     state_wait w = {.task = uqi_task_current()};
-    uq_errmsg em;
-    if (uqs_flush_async(s, wait_done, &w, &em)) return 0; /* closing: the node is going down */
+    if (uqs_flush_async(s, wait_done, &w, em)) return 0; /* closing: the node is going down */
     wait_for(&w);
     if (w.err == UQ_OK) return 0;
-    uq_log(UQ_LOG_WARN, "kernel", "%s %s (%s)", kp->addr.process, why, w.em.text);
+    *em = w.em;
     return UQ_ABI_EIO;
 }
 
 /* After a host call whose kernel step queued process records (kp->records_due:
  * a grant or a drop): wait until they are durable (durable_wait), unless
- * the guest asked not to. */
+ * the guest asked not to; a failure is logged with why. */
 static int32_t records_wait(uqi_kproc *kp, bool wait, const char *why)
 {
     kp->records_due = false;
-    return wait ? durable_wait(kp, why) : 0;
+    uq_errmsg em;
+    if (!wait || !durable_wait(kp, &em)) return 0;
+    uq_log(UQ_LOG_WARN, "kernel", "%s %s (%s)", kp->addr.process, why, em.text);
+    return UQ_ABI_EIO;
 }
 
 /* state_set(ptr, len) -> 0 once durable. */
