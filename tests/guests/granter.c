@@ -5,11 +5,15 @@
  *                                    (send_caps; "nowait":true adds
  *                                    UQ_ABI_NOWAIT)          -> {"rc":N}
  *   {"drop":{"params":...}}          uq_cap_drop             -> {"rc":N}
+ *   {"time":N,"to":"TARGET"}         N grants to TARGET, each of a fresh
+ *                                    capability {"n":i,"t":start} ("nowait":true as
+ *                                    above)     -> {"rc":N,"ns_per_grant":X}
  * Anything else is a gift: thanked if awaited. Each answer is sent once
  * the host call returned. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "uqbar.h"
 
@@ -46,6 +50,32 @@ static void reply_rc(const uq_msg *m, long long rc)
     uq_respond(m, b, NULL);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* n grants of fresh capabilities to target: the mean time of one. */
+static void time_grants(const uq_msg *m, const char *target, int n, bool nowait)
+{
+    uq_opts o = {0};
+    o.nowait = nowait;
+    char caps[96], b[96];
+    int64_t rc = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < n && rc >= 0; i++) {
+        snprintf(caps, sizeof caps, "[{\"params\":{\"n\":%d,\"t\":%llu}}]", i, (unsigned long long)t0);
+        o.caps = caps;
+        rc = uq_request(target, "\"gift\"", &o);
+    }
+    uint64_t dt = now_ns() - t0;
+    snprintf(b, sizeof b, "{\"rc\":%lld,\"ns_per_grant\":%llu}", (long long)(rc < 0 ? rc : n),
+             (unsigned long long)(n > 0 ? dt / (uint64_t)n : 0));
+    uq_respond(m, b, NULL);
+}
+
 int main(void)
 {
     uq_msg m;
@@ -67,6 +97,11 @@ int main(void)
             char *cap = balanced(drop + 7);
             reply_rc(&m, cap ? uq_cap_drop(cap) : UQ_ABI_EINVAL);
             free(cap);
+        } else if (body && strstr(body, "\"time\":")) {
+            char target[128] = "";
+            const char *to = strstr(body, "\"to\":\"");
+            if (to) sscanf(to + 6, "%127[^\"]", target);
+            time_grants(&m, target, atoi(strstr(body, "\"time\":") + 7), strstr(body, "\"nowait\":true") != NULL);
         } else if (m.flags & UQ_ABI_AWAITED) {
             uq_respond(&m, "\"thanks\"", NULL);
         }
