@@ -47,6 +47,9 @@
                                        request (it expects one, or it inherited a
                                        request that does): answer with respond */
 #define UQ_ABI_HAS_CAPS 32u         /* header only: capabilities came with it (field CAPS) */
+#define UQ_ABI_NOWAIT 64u           /* descriptor only: send_caps returns before the record of the
+                                       receiver, which now lists the capabilities, is durable (a node
+                                       with a store waits otherwise) */
 
 /* fields for msg_read */
 #define UQ_FIELD_SOURCE 0
@@ -74,6 +77,7 @@
 #define UQ_ABI_EBADMODULE (-14) /* spawn: the bytes are not a module this node can run */
 #define UQ_ABI_ENOSTORE (-15)   /* state: this node keeps no state (no home), or the process is not persisted */
 #define UQ_ABI_ENOSTATE (-16)   /* state_get: nothing persisted */
-#define UQ_ABI_EIO (-17)        /* state: the store could not write; the state is unchanged */
+#define UQ_ABI_EIO (-17)        /* state: the store could not write; the state is unchanged. spawn,
+                                   send_caps, cap_drop: done, but its record could not be written */
 
 #endif

@@ -93,7 +93,11 @@ typedef struct uq_opts {
     int inherit_payload;        /* forward inherit's payload by reference */
     const char *caps;           /* capabilities to attach, JSON: [{"issuer": "process" or
                                    "node@process" (omitted: this process mints it),
-                                   "params": JSON}, ...]; each held or issued by us */
+                                   "params": JSON}, ...]; each held or issued by us. On a node
+                                   with a store the call returns once the receiver's record
+                                   lists them durably (UQ_ABI_EIO: sent and granted, but that
+                                   record could not be written) ... */
+    int nowait;                 /* ... unless set: return before that (UQ_ABI_NOWAIT) */
 } uq_opts;
 
 static inline int64_t uq__send_common(uint32_t kind, uint32_t handle, const char *target, const void *body,
@@ -125,6 +129,7 @@ static inline int64_t uq__send_common(uint32_t kind, uint32_t handle, const char
             d.flags |= UQ_ABI_INHERIT_PAYLOAD;
         }
         d.expects_response_s = o->expects_response_s;
+        if (o->nowait) d.flags |= UQ_ABI_NOWAIT;
         if (o->caps) return uq__send_caps(&d, o->caps, (uint32_t)strlen(o->caps));
     }
     return uq__send(&d);
@@ -169,7 +174,9 @@ static inline int32_t uq_cap_verify(const char *token, const char *holder)
     return uq__cap_verify(token, (uint32_t)strlen(token), holder, (uint32_t)strlen(holder));
 }
 /* Give up a capability {"issuer"?, "params"}: one this process issued
- * (issuer omitted or ours) is revoked from every holder; returns how many. */
+ * (issuer omitted or ours) is revoked from every holder; returns how many,
+ * on a node with a store once the holders' records are durable (UQ_ABI_EIO:
+ * removed, but a record could not be written). */
 static inline int32_t uq_cap_drop(const char *cap_json) { return uq__cap_drop(cap_json, (uint32_t)strlen(cap_json)); }
 
 /* Spawn a child from wasm bytes: id NULL or "" for a fresh UUID; caps a JSON

@@ -143,6 +143,7 @@ static json_t *guest_json(abi_ctx *p, u32 ptr, u32 len, int32_t *err)
 }
 
 static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_attach);
+static int32_t records_wait(uqi_kproc *kp, bool wait, const char *why);
 
 /* send(descriptor*) -> message id (> 0) or a negative UQ_ABI_* code. */
 int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
@@ -152,7 +153,9 @@ int64_t Z_uqbarZ_send(abi_ctx *p, u32 desc)
 
 /* send_caps(descriptor*, caps_json, len): send, attaching capabilities
  * [{"issuer": "node@process" | "process", "params": JSON}, ...] that the
- * sender holds or issues (its own address as issuer: it mints one). */
+ * sender holds or issues (its own address as issuer: it mints one). On a
+ * node with a store the call returns once the receiver's record (which now
+ * lists them) is durable, unless the descriptor has UQ_ABI_NOWAIT. */
 int64_t Z_uqbarZ_send_caps(abi_ctx *p, u32 desc, u32 caps, u32 caps_len)
 {
     uqi_kproc *kp = p->user;
@@ -264,7 +267,14 @@ static int64_t send_common(abi_ctx *p, u32 desc, uqi_capref *attach, uint32_t n_
     uint64_t id = 0;
     uq_errmsg em;
     uq_err e = uqi_kernel_send(kp, m, ctx, ctx ? get32(d + 36) : 0, &id, &em);
-    if (!e) return (int64_t)(id & INT64_MAX); /* the kernel owns m and ctx now */
+    if (!e) { /* the kernel owns m and ctx now */
+        int32_t rc = 0;
+        if (UQ_UNLIKELY(kp->records_due)) /* it granted the receiver capabilities */
+            rc = records_wait(kp, !(flags & UQ_ABI_NOWAIT),
+                              "granted capabilities, but the holder's record is not on disk: "
+                              "they will not come back after a restart");
+        return rc ? rc : (int64_t)(id & INT64_MAX);
+    }
     if (e == UQ_EPERM) uq_log(UQ_LOG_INFO, "kernel", "refused: %s", em.text);
     err = (int32_t)map_err(e);
 fail:
@@ -366,7 +376,9 @@ int32_t Z_uqbarZ_cap_verify(abi_ctx *p, u32 token, u32 token_len, u32 holder, u3
 }
 
 /* cap_drop(cap, len) -> how many were removed: one it issued is revoked from
- * every holder; any other is dropped from its own set. */
+ * every holder; any other is dropped from its own set. On a node with a
+ * store the call returns once the holders' records are durable (a kill -9
+ * after it cannot bring the capability back). */
 int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
 {
     uqi_kproc *kp = p->user;
@@ -376,10 +388,15 @@ int32_t Z_uqbarZ_cap_drop(abi_ctx *p, u32 cap, u32 cap_len)
     if (err) return err;
     uint32_t k = uqi_kproc_cap_drop(kp, &c);
     free(c.params);
-    return (int32_t)k;
+    int32_t rc = 0;
+    if (kp->records_due)
+        rc = records_wait(kp, true,
+                          "dropped capabilities, but the holders' records are not on disk: "
+                          "they may come back after a restart");
+    return rc ? rc : (int32_t)k;
 }
 
-static int32_t durable_wait(uqi_kproc *kp, const char *child);
+static int32_t durable_wait(uqi_kproc *kp, uq_errmsg *em);
 
 /* spawn(descriptor, out_id, out_cap) -> length of the child's id (written to
  * out_id, up to out_cap bytes) or a negative code. The child starts at once;
@@ -430,9 +447,10 @@ int32_t Z_uqbarZ_spawn(abi_ctx *p, u32 desc, u32 out_id, u32 out_cap)
     u32 n = (u32)strlen(got), w = n + 1 < out_cap ? n + 1 : out_cap; /* with its NUL when it fits */
     uint8_t *o = uqi_guest_ptr(p, out_id, w);
     if (o) memcpy(o, got, w);
-    if (!(flags & UQ_SPAWN_NOWAIT)) {
-        int32_t rc = durable_wait(kp, got);
-        if (rc) return rc;
+    if (!(flags & UQ_SPAWN_NOWAIT) && durable_wait(kp, &em)) {
+        uq_log(UQ_LOG_WARN, "kernel", "%s spawned %s, but its record is not on disk: it will not come back after a "
+               "restart (%s)", kp->addr.process, got, em.text);
+        return UQ_ABI_EIO;
     }
     return (int32_t)n;
 }
@@ -442,14 +460,15 @@ typedef struct state_wait {
     uqi_task *task;
     _Atomic int done;
     uq_err err;
+    uq_errmsg em;                /* why, when err (not initialized otherwise) */
 } state_wait;
 
 /* A store callback (committer thread): the outcome to w, its task woken. */
 static void wait_done(void *arg, uq_err err, const uq_errmsg *em)
 {
-    UQ_UNUSED(em);
     state_wait *w = arg;
     w->err = err;
+    if (err) snprintf(w->em.text, sizeof w->em.text, "%s", em ? em->text : "the store could not write");
     atomic_store_explicit(&w->done, 1, memory_order_release);
     uqi_task_wake(w->task);
 }
@@ -489,20 +508,32 @@ static int32_t state_write(abi_ctx *p, const uint8_t *data, size_t len)
     return w.err == UQ_OK ? 0 : w.err == UQ_ELIMIT ? UQ_ABI_EFULL : UQ_ABI_EIO;
 }
 
-/* Wait, off the worker, until every store write queued so far (the child's
- * records among them) is durable. 0, or EIO: the child runs, but would not
- * come back after a restart (logged). Nothing to wait for without a store. */
-static int32_t durable_wait(uqi_kproc *kp, const char *child)
+/* Wait, off the worker, until every store write queued so far (the
+ * records the caller's change queued among them) is durable: the node lock
+ * is not held, and the worker runs other processes meanwhile. 0, or EIO
+ * with *em set: the change is made, but a restart would not see it.
+ * Nothing to wait for without a store. */
+static int32_t durable_wait(uqi_kproc *kp, uq_errmsg *em)
 {
     uqs_store *s = uqi_node_store(kp->node);
     if (!s) return 0;
     state_wait w = {.task = uqi_task_current()};
-    uq_errmsg em;
-    if (uqs_flush_async(s, wait_done, &w, &em)) return 0; /* closing: the node is going down */
+    if (uqs_flush_async(s, wait_done, &w, em)) return 0; /* closing: the node is going down */
     wait_for(&w);
     if (w.err == UQ_OK) return 0;
-    uq_log(UQ_LOG_WARN, "kernel", "%s spawned %s, but its record is not on disk: it will not come back after a restart",
-           kp->addr.process, child);
+    *em = w.em;
+    return UQ_ABI_EIO;
+}
+
+/* After a host call whose kernel step queued process records (kp->records_due:
+ * a grant or a drop): wait until they are durable (durable_wait), unless
+ * the guest asked not to; a failure is logged with why. */
+static int32_t records_wait(uqi_kproc *kp, bool wait, const char *why)
+{
+    kp->records_due = false;
+    uq_errmsg em;
+    if (!wait || !durable_wait(kp, &em)) return 0;
+    uq_log(UQ_LOG_WARN, "kernel", "%s %s (%s)", kp->addr.process, why, em.text);
     return UQ_ABI_EIO;
 }
 

@@ -76,6 +76,9 @@ struct uqi_node {
     struct uqs_store *store;
     struct uqs_files *files;
     bool frozen;                     /* restore or shutdown: write no records */
+    uint64_t records_queued;         /* process records queued so far (under the lock): a caller that
+                                        compares it before and after a locked step knows whether that
+                                        step wrote any (uqi_kproc.records_due) */
     /* networking (the section "network" at the end of this file) */
     struct uqn_net *net;             /* NULL: every other node is unreachable */
     uint64_t remote_refused, remote_dropped;
@@ -91,6 +94,7 @@ static void persist(uqi_node *n, uqi_kproc *kp)
     if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) {
         if (UQ_UNLIKELY(kp->implicit_kids != NULL)) caps_materialize(n, kp); /* its record lists them */
         uqi_persist_proc(n->store, kp);
+        n->records_queued++;
     }
 }
 
@@ -725,6 +729,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
         send_fast(n, from, m, out_id, &err, em))
         return err;
     pthread_mutex_lock(&n->lock);
+    uint64_t queued0 = n->records_queued; /* a grant to the receiver writes its record */
     m->source = from->addr;
     m->source_len = from->addr_len;
     if (m->kind == UQI_MSG_REQUEST && !m->id) m->id = new_id(n);
@@ -853,6 +858,7 @@ uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t con
     }
     err = uqi_errf(em, UQ_EINVAL, "a process may send only requests and responses");
 out:
+    if (UQ_UNLIKELY(n->records_queued != queued0)) from->records_due = true;
     pthread_mutex_unlock(&n->lock);
     return err;
 }
@@ -914,7 +920,10 @@ static void retire(uqi_node *n, uqi_kproc *kp)
     /* nor may a send without the node lock (send_fast) reach it: only a
      * sender's cache can, and none is made once it left the table */
     if (kproc_shared(kp)) uqi_mailbox_disarm(&kp->mbox, true, true);
-    if (n->store && !n->frozen && kp->wasm_key[0]) uqi_persist_forget(n->store, kp->addr.process);
+    if (n->store && !n->frozen && kp->wasm_key[0]) {
+        uqi_persist_forget(n->store, kp->addr.process);
+        n->records_queued++;
+    }
     caps_retire(n, kp);
     unlink_proc(n, kp);
     while (ext_of(kp)->oldest) {
@@ -1600,6 +1609,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
     uqi_node *n = kp->node;
     uint32_t k = 0;
     pthread_mutex_lock(&n->lock);
+    uint64_t queued0 = n->records_queued;
     if (uqi_addr_eq(&cr->issuer, &kp->addr)) {
         /* Its own: revoke from every holder. */
         implicit_make_real(n, kp);
@@ -1618,6 +1628,7 @@ uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *cr)
             k = 1;
         }
     }
+    if (n->records_queued != queued0) kp->records_due = true;
     pthread_mutex_unlock(&n->lock);
     return k;
 }

@@ -75,6 +75,10 @@ typedef struct uqi_kproc {
                                     holds every capability */
     bool keep_issued;            /* killed with "no-revoke": what it issued survives it */
     char wasm_key[68];           /* persisted: "w/" + BLAKE2b-256 hex of its wasm; "" if not */
+    bool records_due;            /* its last send or cap_drop queued process records (a grant, a drop):
+                                    set under the node lock by uqi_kernel_send and uqi_kproc_cap_drop,
+                                    called by its own task; abi.c waits until they are durable and
+                                    clears it (its own task only) */
     struct uqi_kproc *msg_ok_to; /* the last target the messaging check passed for ... */
     uint64_t msg_ok_gen;         /* ... at this capability generation of the node */
     struct uqi_last_target *last_target; /* abi.c, made by the first request sent; freed with the process */
@@ -174,7 +178,8 @@ char *uqi_node_caps_json(uqi_node *n, uqi_kproc *kp);
  * (else UQ_EPERM), and still held (else UQ_ENOENT: dropped or revoked). */
 uq_err uqi_node_cap_verify(uqi_node *n, const char *token, size_t len, const uqi_addr *holder, uq_errmsg *em);
 /* A process gives up c: if it issued c, c is revoked from every holder;
- * otherwise it drops its own. Returns how many were removed. */
+ * otherwise it drops its own. Returns how many were removed; sets
+ * kp->records_due if a record rewrite was queued. */
 uint32_t uqi_kproc_cap_drop(uqi_kproc *kp, const uqi_capref *c);
 /* A process spawns a child (the guest call spawn): initial caps must be
  * held or issued by parent (else UQ_EPERM, nothing started); the parent gets
@@ -209,7 +214,9 @@ void uqi_node_bench_cap_checks(uqi_node *n, bool on);
 uq_err uqi_node_kill_ex(uqi_node *n, const char *id, bool keep_issued, uq_errmsg *em);
 /* Send from a process (wasm or port). On success the kernel owns m and
  * context (malloc'ed, may be NULL) and *out_id (if given) is the message id;
- * on failure the caller still owns both. m->source is set by the kernel. */
+ * on failure the caller still owns both. m->source is set by the kernel.
+ * Sets from->records_due if the send queued process records (capabilities
+ * attached to it were granted to a persisted receiver). */
 uq_err uqi_kernel_send(uqi_kproc *from, uqi_msg *m, uint8_t *context, size_t context_len, uint64_t *out_id,
                        uq_errmsg *em);
 /* Receive on a host port, waiting up to timeout_ms; NULL on timeout. */

@@ -130,8 +130,9 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
 
 /* A child spawned by a process (the guest call spawn) is durable when the
  * call returns: the parent's answer comes after it, the node is killed
- * with SIGKILL as soon as the answer shows, and the child comes back. The
- * terminal sends the child's module as the request's payload (m -p). */
+ * with SIGKILL as soon as the answer shows, and the child comes back, with
+ * the on_exit its parent set (Restart). The terminal sends the child's
+ * module as the request's payload (m -p). */
 TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -150,7 +151,7 @@ TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
     bn_exit(&d, 0);
     dn_boot(&d, home, NULL, true); /* slow commits from here on */
     BN_EXPECT(&d, "is up", 60000);
-    snprintf(line, sizeof line, "m nursery {\"id\":\"kid\"} -t 30 -p %s/apps/echo.wasm\n", shared);
+    snprintf(line, sizeof line, "m nursery {\"id\":\"kid\",\"restart\":true} -t 30 -p %s/apps/echo.wasm\n", shared);
     bn_say(&d, line);
     BN_EXPECT(&d, "response from d.local@nursery: {\"rc\":3,\"id\":\"kid\"}", 60000);
     dn_kill9(&d);
@@ -159,5 +160,68 @@ TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
     BN_EXPECT(&d, "is up", 20000);
     bn_say(&d, "m kid {\"back\":true}\n");
     BN_EXPECT(&d, "response from d.local@kid: {\"back\":true}", 10000);
+    bn_say(&d, "m kernel {\"Debug\":{\"Process\":\"kid\"}}\n");
+    BN_EXPECT(&d, "\"on_exit\":\"Restart\"", 10000);
+    bn_exit(&d, 0);
+}
+
+/* A node d.local at home running two granters (tests/guests/granter.c),
+ * giver and taker, booted once with fast commits and shut down. */
+static void granters_installed(bnode *d, const char *home)
+{
+    char shared[1024], manifest[1300], text[3000];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/granters.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":["
+             "{\"process_name\":\"giver\",\"process_wasm_path\":\"%s/guests/granter.wasm\",\"on_exit\":\"None\","
+             "\"public\":true},"
+             "{\"process_name\":\"taker\",\"process_wasm_path\":\"%s/guests/granter.wasm\",\"on_exit\":\"None\","
+             "\"public\":true}]}",
+             shared, shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    dn_boot(d, home, manifest, false);
+    BN_EXPECT(d, "is up", 120000);
+    bn_exit(d, 0);
+}
+
+#define DOOR_HELD "m kernel {\"Debug\":{\"HasCap\":{\"on\":\"taker\",\"cap\":{\"issuer\":\"giver\",\"params\":{\"door\":1}}}}}\n"
+
+/* The grant a process makes by attaching a capability to a message
+ * (send_caps), and the revocation it makes by dropping one it issued
+ * (cap_drop), are durable when the call returns: the process answers the
+ * terminal after it, the node is killed with SIGKILL as soon as the answer
+ * shows, and the next boot still has the grant, then still lacks the
+ * revoked capability. */
+TEST_T(boot_kill9_right_after_guest_grant_or_drop_keeps_it, 240)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char home[1100];
+    snprintf(home, sizeof home, "%s/grant", tb_tmpdir());
+    bnode d;
+    granters_installed(&d, home);
+    /* the grant: giver mints {"door":1} for taker */
+    dn_boot(&d, home, NULL, true);
+    BN_EXPECT(&d, "is up", 60000);
+    bn_say(&d, "m giver {\"give\":\"taker\",\"caps\":[{\"params\":{\"door\":1}}]} -t 30\n");
+    BN_EXPECT(&d, "response from d.local@giver: {\"rc\":", 60000);
+    dn_kill9(&d);
+    dn_boot(&d, home, NULL, false);
+    BN_EXPECT(&d, "restored 2 processes", 60000);
+    BN_EXPECT(&d, "is up", 20000);
+    bn_say(&d, DOOR_HELD);
+    BN_EXPECT(&d, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
+    bn_exit(&d, 0);
+    /* the revocation: giver drops what it issued, so taker loses it */
+    dn_boot(&d, home, NULL, true);
+    BN_EXPECT(&d, "is up", 60000);
+    bn_say(&d, "m giver {\"drop\":{\"params\":{\"door\":1}}} -t 30\n");
+    BN_EXPECT(&d, "response from d.local@giver: {\"rc\":1}", 60000);
+    dn_kill9(&d);
+    dn_boot(&d, home, NULL, false);
+    BN_EXPECT(&d, "restored 2 processes", 60000);
+    BN_EXPECT(&d, "is up", 20000);
+    bn_say(&d, DOOR_HELD);
+    BN_EXPECT(&d, "response from d.local@kernel: {\"Debug\":{\"HasCap\":false}}", 10000);
     bn_exit(&d, 0);
 }
