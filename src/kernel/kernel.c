@@ -597,12 +597,18 @@ static void caps_materialize(uqi_node *n, uqi_kproc *holder)
     }
 }
 
-static void drop_one(uqi_kproc *holder, uqi_cap *c)
+/* The capability gone from memory (its holder's record is not written). */
+static void drop_quiet(uqi_kproc *holder, uqi_cap *c)
 {
     gen_bump(holder->node);
     uqi_capset_remove(&holder->caps, c);
     issued_unlink(c);
     free(c);
+}
+
+static void drop_one(uqi_kproc *holder, uqi_cap *c)
+{
+    drop_quiet(holder, c);
     if (!holder->dead) persist(holder->node, holder);
 }
 
@@ -1589,6 +1595,7 @@ uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, 
         if (fresh) persist(n, t); /* not in this store (or not persisted): as uqi_node_grant */
         e = uqs_write_async(s, ops, nops, store_wait_done, &w, em);
     }
+    uint64_t queued = n->records_queued;
     pthread_mutex_unlock(&n->lock);
     if (!e) { /* queued: wait for the commit, outside the node lock */
         pthread_mutex_lock(&w.mu);
@@ -1598,13 +1605,22 @@ uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, 
     }
     if (e && fresh) { /* nothing was written: take the grant back */
         pthread_mutex_lock(&n->lock);
+        /* No record queued since ours: the stored one never listed the
+         * grant, nothing to write. Else one of them may have been committed
+         * with it: t's record is written again, as it now is. */
+        bool rewrite = n->records_queued != queued;
         t = find(n, to);
+        bool dropped = false;
         for (uint32_t i = 0; t && !t->dead && i < ncaps; i++) {
             if (!(fresh & (1ull << i))) continue;
             uqi_cap *c = uqi_capset_find(&t->caps, &caps[i].issuer, caps[i].params,
                                          uqi_cap_hash(&caps[i].issuer, caps[i].params));
-            if (c) drop_one(t, c);
+            if (c) {
+                drop_quiet(t, c);
+                dropped = true;
+            }
         }
+        if (dropped && rewrite) persist(n, t);
         pthread_mutex_unlock(&n->lock);
     }
     pthread_mutex_destroy(&w.mu);
