@@ -50,7 +50,7 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* body to filer, its answer's body (which must hold "Ok"). */
+/* body to filer; its answer must be {"Ok":...}. */
 static void ask(uqi_kproc *port, const char *body)
 {
     uqi_msg *m = uqi_msg_new(UQI_MSG_REQUEST, body, strlen(body));
@@ -63,8 +63,12 @@ static void ask(uqi_kproc *port, const char *body)
         uqi_msg *r = uqi_port_receive(port, 30000);
         if (!r) die(body, "no answer");
         bool mine = r->id == id;
-        if (mine && (r->kind != UQI_MSG_RESPONSE || !memmem(r->body, r->body_len, "{\"Ok\"", 5)))
-            die(body, r->kind == UQI_MSG_RESPONSE ? (const char *)r->body : "error");
+        if (mine && (r->kind != UQI_MSG_RESPONSE || !memmem(r->body, r->body_len, "{\"Ok\"", 5))) {
+            char why[300];
+            snprintf(why, sizeof why, "%.*s", r->kind == UQI_MSG_RESPONSE ? (int)(r->body_len < 299 ? r->body_len : 299) : 5,
+                     r->kind == UQI_MSG_RESPONSE ? (const char *)r->body : "error");
+            die(body, why);
+        }
         uqi_msg_free(r);
         if (mine) return;
     }
