@@ -102,19 +102,30 @@ static uq_err need(fs_req *r, const char *hex, unsigned need_rights)
     return UQ_OK;
 }
 
-/* Grant the requester the capability of h; on failure the handle is
- * revoked again (nobody else could use it). */
-static uq_err grant(fs_req *r, uqs_handle h, unsigned rights)
+/* The grant of a new handle's capability to the requester, committed in
+ * one transaction with the handle's records (uqs_writer): the holder's
+ * process record lists it and the handle exists, both durable before fs
+ * answers, or neither (the store call fails, and the grant is taken back). */
+typedef struct grant_ctx {
+    fs_req *r;
+    unsigned rights;
+} grant_ctx;
+
+static uq_err grant_write(void *arg, uqs_store *s, uqs_handle id, const uqs_op *ops, size_t n, uq_errmsg *em)
 {
+    grant_ctx *g = arg;
     char hex[UQS_HANDLE_HEX + 1], params[UQI_FS_PARAMS_MAX];
-    uqs_handle_format(h, hex);
+    uqs_handle_format(id, hex);
     uqi_capref c;
-    capref_of(r->f, hex, rights, &c, params);
-    uq_err e = uqi_node_grant(r->f->n, NULL, r->app, &c, 1, &r->em);
-    if (e) {
-        uqs_handle_revoke(r->f->files, h, true, NULL, NULL);
-        return e;
-    }
+    capref_of(g->r->f, hex, g->rights, &c, params);
+    return uqi_node_grant_with(g->r->f->n, g->r->app, &c, 1, s, ops, n, em);
+}
+
+/* The answer naming the handle granted. */
+static uq_err granted(fs_req *r, uqs_handle h, unsigned rights)
+{
+    char hex[UQS_HANDLE_HEX + 1];
+    uqs_handle_format(h, hex);
     r->ok = json_pack("{s:s,s:s}", "handle", hex, "rights", uqi_fsmod_rights_text(rights));
     return UQ_OK;
 }
@@ -182,9 +193,10 @@ static uq_err op_create(fs_req *r)
     size_t len;
     const void *data = data_of(r, &len);
     uq_err e = arg_name(r, &name);
-    if (!e) e = uqs_file_create(r->f->files, r->app, name, data, len, &h, &r->em);
-    if (!e) e = grant(r, h, UQS_RIGHTS_ALL);
-    return e;
+    grant_ctx g = {r, UQS_RIGHTS_ALL};
+    uqs_writer w = {grant_write, &g};
+    if (!e) e = uqs_file_create_with(r->f->files, r->app, name, data, len, &w, &h, &r->em);
+    return e ? e : granted(r, h, UQS_RIGHTS_ALL);
 }
 
 static uq_err op_open(fs_req *r)
@@ -192,10 +204,11 @@ static uq_err op_open(fs_req *r)
     const char *name;
     uqs_handle h;
     uq_err e = arg_name(r, &name);
-    if (!e) e = uqs_file_open(r->f->files, r->app, name, &h, &r->em);
+    grant_ctx g = {r, UQS_RIGHTS_ALL};
+    uqs_writer w = {grant_write, &g};
+    if (!e) e = uqs_file_open_with(r->f->files, r->app, name, &w, &h, &r->em);
     if (e == UQ_ENOENT) e = uqi_errf(&r->em, UQ_ENOENT, "%s has no file named \"%s\"", r->app, name);
-    if (!e) e = grant(r, h, UQS_RIGHTS_ALL);
-    return e;
+    return e ? e : granted(r, h, UQS_RIGHTS_ALL);
 }
 
 static uq_err op_list(fs_req *r)
@@ -287,17 +300,18 @@ static uq_err op_split(fs_req *r, bool clone)
     char hex[UQS_HANDLE_HEX + 1];
     uq_err e = arg_handle(r, &h, hex);
     if (e) return e;
-    unsigned rights;
+    grant_ctx g = {r, 0};
+    uqs_writer w = {grant_write, &g};
     if (clone) {
-        if (!(rights = held_rights(r, hex))) return need(r, hex, UQS_RIGHT_READ); /* says why */
-        e = uqs_handle_clone(r->f->files, h, &nh, &r->em);
+        if (!(g.rights = held_rights(r, hex))) return need(r, hex, UQS_RIGHT_READ); /* says why */
+        e = uqs_handle_clone_with(r->f->files, h, &w, &nh, &r->em);
     } else {
-        if (!(rights = rights_parse(arg_str(r, "rights"))))
+        if (!(g.rights = rights_parse(arg_str(r, "rights"))))
             return uqi_errf(&r->em, UQ_EINVAL, "Split needs \"rights\": \"read\", \"write\" or \"read-write\"");
-        if ((e = need(r, hex, rights))) return e;
-        e = uqs_handle_split(r->f->files, h, rights, &nh, &r->em);
+        if ((e = need(r, hex, g.rights))) return e;
+        e = uqs_handle_split_with(r->f->files, h, g.rights, &w, &nh, &r->em);
     }
-    return e ? e : grant(r, nh, rights);
+    return e ? e : granted(r, nh, g.rights);
 }
 
 static uq_err op_revoke(fs_req *r)

@@ -89,9 +89,14 @@ struct uqi_node {
 /* Write kp's record (node lock held). Ports and processes without a stored
  * module (spawned from a loaded module by host code) are not persisted. */
 static void caps_materialize(uqi_node *n, uqi_kproc *holder);
+static bool persisted(const uqi_node *n, const uqi_kproc *kp)
+{
+    return n->store && !n->frozen && kp->wasm_key[0] && !kp->dead;
+}
+
 static void persist(uqi_node *n, uqi_kproc *kp)
 {
-    if (n->store && !n->frozen && kp->wasm_key[0] && !kp->dead) {
+    if (persisted(n, kp)) {
         if (UQ_UNLIKELY(kp->implicit_kids != NULL)) caps_materialize(n, kp); /* its record lists them */
         uqi_persist_proc(n->store, kp);
         n->records_queued++;
@@ -516,14 +521,21 @@ static inline bool may_message(uqi_node *n, uqi_kproc *from, uqi_kproc *to)
     return true;
 }
 
+/* The new capability in memory only (its holder's record is not written). */
+static uqi_cap *grant_add(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params, uint32_t h)
+{
+    uqi_cap *c = uqi_cap_new_h(issuer, params, h, &holder->addr, n->sk);
+    c->holder_kp = holder;
+    uqi_capset_add(&holder->caps, c);
+    issued_push(issuer_list(n, issuer), c);
+    return c;
+}
+
 static uqi_cap *grant_one_h(uqi_node *n, uqi_kproc *holder, const uqi_addr *issuer, const char *params, uint32_t h)
 {
     uqi_cap *c = uqi_capset_find(&holder->caps, issuer, params, h);
     if (c) return c;
-    c = uqi_cap_new_h(issuer, params, h, &holder->addr, n->sk);
-    c->holder_kp = holder;
-    uqi_capset_add(&holder->caps, c);
-    issued_push(issuer_list(n, issuer), c);
+    c = grant_add(n, holder, issuer, params, h);
     persist(n, holder);
     return c;
 }
@@ -585,12 +597,18 @@ static void caps_materialize(uqi_node *n, uqi_kproc *holder)
     }
 }
 
-static void drop_one(uqi_kproc *holder, uqi_cap *c)
+/* The capability gone from memory (its holder's record is not written). */
+static void drop_quiet(uqi_kproc *holder, uqi_cap *c)
 {
     gen_bump(holder->node);
     uqi_capset_remove(&holder->caps, c);
     issued_unlink(c);
     free(c);
+}
+
+static void drop_one(uqi_kproc *holder, uqi_cap *c)
+{
+    drop_quiet(holder, c);
     if (!holder->dead) persist(holder->node, holder);
 }
 
@@ -1526,6 +1544,88 @@ uq_err uqi_node_grant(uqi_node *n, uqi_kproc *by, const char *to, const uqi_capr
         for (uint32_t i = 0; i < ncaps; i++) grant_one(n, t, &caps[i].issuer, caps[i].params);
     pthread_mutex_unlock(&n->lock);
     return err;
+}
+
+/* A sync wait on an async store request. */
+typedef struct store_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    uq_err err;
+    uq_errmsg em;
+} store_wait;
+
+static void store_wait_done(void *arg, uq_err err, const uq_errmsg *em)
+{
+    store_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    if (err && em) w->em = *em;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, uint32_t ncaps, struct uqs_store *s,
+                           const struct uqs_op *ops, size_t nops, uq_errmsg *em)
+{
+    UQ_ASSERT(ncaps <= 64 && s && nops > 0);
+    store_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    uint64_t fresh = 0; /* which of caps the grant added (undone on failure) */
+    uq_err e;
+    pthread_mutex_lock(&n->lock);
+    uqi_kproc *t = find(n, to);
+    if (!t || t->dead) {
+        pthread_mutex_unlock(&n->lock);
+        return uqi_errf(em, UQ_ENOENT, "no process %s", to);
+    }
+    for (uint32_t i = 0; i < ncaps; i++) {
+        uint32_t h = uqi_cap_hash(&caps[i].issuer, caps[i].params);
+        if (uqi_capset_find(&t->caps, &caps[i].issuer, caps[i].params, h)) continue;
+        grant_add(n, t, &caps[i].issuer, caps[i].params, h);
+        fresh |= 1ull << i;
+    }
+    if (fresh && s == n->store && persisted(n, t)) {
+        /* Queued under the lock, as every record is: no later record of t
+         * can be committed before this one. */
+        if (UQ_UNLIKELY(t->implicit_kids != NULL)) caps_materialize(n, t);
+        e = uqi_persist_proc_with(s, t, ops, nops, store_wait_done, &w, em);
+        if (!e) n->records_queued++;
+    } else {
+        if (fresh) persist(n, t); /* not in this store (or not persisted): as uqi_node_grant */
+        e = uqs_write_async(s, ops, nops, store_wait_done, &w, em);
+    }
+    uint64_t queued = n->records_queued;
+    pthread_mutex_unlock(&n->lock);
+    if (!e) { /* queued: wait for the commit, outside the node lock */
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        if ((e = w.err) && em) *em = w.em;
+    }
+    if (e && fresh) { /* nothing was written: take the grant back */
+        pthread_mutex_lock(&n->lock);
+        /* No record queued since ours: the stored one never listed the
+         * grant, nothing to write. Else one of them may have been committed
+         * with it: t's record is written again, as it now is. */
+        bool rewrite = n->records_queued != queued;
+        t = find(n, to);
+        bool dropped = false;
+        for (uint32_t i = 0; t && !t->dead && i < ncaps; i++) {
+            if (!(fresh & (1ull << i))) continue;
+            uqi_cap *c = uqi_capset_find(&t->caps, &caps[i].issuer, caps[i].params,
+                                         uqi_cap_hash(&caps[i].issuer, caps[i].params));
+            if (c) {
+                drop_quiet(t, c);
+                dropped = true;
+            }
+        }
+        if (dropped && rewrite) persist(n, t);
+        pthread_mutex_unlock(&n->lock);
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return e;
 }
 
 uq_err uqi_node_grant_messaging(uqi_node *n, const char *holder, const char *target, uq_errmsg *em)

@@ -163,6 +163,17 @@ void uqi_node_public_key(const uqi_node *n, uint8_t pk[32]);
  * (trusted host code: boot, installer). */
 uq_err uqi_node_grant(uqi_node *n, uqi_kproc *by, const char *to, const uqi_capref *caps, uint32_t ncaps,
                       uq_errmsg *em);
+/* Grant caps to process `to` (trusted, as by = NULL) and write ops[0..nops)
+ * to store s in the same transaction as `to`'s process record, which lists
+ * them: on return both are durable, or (an error) neither was written and
+ * the grant is taken back. One commit; the caller waits for it (not under
+ * the node lock). Used by fs (fsmod.c): a handle's record and the grant of
+ * its capability. When s is not the node's store or `to` has no record,
+ * ops are written alone (and the record, if any, as uqi_node_grant does). */
+struct uqs_store;
+struct uqs_op;
+uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, uint32_t ncaps, struct uqs_store *s,
+                           const struct uqs_op *ops, size_t nops, uq_errmsg *em);
 /* Only the check of uqi_node_grant: UQ_EPERM naming what `by` does not hold. */
 uq_err uqi_node_check_held(uqi_node *n, uqi_kproc *by, const uqi_capref *caps, uint32_t ncaps, uq_errmsg *em);
 /* Trusted: let `holder` message `target` (its messaging capability). */

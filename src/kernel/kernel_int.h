@@ -20,6 +20,11 @@ bool uqi_parse_on_exit(uqi_node *n, json_t *v, uqi_on_exit *how, uqi_exit_reques
  * it), asynchronously; the store's group commit keeps their order. */
 void uqi_persist_proc(struct uqs_store *s, uqi_kproc *kp);
 void uqi_persist_forget(struct uqs_store *s, const char *id);
+/* kp's record and ops[0..nops) in one store request (one transaction: all
+ * or nothing); done(arg, ...) once it is durable or failed. An error
+ * returned here means it was not queued (done is never called). */
+uq_err uqi_persist_proc_with(struct uqs_store *s, uqi_kproc *kp, const struct uqs_op *ops, size_t nops,
+                             void (*done)(void *arg, uq_err err, const uq_errmsg *em), void *arg, uq_errmsg *em);
 /* Store wasm bytes under key (once per module). */
 void uqi_persist_wasm(struct uqs_store *s, const char *key, const uint8_t *wasm, size_t len);
 /* While frozen (restore, shutdown), the kernel writes no records. */

@@ -58,7 +58,8 @@ static json_t *on_exit_json(const uqi_kproc *kp)
     return json_pack("{s:o}", "Requests", list);
 }
 
-void uqi_persist_proc(uqs_store *s, uqi_kproc *kp)
+/* kp's record: its key "p/<id>" into key, its JSON (malloc'ed) returned. */
+static char *proc_record(uqi_kproc *kp, char key[UQI_NAME_MAX + 3])
 {
     json_t *caps = json_array();
     for (uint32_t i = 0; i < kp->caps.nb; i++) {
@@ -73,10 +74,30 @@ void uqi_persist_proc(uqs_store *s, uqi_kproc *kp)
                             "caps", caps);
     char *text = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
+    snprintf(key, UQI_NAME_MAX + 3, "p/%s", kp->addr.process);
+    return text;
+}
+
+void uqi_persist_proc(uqs_store *s, uqi_kproc *kp)
+{
     char key[UQI_NAME_MAX + 3];
-    snprintf(key, sizeof key, "p/%s", kp->addr.process);
+    char *text = proc_record(kp, key);
     put_async(s, key, text, strlen(text));
     free(text);
+}
+
+uq_err uqi_persist_proc_with(uqs_store *s, uqi_kproc *kp, const uqs_op *ops, size_t nops, uqs_done_fn done,
+                             void *arg, uq_errmsg *em)
+{
+    char key[UQI_NAME_MAX + 3];
+    char *text = proc_record(kp, key);
+    uqs_op *all = uqi_xmalloc((nops + 1) * sizeof *all);
+    memcpy(all, ops, nops * sizeof *all);
+    all[nops] = (uqs_op){.db = UQS_DB_PROCS, .key = key, .klen = strlen(key), .val = text, .vlen = strlen(text)};
+    uq_err e = uqs_write_async(s, all, nops + 1, done, arg, em); /* copies them */
+    free(all);
+    free(text);
+    return e;
 }
 
 void uqi_persist_forget(uqs_store *s, const char *id)

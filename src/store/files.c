@@ -259,6 +259,13 @@ static void new_handle_op(const hrec *r, uqs_handle *id, uint8_t *buf, uqs_op *o
     *op = (uqs_op){.db = UQS_DB_HANDLES, .key = id->id, .klen = sizeof id->id, .val = buf, .vlen = n};
 }
 
+/* Commit a new handle's records: with the caller's writer, or alone. */
+static uq_err commit_handle(uqs_files *fs, const uqs_writer *w, uqs_handle id, const uqs_op *ops, size_t n,
+                            uq_errmsg *em)
+{
+    return w ? w->write(w->arg, fs->s, id, ops, n, em) : uqs_write(fs->s, ops, n, em);
+}
+
 /* ---- recovery ------------------------------------------------------------------ */
 /* "name.v<gen>" -> name, gen; false if the entry is not ours. */
 static bool parse_data_name(const char *ent, char *name, uint64_t *gen)
@@ -366,6 +373,12 @@ void uqs_files_close(uqs_files *fs)
 uq_err uqs_file_create(uqs_files *fs, const char *app, const char *name, const void *data, size_t len,
                        uqs_handle *out, uq_errmsg *em)
 {
+    return uqs_file_create_with(fs, app, name, data, len, NULL, out, em);
+}
+
+uq_err uqs_file_create_with(uqs_files *fs, const char *app, const char *name, const void *data, size_t len,
+                            const uqs_writer *w, uqs_handle *out, uq_errmsg *em)
+{
     uq_err e = check_app(app, em);
     if (!e) e = check_name(name, em);
     if (e) return e;
@@ -400,7 +413,7 @@ uq_err uqs_file_create(uqs_files *fs, const char *app, const char *name, const v
     memcpy(h.fkey, fkey, fklen + 1);
     uqs_op ops[2] = {{.db = UQS_DB_FILES, .key = fkey, .klen = fklen, .val = fb, .vlen = FREC_LEN}};
     new_handle_op(&h, out, hb, &ops[1]);
-    e = uqs_write(fs->s, ops, 2, em);
+    e = commit_handle(fs, w, *out, ops, 2, em);
     if (e) unlink(path);
 out:
     pthread_mutex_unlock(mu);
@@ -408,6 +421,12 @@ out:
 }
 
 uq_err uqs_file_open(uqs_files *fs, const char *app, const char *name, uqs_handle *out, uq_errmsg *em)
+{
+    return uqs_file_open_with(fs, app, name, NULL, out, em);
+}
+
+uq_err uqs_file_open_with(uqs_files *fs, const char *app, const char *name, const uqs_writer *w, uqs_handle *out,
+                          uq_errmsg *em)
 {
     uq_err e = check_app(app, em);
     if (!e) e = check_name(name, em);
@@ -424,7 +443,7 @@ uq_err uqs_file_open(uqs_files *fs, const char *app, const char *name, uqs_handl
         memcpy(h.fkey, fkey, fklen + 1);
         uqs_op op;
         new_handle_op(&h, out, hb, &op);
-        e = uqs_write(fs->s, &op, 1, em);
+        e = commit_handle(fs, w, *out, &op, 1, em);
     }
     pthread_mutex_unlock(mu);
     return e;
@@ -778,7 +797,8 @@ uq_err uqs_handle_info_get(uqs_files *fs, uqs_handle h, uqs_handle_info *out, uq
     return UQ_OK;
 }
 
-static uq_err derive(uqs_files *fs, uqs_handle h, unsigned rights, bool subset_of_h, uqs_handle *out, uq_errmsg *em)
+static uq_err derive(uqs_files *fs, uqs_handle h, unsigned rights, bool subset_of_h, const uqs_writer *w,
+                     uqs_handle *out, uq_errmsg *em)
 {
     pthread_mutex_lock(&fs->handles_mu);
     hrec hr;
@@ -791,7 +811,7 @@ static uq_err derive(uqs_files *fs, uqs_handle h, unsigned rights, bool subset_o
         uint8_t hb[HREC_FIXED + FKEY_MAX];
         uqs_op op;
         new_handle_op(&nr, out, hb, &op);
-        e = uqs_write(fs->s, &op, 1, em);
+        e = commit_handle(fs, w, *out, &op, 1, em);
     }
     pthread_mutex_unlock(&fs->handles_mu);
     return e;
@@ -799,14 +819,25 @@ static uq_err derive(uqs_files *fs, uqs_handle h, unsigned rights, bool subset_o
 
 uq_err uqs_handle_clone(uqs_files *fs, uqs_handle h, uqs_handle *out, uq_errmsg *em)
 {
-    return derive(fs, h, 0, false, out, em);
+    return derive(fs, h, 0, false, NULL, out, em);
+}
+
+uq_err uqs_handle_clone_with(uqs_files *fs, uqs_handle h, const uqs_writer *w, uqs_handle *out, uq_errmsg *em)
+{
+    return derive(fs, h, 0, false, w, out, em);
 }
 
 uq_err uqs_handle_split(uqs_files *fs, uqs_handle h, unsigned rights, uqs_handle *out, uq_errmsg *em)
 {
+    return uqs_handle_split_with(fs, h, rights, NULL, out, em);
+}
+
+uq_err uqs_handle_split_with(uqs_files *fs, uqs_handle h, unsigned rights, const uqs_writer *w, uqs_handle *out,
+                             uq_errmsg *em)
+{
     if (rights == 0 || (rights & ~UQS_RIGHTS_ALL))
         return uqi_errf(em, UQ_EINVAL, "split: rights must be read, write or both (got 0x%x)", rights);
-    return derive(fs, h, rights, true, out, em);
+    return derive(fs, h, rights, true, w, out, em);
 }
 
 uq_err uqs_handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, size_t *out_count, uq_errmsg *em)

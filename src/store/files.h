@@ -68,6 +68,29 @@ uq_err uqs_file_open(uqs_files *fs, const char *app, const char *name, uqs_handl
  * it with free()), an array of *out_n strings. No files: n = 0. */
 uq_err uqs_file_list(uqs_files *fs, const char *app, char ***out_names, size_t *out_n, uq_errmsg *em);
 
+/* ---- handles written together with more ------------------------------------
+ * The calls that make a handle (create, open, clone, split) commit its
+ * record (and create's file record) with uqs_write. A caller that must
+ * commit more in the same transaction (fs: the grant of the handle's
+ * capability, which rewrites the holder's process record) passes a writer
+ * to the _with variants: it is called once, with the store, the new
+ * handle's id (chosen before the write) and the records, after every check
+ * passed (never for a refused call) and under the file's lock; it must
+ * apply ops, with its own, atomically and return once they are durable, or
+ * return an error with nothing applied (the call then fails with it, as if
+ * uqs_write had failed). */
+typedef struct uqs_writer {
+    uq_err (*write)(void *arg, uqs_store *s, uqs_handle id, const uqs_op *ops, size_t n, uq_errmsg *em);
+    void *arg;
+} uqs_writer;
+uq_err uqs_file_create_with(uqs_files *fs, const char *app, const char *name, const void *data, size_t len,
+                            const uqs_writer *w, uqs_handle *out, uq_errmsg *em);
+uq_err uqs_file_open_with(uqs_files *fs, const char *app, const char *name, const uqs_writer *w, uqs_handle *out,
+                          uq_errmsg *em);
+uq_err uqs_handle_clone_with(uqs_files *fs, uqs_handle h, const uqs_writer *w, uqs_handle *out, uq_errmsg *em);
+uq_err uqs_handle_split_with(uqs_files *fs, uqs_handle h, unsigned rights, const uqs_writer *w, uqs_handle *out,
+                             uq_errmsg *em);
+
 /* ---- calls through a handle ------------------------------------------------
  * Each checks the handle first: UQ_EPERM if it is unknown or revoked, or
  * lacks the right the call needs (read for reads, size and hash; write for

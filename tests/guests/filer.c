@@ -3,6 +3,7 @@
  *   fs JSON              send JSON to fs (with this request's payload, if any),
  *                        wait for fs's answer and answer with its body and
  *                        payload; {"rc":N} if the send itself failed
+ *   fs JSON (one line)   the same, as a node's terminal types it
  *   attach, drop, list, last and gifts: see cmdguest.h (attach's CAPS
  *                        e.g. [{"issuer":"fs","params":{...}}]) */
 #include "cmdguest.h"
@@ -57,6 +58,8 @@ int main(void)
         char *cmd = line(&rest);
         if (strcmp(cmd, "fs") == 0) {
             fs_call(&m, rest ? rest : "");
+        } else if (strncmp(cmd, "fs ", 3) == 0) { /* one line, as a terminal types it */
+            fs_call(&m, cmd + 3);
         } else {
             cap_command(&m, cmd, rest);
         }

@@ -24,11 +24,11 @@ typedef struct fsnode {
 /* A node as `uqbar boot` makes it: its store (the process table persists),
  * the filesystem and the fs module in home; then either a filer app for
  * each id, or (apps NULL) the processes of the store brought back. */
-static void up(fsnode *t, const char *home, const char *const *apps)
+static void up_opt(fsnode *t, const char *home, const char *const *apps, const uqs_options *opt)
 {
     uq_errmsg em = {{0}};
     snprintf(t->home, sizeof t->home, "%s", home);
-    if (uqs_open(home, NULL, &t->s, &em)) test_fail(__FILE__, __LINE__, "store: %s", em.text);
+    if (uqs_open(home, opt, &t->s, &em)) test_fail(__FILE__, __LINE__, "store: %s", em.text);
     char cache[1100];
     snprintf(cache, sizeof cache, "%s/cache-test", tb_shared());
     uqi_node_config c = {.name = "test.node", .cache_dir = cache, .workers = 2, .store = t->s};
@@ -49,6 +49,8 @@ static void up(fsnode *t, const char *home, const char *const *apps)
     }
     ASSERT_EQ(uqi_node_port(t->n, "tester", &t->port, NULL), UQ_OK);
 }
+
+static void up(fsnode *t, const char *home, const char *const *apps) { up_opt(t, home, apps, NULL); }
 
 static void down(fsnode *t)
 {
@@ -636,5 +638,102 @@ TEST(fs_wasm_bytes_handle_names_a_stored_file)
     ASSERT(kn_body_is(r, "\"StartedProcess\""));
     uqi_msg_free(r);
     EXPECT_BODY(ask(&t, "stored-echo", "{\"from\":\"the store\"}", NULL, NULL), "{\"from\":\"the store\"}");
+    down(&t);
+}
+
+/* Fill store s with records "fill<N>" (state database) until even a small
+ * one no longer fits; how many were written. */
+static int fill_store(uqs_store *s)
+{
+    static char buf[4096];
+    int n = 0, refused = 0;
+    size_t len = sizeof buf;
+    while (refused < 3) {
+        char key[32];
+        snprintf(key, sizeof key, "fill%d", n);
+        uqs_op op = {.db = UQS_DB_STATE, .key = key, .klen = strlen(key), .val = buf, .vlen = len};
+        uq_err e = uqs_write(s, &op, 1, NULL);
+        if (e == UQ_OK) {
+            n++;
+            continue;
+        }
+        ASSERT_EQ(e, UQ_ELIMIT);
+        if (len > 16) len /= 4;
+        else refused++;
+    }
+    return n;
+}
+
+static void unfill_store(uqs_store *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "fill%d", i);
+        uqs_op op = {.db = UQS_DB_STATE, .key = key, .klen = strlen(key), .del = true};
+        ASSERT_EQ(uqs_write(s, &op, 1, NULL), UQ_OK);
+    }
+}
+
+/* The stored record of process id (malloc'ed). */
+static char *stored_record(fsnode *t, const char *id)
+{
+    char key[200];
+    snprintf(key, sizeof key, "p/%s", id);
+    uint8_t *b;
+    size_t n;
+    uq_errmsg em = {{0}};
+    if (uqs_get(t->s, UQS_DB_PROCS, key, strlen(key), &b, &n, &em)) test_fail(__FILE__, __LINE__, "%s", em.text);
+    return (char *)b;
+}
+
+/* The grant of a new handle's capability and the handle's records are one
+ * transaction: when the store cannot take them (full), fs answers the
+ * store's error and the app holds nothing new, in memory or in its stored
+ * record (no capability for a handle that does not exist), and Create
+ * leaves no file. Once there is room again, the same requests work. */
+TEST(fs_store_full_grants_nothing)
+{
+    fsnode t;
+    char home[1100];
+    snprintf(home, sizeof home, "%s/full", tb_tmpdir());
+    const char *apps[] = {"alice", NULL};
+    uqs_options opt = {.map_size = 2u << 20};
+    up_opt(&t, home, apps, &opt);
+    const char *h = handle_of(fs(&t, "alice", "{\"Create\":{\"name\":\"a\"}}", "one", NULL), "read-write");
+    /* A large record (1000 capabilities of the tester, about 70 KB): its
+     * rewrite needs more pages than the fill below leaves free. */
+    static char params[1000][16];
+    static uqi_capref many[1000];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(params[i], sizeof params[i], "{\"n\":%d}", i);
+        many[i] = (uqi_capref){.issuer = t.port->addr, .params = params[i]};
+    }
+    ASSERT_EQ(uqi_node_grant(t.n, NULL, "alice", many, 1000, NULL), UQ_OK); /* one record write */
+    ASSERT_EQ(uqs_flush(t.s, NULL), UQ_OK);
+    char *caps0 = ask(&t, "alice", "list", NULL, NULL), *rec0 = stored_record(&t, "alice");
+    ASSERT_STR_HAS(rec0, h);
+    int filled = fill_store(t.s);
+    test_log("%d records fill the store", filled);
+
+    EXPECT_ERR(fs(&t, "alice", "{\"Create\":{\"name\":\"b\"}}", "two", NULL), "is full");
+    EXPECT_ERR(fs(&t, "alice", "{\"Open\":{\"name\":\"a\"}}", NULL, NULL), "is full");
+    EXPECT_ERR(fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL), "is full");
+    EXPECT_ERR(fsh(&t, "alice", "{\"Clone\":{\"handle\":\"%s\"}}", h, NULL, NULL), "is full");
+    char *caps1 = ask(&t, "alice", "list", NULL, NULL), *rec1 = stored_record(&t, "alice");
+    ASSERT(strcmp(caps0, caps1) == 0); /* the grants were taken back */
+    ASSERT(strcmp(rec0, rec1) == 0);   /* and never written */
+    EXPECT_BODY(fs(&t, "alice", "\"List\"", NULL, NULL), "{\"Ok\":{\"files\":[\"a\"]}}");
+    char path[1300];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/files/alice/b.v1", home);
+    ASSERT(stat(path, &st) != 0);
+
+    unfill_store(t.s, filled);
+    const char *b = handle_of(fs(&t, "alice", "{\"Create\":{\"name\":\"b\"}}", "two", NULL), "read-write");
+    ASSERT_EQ(holds(&t, "alice", b, UQS_RIGHTS_ALL), 1);
+    free(caps0);
+    free(caps1);
+    free(rec0);
+    free(rec1);
     down(&t);
 }

@@ -1,0 +1,139 @@
+/* A file handle that fs (src/kernel/fsmod.c) gives an app is durable when
+ * fs answers: the handle's record and the grant of its capability (in the
+ * app's process record) are committed in one transaction before the
+ * answer. The node is a real `uqbar boot` whose store commits are slowed by
+ * UQBAR_TEST_STORE_DELAY_MS (as a loaded disk makes them), killed with
+ * SIGKILL as soon as the app reports its handle; after the reboot the app
+ * still holds the capability and uses the handle. */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "runner.h"
+#include "tboot.h"
+#include "util/util.h"
+
+#define SLOW_COMMIT_MS "400"
+
+static void fd_boot(bnode *d, const char *home, const char *manifest, bool slow)
+{
+    bn_init(d, "d.local");
+    snprintf(d->home, sizeof d->home, "%s", home);
+    if (slow) d->env[0] = "UQBAR_TEST_STORE_DELAY_MS=" SLOW_COMMIT_MS;
+    bn_boot(d, manifest);
+}
+
+/* Booted again with fast commits: the filer is back. */
+static void fd_reboot(bnode *d, const char *home)
+{
+    fd_boot(d, home, NULL, false);
+    BN_EXPECT(d, "restored 1 process", 60000);
+    BN_EXPECT(d, "is up", 20000);
+}
+
+static void fd_kill9(bnode *d)
+{
+    int st = bn_kill(d, SIGKILL);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL); /* it was alive until the kill */
+}
+
+/* The handle of the filer's last answer, {"Ok":{"handle":"<hex>",...}}, as
+ * the terminal printed it (the node's output seen so far; matched up to its
+ * "rights", so the hex is whole). The other lines of the output (the log)
+ * name handles by their first 8 digits only. */
+static void last_handle(bnode *d, char hex[33])
+{
+    const char *key = "\"handle\":\"", *p = NULL;
+    for (const char *q = d->seen; (q = strstr(q, key)); q++) p = q;
+    ASSERT(p != NULL);
+    p += strlen(key);
+    ASSERT(strspn(p, "0123456789abcdef") >= 32);
+    memcpy(hex, p, 32);
+    hex[32] = '\0';
+}
+
+/* The filer holds fs's capability {"handle":hex,"rights":rights}. */
+static void expect_held(bnode *d, const char *hex, const char *rights)
+{
+    char line[400];
+    snprintf(line, sizeof line,
+             "m kernel {\"Debug\":{\"HasCap\":{\"on\":\"filer\",\"cap\":{\"issuer\":\"fs\",\"params\":"
+             "{\"handle\":\"%s\",\"rights\":\"%s\"}}}}}\n",
+             hex, rights);
+    bn_ask(d, line, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
+}
+
+/* Through handle hex, the filer asks fs `op` and gets `want`. */
+static void use_handle(bnode *d, const char *op, const char *hex, const char *payload, const char *want)
+{
+    char line[1600], resp[300];
+    snprintf(line, sizeof line, "m filer fs {\"%s\":{\"handle\":\"%s\"}} -t 30%s%s\n", op, hex,
+             payload ? " -p " : "", payload ? payload : "");
+    snprintf(resp, sizeof resp, "response from d.local@filer: %s", want);
+    bn_ask(d, line, resp, 30000);
+}
+
+/* Create, Open and Split each answered on a node with slow commits, which
+ * is killed as soon as the answer shows: the next boot has the filer
+ * holding the handle's capability, and the handle reads and writes. */
+TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char shared[1024], manifest[1300], home[1100], text[2400], data[1200], line[2600];
+    ASSERT(realpath(tb_shared(), shared) != NULL);
+    snprintf(manifest, sizeof manifest, "%s/filer.json", tb_tmpdir());
+    snprintf(text, sizeof text,
+             "{\"package\":\"t\",\"processes\":[{\"process_name\":\"filer\",\"process_wasm_path\":"
+             "\"%s/guests/filer.wasm\",\"on_exit\":\"None\",\"public\":true,\"request_files\":true}]}",
+             shared);
+    ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
+    snprintf(data, sizeof data, "%s/hello.txt", tb_tmpdir());
+    ASSERT_EQ(uqi_write_file_atomic(data, "hello", 5, NULL), UQ_OK);
+    snprintf(home, sizeof home, "%s/fs", tb_tmpdir());
+    bnode d;
+    fd_boot(&d, home, manifest, false);
+    BN_EXPECT(&d, "is up", 120000);
+    bn_exit(&d, 0);
+
+    /* Create */
+    char made[33], opened[33], half[33];
+    fd_boot(&d, home, NULL, true);
+    BN_EXPECT(&d, "is up", 60000);
+    snprintf(line, sizeof line, "m filer fs {\"Create\":{\"name\":\"notes\"}} -t 30 -p %s\n", data);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000); /* the filer's answer, whole */
+    last_handle(&d, made);
+    fd_kill9(&d);
+    fd_reboot(&d, home);
+    expect_held(&d, made, "read-write");
+    use_handle(&d, "Size", made, NULL, "{\"Ok\":{\"size\":5}}");
+    use_handle(&d, "Append", made, data, "{\"Ok\":null}");
+    use_handle(&d, "Size", made, NULL, "{\"Ok\":{\"size\":10}}");
+    bn_exit(&d, 0);
+
+    /* Open: a fresh handle of the same file */
+    fd_boot(&d, home, NULL, true);
+    BN_EXPECT(&d, "is up", 60000);
+    bn_say(&d, "m filer fs {\"Open\":{\"name\":\"notes\"}} -t 30\n");
+    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    last_handle(&d, opened);
+    fd_kill9(&d);
+    ASSERT(strcmp(opened, made) != 0);
+    fd_reboot(&d, home);
+    expect_held(&d, opened, "read-write");
+    use_handle(&d, "Size", opened, NULL, "{\"Ok\":{\"size\":10}}");
+    bn_exit(&d, 0);
+
+    /* Split: a read-only handle derived from it */
+    fd_boot(&d, home, NULL, true);
+    BN_EXPECT(&d, "is up", 60000);
+    snprintf(line, sizeof line, "m filer fs {\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}} -t 30\n", opened);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "\",\"rights\":\"read\"}}", 60000);
+    last_handle(&d, half);
+    fd_kill9(&d);
+    fd_reboot(&d, home);
+    expect_held(&d, half, "read");
+    use_handle(&d, "Size", half, NULL, "{\"Ok\":{\"size\":10}}");
+    bn_exit(&d, 0);
+}
