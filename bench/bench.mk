@@ -63,7 +63,7 @@ $(BENCH_OUT)/bench_net: bench/bench_net.c $(BUILD)/libuqbar.a $(wildcard src/*/*
 bench-build: $(BENCH_OUT)/bench_net
 
 # The file module fs as an app uses it: Create and Open, their round trip,
-# CPU and commits (run by hand: build/bench/bench_fs build/guests DIR).
+# CPU and commits (bench/run.sh runs it; by hand: build/bench/bench_fs build/guests DIR).
 $(BENCH_OUT)/bench_fs: bench/bench_fs.c bench/bench_out.h $(BUILD)/libuqbar.a src/engine/exports.list $(wildcard src/*/*.h include/uqbar/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ bench/bench_fs.c -Wl,--whole-archive $(BUILD)/libuqbar.a -Wl,--no-whole-archive $(LDLIBS)

@@ -11,8 +11,11 @@
 #    NODE_WASI_TIME=1: instantiate + run, compile excluded); medians, ratios
 #    and geometric means. Outputs must be byte-identical across runtimes.
 # 2. Engine: $BUILD/bench/bench_engine (see bench/bench_engine.c).
-#    Kernel: $BUILD/bench/bench_kernel; store: $BUILD/bench/bench_store.
-# 3. Summary of the targets on stderr.
+#    Kernel: $BUILD/bench/bench_kernel (beside Erlang/OTP); store:
+#    bench_store; fs: bench_fs; a boot restoring 100 processes; network:
+#    bench_net (beside `openssl speed` and `iperf3`).
+# 3. Summary of the targets on stderr, with the share of CPU the host took
+#    (host_steal_*_pct).
 #
 # Env: BUILD (build), KERNELS (all of bench/kernels), BENCH_REPS (3), NODE (node).
 # Exit status 1 if any run failed or outputs differ.
@@ -211,6 +214,8 @@ steal_pct kernel "$mark"
 # ---- store -----------------------------------------------------------------
 say "store benchmarks ($B/bench_store, scratch in $B/store-scratch)"
 run_bench store bench_store "$B/store-scratch"
+say "fs: an app's Create and Open through the file module (bench_fs, scratch in $B/fs-scratch)"
+run_bench fs bench_fs "$BUILD/guests" "$B/fs-scratch" 100
 
 # ---- boot with 100 persisted processes ---------------------------------------
 say "boot: a node whose store holds 100 processes (compiled code cached)"
