@@ -54,7 +54,7 @@ static size_t signed_msg(const uint8_t x_pk[32], const char *name, uint8_t *out)
 }
 
 /* Link setup is a chain of public-key operations, each 40-100 us here
- * (docs/PERFORMANCE.md, "Network"). Two of them need not be redone for
+ * (docs/PERFORMANCE.md, "Network"). Three of them need not be redone for
  * every link, and are remembered process-wide (a few entries, under a
  * lock):
  * - our hello: its bytes depend only on the identity (Ed25519 signatures
@@ -62,9 +62,14 @@ static size_t signed_msg(const uint8_t x_pk[32], const char *name, uint8_t *out)
  * - a peer's hello that verified, with the Noise static key it was
  *   checked against: the same bytes again (the peer reconnecting) verify
  *   the same way, since verification is a function of exactly those bytes
- *   (key, signed message, signature). Only successes are remembered. */
+ *   (key, signed message, signature). Only successes are remembered;
+ * - a dialed node's X25519 key derived from its Ed25519 key (what
+ *   uqn_link_precompute needs): libsodium's conversion checks the point's
+ *   subgroup, a scalar multiplication, 80-110 us here, on the dialer's
+ *   path when both sides share a CPU. A function of public bytes only. */
 #define HELLO_CACHE 4
 #define VERIFIED_CACHE 64
+#define XKEY_CACHE 64
 
 typedef struct hello_ent {
     uint8_t pk[32], x_pk[32];
@@ -84,6 +89,33 @@ static hello_ent hello_cache[HELLO_CACHE];
 static unsigned hello_next;
 static verified_ent verified_cache[VERIFIED_CACHE];
 static unsigned verified_next;
+static struct {
+    uint8_t pk[32], x[32];
+    bool ok;
+} xkey_cache[XKEY_CACHE];
+static unsigned xkey_next;
+
+/* The X25519 key of the Ed25519 key pk, as crypto_sign_ed25519_pk_to_curve25519
+ * makes it; false for a key it refuses. */
+static bool x_key_of(const uint8_t pk[32], uint8_t x[32])
+{
+    pthread_mutex_lock(&cache_lock);
+    for (unsigned i = 0; i < XKEY_CACHE; i++)
+        if (xkey_cache[i].ok && memcmp(xkey_cache[i].pk, pk, 32) == 0) {
+            memcpy(x, xkey_cache[i].x, 32);
+            pthread_mutex_unlock(&cache_lock);
+            return true;
+        }
+    pthread_mutex_unlock(&cache_lock);
+    if (crypto_sign_ed25519_pk_to_curve25519(x, pk) != 0) return false;
+    pthread_mutex_lock(&cache_lock);
+    unsigned i = xkey_next++ % XKEY_CACHE;
+    memcpy(xkey_cache[i].pk, pk, 32);
+    memcpy(xkey_cache[i].x, x, 32);
+    xkey_cache[i].ok = true;
+    pthread_mutex_unlock(&cache_lock);
+    return true;
+}
 
 size_t uqn_hello_encode(const uqn_identity *id, uint8_t *out)
 {
@@ -593,7 +625,7 @@ void uqn_link_precompute(uqn_link *l)
     uint8_t pk[32], x[32];
     uq_errmsg em = {{0}};
     if (l->cfg.lookup(l->cfg.lookup_arg, l->expect, pk, &em) != UQ_OK) return;
-    if (crypto_sign_ed25519_pk_to_curve25519(x, pk) == 0) uqn_hs_precompute_es(&l->hs, x);
+    if (x_key_of(pk, x)) uqn_hs_precompute_es(&l->hs, x);
 }
 
 bool uqn_link_established(const uqn_link *l) { return l->established; }

@@ -27,7 +27,8 @@
 #include <unistd.h>
 
 #define TICK_MS 20
-#define PREP_QUIET_MS 2    /* no event for this long: make ephemeral keys ahead */
+#define PREP_QUIET_US 300     /* no event for this long: make ephemeral keys ahead */
+#define PREP_QUIET_HS_US 2000 /* the same while a link of ours is in its handshake */
 #define BATCH_BYTES (256u << 10)   /* handed to a link at once */
 #ifndef BATCH_MSGS
 #define BATCH_MSGS 512u            /* and at most this many entries */
@@ -1204,6 +1205,31 @@ void uqn_net_drop(uqn_net *net, const char *node)
     pthread_mutex_unlock(&net->lock);
 }
 
+/* A link of ours is in its handshake: its next step waits for us or for
+ * the peer. */
+static bool handshaking(uqn_net *net)
+{
+    for (conn *c = net->conns; c; c = c->next)
+        if (!c->dead && c->link && !uqn_link_established(c->link) && !uqn_link_pending(c->link) &&
+            !uqn_link_error(c->link))
+            return true;
+    return false;
+}
+
+/* epoll_wait for up to us microseconds (epoll_pwait2; a kernel without it,
+ * before 5.11: epoll_wait, rounded up to milliseconds). */
+static int wait_us(uqn_net *net, struct epoll_event *evs, int max, long us)
+{
+    static _Atomic bool no_pwait2;
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec to = {.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000};
+        int n = epoll_pwait2(net->ep, evs, max, &to, NULL);
+        if (n >= 0 || errno != ENOSYS) return n;
+        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+    }
+    return epoll_wait(net->ep, evs, max, (int)((us + 999) / 1000));
+}
+
 static void *net_main(void *arg)
 {
     uqn_net *net = arg;
@@ -1223,14 +1249,22 @@ static void *net_main(void *arg)
         /* something this thread queued after its last service(): look now */
         bool again = net->self_owed;
         net->self_owed = false;
-        /* Quiet (no event for PREP_QUIET_MS): make an ephemeral key for a
+        /* Quiet (no event for PREP_QUIET_US, or PREP_QUIET_HS_US while a
+         * link of ours is in its handshake): make an ephemeral key for a
          * future handshake, off its path. Not as soon as nothing waits: a
          * link setup is a ping-pong of two threads, and on a busy 2-core
          * machine a scalar multiplication made between two of its
-         * messages (60-130 us) delayed the other side's next step. The
-         * pool is usually full, and then this costs no system call. */
+         * messages (60-130 us) delayed the other side's next step; nor in
+         * the first moments after one, when the thread its last message
+         * woke may need the CPU. Quiet used to mean 2 ms in every case
+         * (epoll_wait's unit): a node that set up a link every millisecond
+         * (bench_net's first contacts) never refilled the pool, and two of
+         * each handshake's key pairs were made on its path (60-70 us each
+         * here). The pool is usually full, and then this costs no system
+         * call. */
         int n;
-        if (quiet && !uqn_noise_pool_full()) {
+        bool need = !uqn_noise_pool_full(), waited = false;
+        if (quiet && need) {
             n = epoll_wait(net->ep, evs, 64, 0);
             if (n == 0) {
                 uqn_noise_prepare();
@@ -1239,14 +1273,16 @@ static void *net_main(void *arg)
         } else if (again) {
             n = epoll_wait(net->ep, evs, 64, 0);
         } else {
+            long us = !need ? TICK_MS * 1000L : handshaking(net) ? PREP_QUIET_HS_US : PREP_QUIET_US;
             /* asleep: a sender may push one message itself (uqn_net_push) */
             atomic_store_explicit(&net->direct_ok, true, memory_order_relaxed);
             pthread_mutex_unlock(&net->io);
-            n = epoll_wait(net->ep, evs, 64, quiet || uqn_noise_pool_full() ? TICK_MS : PREP_QUIET_MS);
+            n = wait_us(net, evs, 64, us);
             pthread_mutex_lock(&net->io);
+            waited = true;
         }
+        quiet = waited && n == 0;
         if (n < 0) n = 0; /* EINTR */
-        quiet = n == 0;
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
             if (ptr == &net->lfd) {

@@ -448,6 +448,7 @@ static struct {
     uint8_t sk[32], pk[32];
 } eph_pool[EPH_POOL];
 static unsigned eph_n;
+static uint64_t eph_misses; /* under eph_lock */
 
 static void eph_take(uint8_t sk[32], uint8_t pk[32])
 {
@@ -460,6 +461,7 @@ static void eph_take(uint8_t sk[32], uint8_t pk[32])
         pthread_mutex_unlock(&eph_lock);
         return;
     }
+    eph_misses++;
     pthread_mutex_unlock(&eph_lock);
     randombytes_buf(sk, 32);
     uqn_x25519_public(sk, pk);
@@ -471,6 +473,14 @@ bool uqn_noise_pool_full(void)
     bool full = eph_n == EPH_POOL;
     pthread_mutex_unlock(&eph_lock);
     return full;
+}
+
+uint64_t uqn_noise_pool_misses(void)
+{
+    pthread_mutex_lock(&eph_lock);
+    uint64_t n = eph_misses;
+    pthread_mutex_unlock(&eph_lock);
+    return n;
 }
 
 bool uqn_noise_prepare(void)

@@ -157,6 +157,9 @@ void uqn_hs_wipe(uqn_hs *hs);
  * their own). */
 bool uqn_noise_prepare(void);
 bool uqn_noise_pool_full(void);
+/* Ephemeral key pairs a handshake found no prepared one for and made on
+ * its path, in this process so far. */
+uint64_t uqn_noise_pool_misses(void);
 
 /* X25519 public key for a secret (clamped as X25519 does). */
 void uqn_x25519_public(const uint8_t sk[32], uint8_t pk[32]);

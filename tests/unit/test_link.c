@@ -203,3 +203,45 @@ TEST(net_link_tampered_bytes_refused)
     ASSERT_EQ(tampered_run(2, frame_at, &which, &em), UQ_ECRYPTO);
     ASSERT_STR_HAS(em.text, "frame 1 failed authentication");
 }
+
+/* The dialer's precomputed es (uqn_link_precompute: the dialed node's
+ * X25519 key from its directory key, remembered process-wide, then the
+ * X25519) changes nothing but when the work is done: the link comes up the
+ * same, the second time with the key remembered; and when the responder
+ * holds another key under the dialed name, it is not used and the link is
+ * refused as without it. */
+TEST(net_link_precompute_changes_only_the_timing)
+{
+    for (int round = 0; round < 2; round++) {
+        pair p;
+        pair_init(&p);
+        pair_links(&p, "bob.dev");
+        uqn_link_precompute(p.a); /* message 1 is written */
+        uqn_link_precompute(p.a); /* once only: a no-op */
+        uq_errmsg em = {{0}};
+        ASSERT_EQ(uqn_link_send(p.a, "first", 5, &em), UQ_OK);
+        char which = 0;
+        ASSERT_EQ(tn_pump(p.a, p.b, &which, &em), UQ_OK);
+        ASSERT(uqn_link_established(p.a) && uqn_link_established(p.b));
+        ASSERT(strcmp(uqn_link_peer(p.a)->name, "bob.dev") == 0);
+        ASSERT_EQ(p.inb.n, 1);
+        ASSERT(p.inb.lens[0] == 5 && memcmp(p.inb.msgs[0], "first", 5) == 0);
+        ASSERT_EQ(uqn_link_send(p.b, "back", 4, &em), UQ_OK);
+        ASSERT_EQ(tn_pump(p.a, p.b, &which, &em), UQ_OK);
+        ASSERT(p.ina.n == 1 && p.ina.lens[0] == 4 && memcmp(p.ina.msgs[0], "back", 4) == 0);
+        uqn_link_precompute(p.a); /* established: a no-op */
+        pair_fini(&p);
+    }
+    pair p;
+    pair_init(&p);
+    uqn_identity_wipe(&p.ib);
+    tn_identity("bob.dev", 3, &p.ib); /* not the key alice's directory has */
+    pair_links(&p, "bob.dev");
+    uqn_link_precompute(p.a);
+    uq_errmsg em = {{0}};
+    char which = 0;
+    ASSERT_EQ(tn_pump(p.a, p.b, &which, &em), UQ_ECRYPTO);
+    ASSERT_EQ(which, 'a');
+    ASSERT_STR_HAS(em.text, "claiming to be bob.dev has key");
+    pair_fini(&p);
+}

@@ -386,3 +386,34 @@ TEST(net_noise_cipher_matches_libsodium_at_every_size)
         }
     }
 }
+
+/* Handshakes take their ephemeral key pairs from the pool while it has
+ * some, and make one on their path (counted) once it is empty. */
+TEST(net_noise_ephemeral_pool_and_its_misses)
+{
+    while (uqn_noise_prepare()) {
+    }
+    ASSERT(uqn_noise_pool_full());
+    uint64_t m0 = uqn_noise_pool_misses();
+    uint8_t si[32], buf[512];
+    randombytes_buf(si, 32);
+    uq_errmsg em = {{0}};
+    uint8_t pks[5][32];
+    for (int i = 0; i < 5; i++) {
+        uqn_hs h;
+        size_t n;
+        ASSERT_EQ(uqn_hs_init(&h, UQN_HASH_BLAKE2B, true, NULL, 0, si, &em), UQ_OK);
+        ASSERT_EQ(uqn_hs_write(&h, NULL, 0, buf, sizeof buf, &n, &em), UQ_OK);
+        ASSERT_EQ(n, 32);
+        uint8_t pk[32];
+        uqn_x25519_public(h.e_sk, pk); /* the pair taken is a pair */
+        ASSERT(memcmp(pk, buf, 32) == 0);
+        memcpy(pks[i], buf, 32);
+        for (int j = 0; j < i; j++) ASSERT(memcmp(pks[j], pks[i], 32) != 0); /* each used once */
+        ASSERT(!uqn_noise_pool_full());
+        ASSERT_EQ(uqn_noise_pool_misses() - m0, i < 4 ? 0 : 1);
+        uqn_hs_wipe(&h);
+    }
+    ASSERT(uqn_noise_prepare());
+    ASSERT_EQ(uqn_noise_pool_misses() - m0, 1);
+}
