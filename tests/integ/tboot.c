@@ -237,6 +237,24 @@ int bn_kill(bnode *b, int sig)
     return st;
 }
 
+void bn_kill9(bnode *b)
+{
+    int st = bn_kill(b, SIGKILL);
+    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+void bn_boot_home(bnode *b, const char *name, const char *home, const char *manifest, const char *delay_ms)
+{
+    bn_init(b, name);
+    snprintf(b->home, sizeof b->home, "%s", home);
+    if (delay_ms) {
+        static char env[64];
+        snprintf(env, sizeof env, "UQBAR_TEST_STORE_DELAY_MS=%s", delay_ms);
+        b->env[0] = env;
+    }
+    bn_boot(b, manifest);
+}
+
 void bn_exit(bnode *b, int sig)
 {
     bn_say(b, "exit\n");

@@ -78,6 +78,12 @@ void bn_up_all(bnode *nodes, int n, const char *manifest);
 void bn_wait_up(bnode *b);
 /* Send sig (0: none), wait for the process, close its pipes; its wait status. */
 int bn_kill(bnode *b, int sig);
+/* SIGKILL, and assert it was alive until then (killed by that signal). */
+void bn_kill9(bnode *b);
+/* A node named name booted at home (bn_init, bn_boot); with delay_ms set,
+ * every store commit takes that long (UQBAR_TEST_STORE_DELAY_MS), for
+ * tests that kill it while a write is still queued. */
+void bn_boot_home(bnode *b, const char *name, const char *home, const char *manifest, const char *delay_ms);
 /* "exit" in its terminal, "shutting down" within 10 s (asserted), then bn_kill(b, sig). */
 void bn_exit(bnode *b, int sig);
 /* The records (<home>/record) of of[0..n), one after the other, written

@@ -16,21 +16,6 @@
 
 #define SLOW_COMMIT_MS "400"
 
-/* A node d.local at home; its commits delayed by SLOW_COMMIT_MS if slow. */
-static void dn_boot(bnode *d, const char *home, const char *manifest, bool slow)
-{
-    bn_init(d, "d.local");
-    snprintf(d->home, sizeof d->home, "%s", home);
-    if (slow) d->env[0] = "UQBAR_TEST_STORE_DELAY_MS=" SLOW_COMMIT_MS;
-    bn_boot(d, manifest);
-}
-
-static void dn_kill9(bnode *d)
-{
-    int st = bn_kill(d, SIGKILL);
-    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL); /* it was alive until the kill */
-}
-
 /* After a reboot: it says it restored one process, then "is up". */
 static void expect_restored_one(bnode *d)
 {
@@ -53,11 +38,11 @@ TEST_T(boot_kill9_right_after_install_keeps_the_process, 240)
     bnode d;
     for (int round = 0; round < 3; round++) {
         snprintf(home, sizeof home, "%s/round%d", tb_tmpdir(), round);
-        dn_boot(&d, home, manifest, true);
+        bn_boot_home(&d, "d.local", home, manifest, SLOW_COMMIT_MS);
         BN_EXPECT(&d, "installed and running", 120000);
         BN_EXPECT(&d, "is up", 20000);
-        dn_kill9(&d);
-        dn_boot(&d, home, NULL, false);
+        bn_kill9(&d);
+        bn_boot_home(&d, "d.local", home, NULL, NULL);
         expect_restored_one(&d);
         snprintf(line, sizeof line, "m echo {\"round\":%d}\n", round);
         bn_say(&d, line);
@@ -76,13 +61,13 @@ TEST_T(boot_kill9_right_after_run_process_keeps_the_process, 180)
     ASSERT(realpath(tb_shared(), shared) != NULL);
     bnode d;
     snprintf(home, sizeof home, "%s/api", tb_tmpdir());
-    dn_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     snprintf(line, sizeof line, "start echo2 %s/apps/echo.wasm --public\n", shared);
     bn_say(&d, line);
     BN_EXPECT(&d, "StartedProcess", 120000);
-    dn_kill9(&d);
-    dn_boot(&d, home, NULL, false);
+    bn_kill9(&d);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     expect_restored_one(&d);
     bn_say(&d, "m echo2 {\"api\":true}\n");
     BN_EXPECT(&d, "response from d.local@echo2: {\"api\":true}", 10000);
@@ -98,7 +83,7 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
     write_manifest(manifest, sizeof manifest);
     snprintf(home, sizeof home, "%s/node", tb_tmpdir());
     bnode d;
-    dn_boot(&d, home, manifest, false);
+    bn_boot_home(&d, "d.local", home, manifest, NULL);
     BN_EXPECT(&d, "installed and running", 120000);
     BN_EXPECT(&d, "is up", 20000);
     bn_exit(&d, 0);
@@ -113,7 +98,7 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
                      {.db = UQS_DB_PROCS, .key = "p/future", .klen = 8, .val = future, .vlen = strlen(future)}};
     ASSERT_EQ(uqs_write(s, ops, 2, &em), UQ_OK);
     uqs_close(s);
-    dn_boot(&d, home, NULL, false);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "process future was not restored as it was: its record is not one this version reads", 60000);
     BN_EXPECT(&d, "process ghost was not restored as it was:", 60000);
     BN_EXPECT(&d, "restored 1 process (some could not come back: see above)", 60000);
@@ -122,7 +107,7 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
     BN_EXPECT(&d, "response from d.local@echo: {\"still\":\"here\"}", 10000);
     bn_exit(&d, 0);
     /* kept: the next boot says so again */
-    dn_boot(&d, home, NULL, false);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "process ghost was not restored as it was:", 60000);
     BN_EXPECT(&d, "is up", 20000);
     bn_exit(&d, 0);
@@ -146,16 +131,16 @@ TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
     ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
     snprintf(home, sizeof home, "%s/spawn", tb_tmpdir());
     bnode d;
-    dn_boot(&d, home, manifest, false);
+    bn_boot_home(&d, "d.local", home, manifest, NULL);
     BN_EXPECT(&d, "is up", 120000);
     bn_exit(&d, 0);
-    dn_boot(&d, home, NULL, true); /* slow commits from here on */
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS); /* slow commits from here on */
     BN_EXPECT(&d, "is up", 60000);
     snprintf(line, sizeof line, "m nursery {\"id\":\"kid\",\"restart\":true} -t 30 -p %s/apps/echo.wasm\n", shared);
     bn_say(&d, line);
     BN_EXPECT(&d, "response from d.local@nursery: {\"rc\":3,\"id\":\"kid\"}", 60000);
-    dn_kill9(&d);
-    dn_boot(&d, home, NULL, false);
+    bn_kill9(&d);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
     bn_say(&d, "m kid {\"back\":true}\n");
@@ -180,7 +165,7 @@ static void granters_installed(bnode *d, const char *home)
              "\"public\":true}]}",
              shared, shared);
     ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
-    dn_boot(d, home, manifest, false);
+    bn_boot_home(d, "d.local", home, manifest, NULL);
     BN_EXPECT(d, "is up", 120000);
     bn_exit(d, 0);
 }
@@ -201,24 +186,24 @@ TEST_T(boot_kill9_right_after_guest_grant_or_drop_keeps_it, 240)
     bnode d;
     granters_installed(&d, home);
     /* the grant: giver mints {"door":1} for taker */
-    dn_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     bn_say(&d, "m giver {\"give\":\"taker\",\"caps\":[{\"params\":{\"door\":1}}]} -t 30\n");
     BN_EXPECT(&d, "response from d.local@giver: {\"rc\":", 60000);
-    dn_kill9(&d);
-    dn_boot(&d, home, NULL, false);
+    bn_kill9(&d);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
     bn_say(&d, DOOR_HELD);
     BN_EXPECT(&d, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
     bn_exit(&d, 0);
     /* the revocation: giver drops what it issued, so taker loses it */
-    dn_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     bn_say(&d, "m giver {\"drop\":{\"params\":{\"door\":1}}} -t 30\n");
     BN_EXPECT(&d, "response from d.local@giver: {\"rc\":1}", 60000);
-    dn_kill9(&d);
-    dn_boot(&d, home, NULL, false);
+    bn_kill9(&d);
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
     bn_say(&d, DOOR_HELD);

@@ -15,26 +15,12 @@
 
 #define SLOW_COMMIT_MS "400"
 
-static void fd_boot(bnode *d, const char *home, const char *manifest, bool slow)
-{
-    bn_init(d, "d.local");
-    snprintf(d->home, sizeof d->home, "%s", home);
-    if (slow) d->env[0] = "UQBAR_TEST_STORE_DELAY_MS=" SLOW_COMMIT_MS;
-    bn_boot(d, manifest);
-}
-
 /* Booted again with fast commits: the filer is back. */
 static void fd_reboot(bnode *d, const char *home)
 {
-    fd_boot(d, home, NULL, false);
+    bn_boot_home(d, "d.local", home, NULL, NULL);
     BN_EXPECT(d, "restored 1 process", 60000);
     BN_EXPECT(d, "is up", 20000);
-}
-
-static void fd_kill9(bnode *d)
-{
-    int st = bn_kill(d, SIGKILL);
-    ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL); /* it was alive until the kill */
 }
 
 /* The handle of the filer's last answer, {"Ok":{"handle":"<hex>",...}}, as
@@ -91,19 +77,19 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
     ASSERT_EQ(uqi_write_file_atomic(data, "hello", 5, NULL), UQ_OK);
     snprintf(home, sizeof home, "%s/fs", tb_tmpdir());
     bnode d;
-    fd_boot(&d, home, manifest, false);
+    bn_boot_home(&d, "d.local", home, manifest, NULL);
     BN_EXPECT(&d, "is up", 120000);
     bn_exit(&d, 0);
 
     /* Create */
     char made[33], opened[33], half[33];
-    fd_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     snprintf(line, sizeof line, "m filer fs {\"Create\":{\"name\":\"notes\"}} -t 30 -p %s\n", data);
     bn_say(&d, line);
     BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000); /* the filer's answer, whole */
     last_handle(&d, made);
-    fd_kill9(&d);
+    bn_kill9(&d);
     fd_reboot(&d, home);
     expect_held(&d, made, "read-write");
     use_handle(&d, "Size", made, NULL, "{\"Ok\":{\"size\":5}}");
@@ -112,12 +98,12 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
     bn_exit(&d, 0);
 
     /* Open: a fresh handle of the same file */
-    fd_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     bn_say(&d, "m filer fs {\"Open\":{\"name\":\"notes\"}} -t 30\n");
     BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
     last_handle(&d, opened);
-    fd_kill9(&d);
+    bn_kill9(&d);
     ASSERT(strcmp(opened, made) != 0);
     fd_reboot(&d, home);
     expect_held(&d, opened, "read-write");
@@ -125,13 +111,13 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
     bn_exit(&d, 0);
 
     /* Split: a read-only handle derived from it */
-    fd_boot(&d, home, NULL, true);
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
     BN_EXPECT(&d, "is up", 60000);
     snprintf(line, sizeof line, "m filer fs {\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}} -t 30\n", opened);
     bn_say(&d, line);
     BN_EXPECT(&d, "\",\"rights\":\"read\"}}", 60000);
     last_handle(&d, half);
-    fd_kill9(&d);
+    bn_kill9(&d);
     fd_reboot(&d, home);
     expect_held(&d, half, "read");
     use_handle(&d, "Size", half, NULL, "{\"Ok\":{\"size\":10}}");
