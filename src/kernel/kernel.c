@@ -1709,7 +1709,7 @@ uq_err uqi_node_revoke_with(uqi_node *n, uqi_kproc *issuer, const char *const *p
                 free(c);
             }
         }
-        if (n->records_queued != queued)
+        if (n->records_queued != queued || s != n->store) /* (not in s: rewritten as drops above) */
             for (size_t i = 0; i < nb; i++) persist(n, back[i]);
         free(back);
     } else {
