@@ -130,20 +130,32 @@ static uq_err granted(fs_req *r, uqs_handle h, unsigned rights)
     return UQ_OK;
 }
 
-/* The handles are gone from the store: their capabilities go from every holder. */
-static void revoke_caps(uqi_fsmod *f, const uqs_handle *ids, size_t n)
+/* The handles ids[0..nids) go: their capabilities are revoked from every
+ * holder, and the holders' rewritten process records are committed in one
+ * transaction with the deletion of the handles' records (uqs_deleter), so
+ * both are durable before fs answers, or neither (the store call fails,
+ * and the capabilities are back with their holders). */
+static uq_err revoke_write(void *arg, uqs_store *s, const uqs_handle *ids, size_t nids, const uqs_op *ops, size_t n,
+                           uq_errmsg *em)
 {
-    uint32_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        char hex[UQS_HANDLE_HEX + 1], params[UQI_FS_PARAMS_MAX];
+    uqi_fsmod *f = arg;
+    size_t np = 3 * nids;
+    char (*text)[UQI_FS_PARAMS_MAX] = uqi_xmalloc((np ? np : 1) * sizeof *text);
+    const char **params = uqi_xmalloc((np ? np : 1) * sizeof *params);
+    for (size_t i = 0; i < nids; i++) {
+        char hex[UQS_HANDLE_HEX + 1];
         uqs_handle_format(ids[i], hex);
         for (int j = 0; j < 3; j++) {
-            uqi_capref c;
-            capref_of(f, hex, rights_all[j], &c, params);
-            k += uqi_kproc_cap_drop(f->port, &c);
+            uqi_fsmod_cap_params(hex, rights_all[j], text[3 * i + j]);
+            params[3 * i + j] = text[3 * i + j];
         }
     }
-    if (k) uq_log(UQ_LOG_INFO, "fs", "%zu handles gone: %u capabilities revoked from their holders", n, k);
+    uint32_t k = 0;
+    uq_err e = uqi_node_revoke_with(f->n, f->port, params, np, s, ops, n, &k, em);
+    if (!e && k) uq_log(UQ_LOG_INFO, "fs", "%zu handles gone: %u capabilities revoked from their holders", nids, k);
+    free(params);
+    free(text);
+    return e;
 }
 
 /* ---- arguments ------------------------------------------------------------------ */
@@ -282,16 +294,14 @@ static uq_err op_hash(fs_req *r)
 
 static uq_err op_remove(fs_req *r)
 {
-    uqs_handle h, *ids;
+    uqs_handle h;
     char hex[UQS_HANDLE_HEX + 1];
     size_t n;
     uq_err e = arg_handle(r, &h, hex);
     if (!e) e = need(r, hex, UQS_RIGHT_WRITE);
-    if (!e) e = uqs_file_remove_ids(r->f->files, h, &ids, &n, &r->em);
-    if (e) return e;
-    revoke_caps(r->f, ids, n);
-    free(ids);
-    return UQ_OK;
+    uqs_deleter w = {revoke_write, r->f};
+    if (!e) e = uqs_file_remove_with(r->f->files, h, &w, &n, &r->em);
+    return e;
 }
 
 static uq_err op_split(fs_req *r, bool clone)
@@ -316,7 +326,7 @@ static uq_err op_split(fs_req *r, bool clone)
 
 static uq_err op_revoke(fs_req *r)
 {
-    uqs_handle h, *ids;
+    uqs_handle h;
     char hex[UQS_HANDLE_HEX + 1];
     uq_err e = arg_handle(r, &h, hex);
     if (e) return e;
@@ -329,9 +339,8 @@ static uq_err op_revoke(fs_req *r)
                             r->app, hex);
     }
     size_t n;
-    if ((e = uqs_handle_revoke_ids(r->f->files, h, true, &ids, &n, &r->em))) return e;
-    revoke_caps(r->f, ids, n);
-    free(ids);
+    uqs_deleter w = {revoke_write, r->f};
+    if ((e = uqs_handle_revoke_with(r->f->files, h, true, &w, &n, &r->em))) return e;
     r->ok = json_pack("{s:I}", "revoked", (json_int_t)n);
     return UQ_OK;
 }

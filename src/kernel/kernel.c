@@ -1628,6 +1628,102 @@ uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, 
     return e;
 }
 
+/* kp added to arr[0..*n) unless it is there already (arr has room). */
+static void kp_add_once(uqi_kproc **arr, size_t *n, uqi_kproc *kp)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (arr[i] == kp) return;
+    arr[(*n)++] = kp;
+}
+
+static bool params_in(const char *p, const char *const *params, size_t nparams)
+{
+    for (size_t i = 0; i < nparams; i++)
+        if (strcmp(p, params[i]) == 0) return true;
+    return false;
+}
+
+uq_err uqi_node_revoke_with(uqi_node *n, uqi_kproc *issuer, const char *const *params, size_t nparams,
+                            struct uqs_store *s, const struct uqs_op *ops, size_t nops, uint32_t *revoked,
+                            uq_errmsg *em)
+{
+    UQ_ASSERT(issuer && s && nops > 0);
+    store_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    size_t nt = 0, nr = 0;
+    uq_err e;
+    *revoked = 0;
+    pthread_mutex_lock(&n->lock);
+    implicit_make_real(n, issuer);
+    for (uqi_cap *c = issuer->issued; c; c = c->inext) nt += params_in(c->params, params, nparams);
+    /* taken from their holders (freed once the write is durable), and the
+     * holders whose records go with ops */
+    uqi_cap **taken = uqi_xmalloc((nt ? nt : 1) * sizeof *taken);
+    uqi_kproc **recs = uqi_xmalloc((nt ? nt : 1) * sizeof *recs);
+    nt = 0;
+    for (uqi_cap *c = issuer->issued, *nx; c; c = nx) {
+        nx = c->inext;
+        if (!params_in(c->params, params, nparams)) continue;
+        uqi_kproc *h = c->holder_kp;
+        gen_bump(n);
+        uqi_capset_remove(&h->caps, c);
+        issued_unlink(c);
+        taken[nt++] = c;
+        if (s == n->store && persisted(n, h)) kp_add_once(recs, &nr, h);
+        else if (!h->dead) persist(n, h); /* not in this store (or not persisted): as a drop */
+    }
+    if (nr) {
+        /* Queued under the lock, as every record is: no later record of a
+         * holder can be committed before this one. */
+        for (size_t i = 0; i < nr; i++)
+            if (UQ_UNLIKELY(recs[i]->implicit_kids != NULL)) caps_materialize(n, recs[i]);
+        e = uqi_persist_procs_with(s, recs, nr, ops, nops, store_wait_done, &w, em);
+        if (!e) n->records_queued += nr;
+    } else {
+        e = uqs_write_async(s, ops, nops, store_wait_done, &w, em);
+    }
+    uint64_t queued = n->records_queued;
+    pthread_mutex_unlock(&n->lock);
+    if (!e) { /* queued: wait for the commit, outside the node lock */
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        if ((e = w.err) && em) *em = w.em;
+    }
+    pthread_mutex_lock(&n->lock);
+    if (e) {
+        /* Nothing was written: each capability back to its holder, as it
+         * was (same serial: its tokens stay valid), if the holder is still
+         * the same live process. Its stored record still lists it, unless
+         * some record was queued meanwhile (it may have carried the drop
+         * into the store): then the holder's record is queued again. */
+        size_t nb = 0;
+        uqi_kproc **back = uqi_xmalloc((nt ? nt : 1) * sizeof *back);
+        for (size_t i = 0; i < nt; i++) {
+            uqi_cap *c = taken[i];
+            uqi_kproc *h = find(n, c->holder.process);
+            if (h && h == c->holder_kp && !h->dead && !uqi_capset_find(&h->caps, &c->issuer, c->params, c->hash)) {
+                uqi_capset_add(&h->caps, c);
+                issued_push(issuer_list(n, &c->issuer), c);
+                kp_add_once(back, &nb, h);
+            } else {
+                free(c);
+            }
+        }
+        if (n->records_queued != queued || s != n->store) /* (not in s: rewritten as drops above) */
+            for (size_t i = 0; i < nb; i++) persist(n, back[i]);
+        free(back);
+    } else {
+        for (size_t i = 0; i < nt; i++) free(taken[i]);
+        *revoked = (uint32_t)nt;
+    }
+    pthread_mutex_unlock(&n->lock);
+    free(taken);
+    free(recs);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return e;
+}
+
 uq_err uqi_node_grant_messaging(uqi_node *n, const char *holder, const char *target, uq_errmsg *em)
 {
     uqi_capref c = {.params = (char *)MESSAGING};

@@ -174,6 +174,18 @@ struct uqs_store;
 struct uqs_op;
 uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, uint32_t ncaps, struct uqs_store *s,
                            const struct uqs_op *ops, size_t nops, uq_errmsg *em);
+/* The mirror of uqi_node_grant_with: revoke from every holder the
+ * capabilities issued by `issuer` (a process of this node: fs's port) with
+ * params[0..nparams) (canonical JSON), and write ops[0..nops) to store s in
+ * the same transaction as the holders' rewritten process records: on return
+ * both are durable (*revoked: how many capabilities were taken), or (an
+ * error) nothing was written and each capability is back with its holder,
+ * as it was. One commit; the caller waits for it (not under the node lock).
+ * Used by fs (fsmod.c): Revoke and Remove, the deletion of the handles'
+ * records. Holders not in s (or without a record) are rewritten as by a drop. */
+uq_err uqi_node_revoke_with(uqi_node *n, uqi_kproc *issuer, const char *const *params, size_t nparams,
+                            struct uqs_store *s, const struct uqs_op *ops, size_t nops, uint32_t *revoked,
+                            uq_errmsg *em);
 /* Only the check of uqi_node_grant: UQ_EPERM naming what `by` does not hold. */
 uq_err uqi_node_check_held(uqi_node *n, uqi_kproc *by, const uqi_capref *caps, uint32_t ncaps, uq_errmsg *em);
 /* Trusted: let `holder` message `target` (its messaging capability). */

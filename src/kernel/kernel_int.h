@@ -25,6 +25,10 @@ void uqi_persist_forget(struct uqs_store *s, const char *id);
  * returned here means it was not queued (done is never called). */
 uq_err uqi_persist_proc_with(struct uqs_store *s, uqi_kproc *kp, const struct uqs_op *ops, size_t nops,
                              void (*done)(void *arg, uq_err err, const uq_errmsg *em), void *arg, uq_errmsg *em);
+/* The same with the records of kps[0..nkps) (each once). */
+uq_err uqi_persist_procs_with(struct uqs_store *s, uqi_kproc *const *kps, size_t nkps, const struct uqs_op *ops,
+                              size_t nops, void (*done)(void *arg, uq_err err, const uq_errmsg *em), void *arg,
+                              uq_errmsg *em);
 /* Store wasm bytes under key (once per module). */
 void uqi_persist_wasm(struct uqs_store *s, const char *key, const uint8_t *wasm, size_t len);
 /* While frozen (restore, shutdown), the kernel writes no records. */

@@ -89,14 +89,27 @@ void uqi_persist_proc(uqs_store *s, uqi_kproc *kp)
 uq_err uqi_persist_proc_with(uqs_store *s, uqi_kproc *kp, const uqs_op *ops, size_t nops, uqs_done_fn done,
                              void *arg, uq_errmsg *em)
 {
-    char key[UQI_NAME_MAX + 3];
-    char *text = proc_record(kp, key);
-    uqs_op *all = uqi_xmalloc((nops + 1) * sizeof *all);
+    return uqi_persist_procs_with(s, &kp, 1, ops, nops, done, arg, em);
+}
+
+uq_err uqi_persist_procs_with(uqs_store *s, uqi_kproc *const *kps, size_t nkps, const uqs_op *ops, size_t nops,
+                              uqs_done_fn done, void *arg, uq_errmsg *em)
+{
+    typedef char pkey[UQI_NAME_MAX + 3];
+    pkey *keys = uqi_xmalloc((nkps ? nkps : 1) * sizeof *keys);
+    char **texts = uqi_xcalloc(nkps ? nkps : 1, sizeof *texts);
+    uqs_op *all = uqi_xmalloc((nops + nkps) * sizeof *all);
     memcpy(all, ops, nops * sizeof *all);
-    all[nops] = (uqs_op){.db = UQS_DB_PROCS, .key = key, .klen = strlen(key), .val = text, .vlen = strlen(text)};
-    uq_err e = uqs_write_async(s, all, nops + 1, done, arg, em); /* copies them */
+    for (size_t i = 0; i < nkps; i++) {
+        texts[i] = proc_record(kps[i], keys[i]);
+        all[nops + i] = (uqs_op){.db = UQS_DB_PROCS, .key = keys[i], .klen = strlen(keys[i]), .val = texts[i],
+                                 .vlen = strlen(texts[i])};
+    }
+    uq_err e = uqs_write_async(s, all, nops + nkps, done, arg, em); /* copies them */
+    for (size_t i = 0; i < nkps; i++) free(texts[i]);
+    free(texts);
+    free(keys);
     free(all);
-    free(text);
     return e;
 }
 

@@ -730,7 +730,10 @@ static void scan_free(scan_ctx *c)
     free(c->derived);
 }
 
-static uq_err delete_handles(uqs_files *fs, const uqs_handle *ids, size_t n, const uqs_op *extra, uq_errmsg *em)
+/* Delete the records of handles ids[0..n) (and extra, if any): with the
+ * caller's writer (which gets the ids), or alone. */
+static uq_err delete_handles(uqs_files *fs, const uqs_handle *ids, size_t n, const uqs_op *extra,
+                             const uqs_deleter *w, uq_errmsg *em)
 {
     size_t total = n + (extra ? 1 : 0);
     if (total == 0) return UQ_OK;
@@ -738,7 +741,7 @@ static uq_err delete_handles(uqs_files *fs, const uqs_handle *ids, size_t n, con
     for (size_t i = 0; i < n; i++)
         ops[i] = (uqs_op){.db = UQS_DB_HANDLES, .del = true, .key = ids[i].id, .klen = sizeof ids[i].id};
     if (extra) ops[n] = *extra;
-    uq_err e = uqs_write(fs->s, ops, total, em);
+    uq_err e = w ? w->write(w->arg, fs->s, ids, n, ops, total, em) : uqs_write(fs->s, ops, total, em);
     free(ops);
     return e;
 }
@@ -748,7 +751,21 @@ uq_err uqs_file_remove(uqs_files *fs, uqs_handle h, uq_errmsg *em)
     return uqs_file_remove_ids(fs, h, NULL, NULL, em);
 }
 
+static uq_err file_remove(uqs_files *fs, uqs_handle h, const uqs_deleter *w, uqs_handle **out_ids, size_t *out_n,
+                          uq_errmsg *em);
+
 uq_err uqs_file_remove_ids(uqs_files *fs, uqs_handle h, uqs_handle **out_ids, size_t *out_n, uq_errmsg *em)
+{
+    return file_remove(fs, h, NULL, out_ids, out_n, em);
+}
+
+uq_err uqs_file_remove_with(uqs_files *fs, uqs_handle h, const uqs_deleter *w, size_t *out_n, uq_errmsg *em)
+{
+    return file_remove(fs, h, w, NULL, out_n, em);
+}
+
+static uq_err file_remove(uqs_files *fs, uqs_handle h, const uqs_deleter *w, uqs_handle **out_ids, size_t *out_n,
+                          uq_errmsg *em)
 {
     if (out_ids) *out_ids = NULL;
     if (out_n) *out_n = 0;
@@ -764,7 +781,7 @@ uq_err uqs_file_remove_ids(uqs_files *fs, uqs_handle h, uqs_handle **out_ids, si
     if (!e) e = uqs_each(fs->s, UQS_DB_HANDLES, NULL, 0, scan_cb, &c, em);
     if (!e) {
         uqs_op del = {.db = UQS_DB_FILES, .del = true, .key = hr.fkey, .klen = hr.fklen};
-        e = delete_handles(fs, c.ids, c.n, &del, em);
+        e = delete_handles(fs, c.ids, c.n, &del, w, em);
     }
     pthread_mutex_unlock(&fs->handles_mu);
     if (!e) {
@@ -845,8 +862,23 @@ uq_err uqs_handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, size_t *ou
     return uqs_handle_revoke_ids(fs, h, recursive, NULL, out_count, em);
 }
 
+static uq_err handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, const uqs_deleter *w, uqs_handle **out_ids,
+                            size_t *out_count, uq_errmsg *em);
+
 uq_err uqs_handle_revoke_ids(uqs_files *fs, uqs_handle h, bool recursive, uqs_handle **out_ids, size_t *out_count,
                              uq_errmsg *em)
+{
+    return handle_revoke(fs, h, recursive, NULL, out_ids, out_count, em);
+}
+
+uq_err uqs_handle_revoke_with(uqs_files *fs, uqs_handle h, bool recursive, const uqs_deleter *w, size_t *out_count,
+                              uq_errmsg *em)
+{
+    return handle_revoke(fs, h, recursive, w, NULL, out_count, em);
+}
+
+static uq_err handle_revoke(uqs_files *fs, uqs_handle h, bool recursive, const uqs_deleter *w, uqs_handle **out_ids,
+                            size_t *out_count, uq_errmsg *em)
 {
     if (out_ids) *out_ids = NULL;
     if (out_count) *out_count = 0;
@@ -870,7 +902,7 @@ uq_err uqs_handle_revoke_ids(uqs_files *fs, uqs_handle h, bool recursive, uqs_ha
                 for (size_t j = 0; j < nd && !seen; j++) seen = memcmp(doomed[j].id, c.ids[i].id, 16) == 0;
                 if (!seen) doomed[nd++] = c.ids[i];
             }
-    e = delete_handles(fs, doomed, nd, NULL, em);
+    e = delete_handles(fs, doomed, nd, NULL, w, em);
     if (!e && out_count) *out_count = nd;
     if (!e && out_ids) {
         *out_ids = doomed;

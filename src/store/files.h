@@ -90,6 +90,21 @@ uq_err uqs_file_open_with(uqs_files *fs, const char *app, const char *name, cons
 uq_err uqs_handle_clone_with(uqs_files *fs, uqs_handle h, const uqs_writer *w, uqs_handle *out, uq_errmsg *em);
 uq_err uqs_handle_split_with(uqs_files *fs, uqs_handle h, unsigned rights, const uqs_writer *w, uqs_handle *out,
                              uq_errmsg *em);
+/* The same for the calls that delete handles (remove, revoke): a caller
+ * that must commit more with the deletion (fs: the holders' process
+ * records, rewritten without the capabilities of the handles that go)
+ * passes a deleter, called once under the same locks and conditions with
+ * the handles that go, ids[0..nids), and the records to write (their
+ * deletions, and remove's file record's); the same contract as uqs_writer.
+ * Remove unlinks the data file only once the write succeeded. */
+typedef struct uqs_deleter {
+    uq_err (*write)(void *arg, uqs_store *s, const uqs_handle *ids, size_t nids, const uqs_op *ops, size_t n,
+                    uq_errmsg *em);
+    void *arg;
+} uqs_deleter;
+uq_err uqs_file_remove_with(uqs_files *fs, uqs_handle h, const uqs_deleter *w, size_t *out_n, uq_errmsg *em);
+uq_err uqs_handle_revoke_with(uqs_files *fs, uqs_handle h, bool recursive, const uqs_deleter *w, size_t *out_count,
+                              uq_errmsg *em);
 
 /* ---- calls through a handle ------------------------------------------------
  * Each checks the handle first: UQ_EPERM if it is unknown or revoked, or

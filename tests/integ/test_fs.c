@@ -690,7 +690,10 @@ static char *stored_record(fsnode *t, const char *id)
  * transaction: when the store cannot take them (full), fs answers the
  * store's error and the app holds nothing new, in memory or in its stored
  * record (no capability for a handle that does not exist), and Create
- * leaves no file. Once there is room again, the same requests work. */
+ * leaves no file. The same for Revoke and Remove: the deletion of the
+ * handles' records and the holders' rewritten records are one transaction;
+ * when it fails, the handle, the file and the app's capability (the same
+ * token) stay. Once there is room again, the same requests work. */
 TEST(fs_store_full_grants_nothing)
 {
     fsnode t;
@@ -719,8 +722,11 @@ TEST(fs_store_full_grants_nothing)
     EXPECT_ERR(fs(&t, "alice", "{\"Open\":{\"name\":\"a\"}}", NULL, NULL), "is full");
     EXPECT_ERR(fsh(&t, "alice", "{\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}}", h, NULL, NULL), "is full");
     EXPECT_ERR(fsh(&t, "alice", "{\"Clone\":{\"handle\":\"%s\"}}", h, NULL, NULL), "is full");
+    EXPECT_ERR(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", h, NULL, NULL), "is full");
+    EXPECT_ERR(fsh(&t, "alice", "{\"Remove\":{\"handle\":\"%s\"}}", h, NULL, NULL), "is full");
+    EXPECT_BODY(fsh(&t, "alice", "{\"Size\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":{\"size\":3}}");
     char *caps1 = ask(&t, "alice", "list", NULL, NULL), *rec1 = stored_record(&t, "alice");
-    ASSERT(strcmp(caps0, caps1) == 0); /* the grants were taken back */
+    ASSERT(strcmp(caps0, caps1) == 0); /* the grants were taken back, the revoked capability given back */
     ASSERT(strcmp(rec0, rec1) == 0);   /* and never written */
     EXPECT_BODY(fs(&t, "alice", "\"List\"", NULL, NULL), "{\"Ok\":{\"files\":[\"a\"]}}");
     char path[1300];
@@ -731,6 +737,16 @@ TEST(fs_store_full_grants_nothing)
     unfill_store(t.s, filled);
     const char *b = handle_of(fs(&t, "alice", "{\"Create\":{\"name\":\"b\"}}", "two", NULL), "read-write");
     ASSERT_EQ(holds(&t, "alice", b, UQS_RIGHTS_ALL), 1);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Revoke\":{\"handle\":\"%s\"}}", b, NULL, NULL), "{\"Ok\":{\"revoked\":1}}");
+    ASSERT_EQ(holds(&t, "alice", b, UQS_RIGHTS_ALL), 0);
+    EXPECT_BODY(fsh(&t, "alice", "{\"Remove\":{\"handle\":\"%s\"}}", h, NULL, NULL), "{\"Ok\":null}");
+    ASSERT_EQ(holds(&t, "alice", h, UQS_RIGHTS_ALL), 0);
+    snprintf(path, sizeof path, "%s/files/alice/a.v1", home);
+    ASSERT(stat(path, &st) != 0);
+    uqs_flush(t.s, NULL);
+    char *rec2 = stored_record(&t, "alice");
+    ASSERT(strstr(rec2, h) == NULL && strstr(rec2, b) == NULL);
+    free(rec2);
     free(caps0);
     free(caps1);
     free(rec0);

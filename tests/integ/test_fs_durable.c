@@ -49,6 +49,17 @@ static void expect_held(bnode *d, const char *hex, const char *rights)
     bn_ask(d, line, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
 }
 
+/* The filer holds no capability {"handle":hex,"rights":rights} of fs. */
+static void expect_not_held(bnode *d, const char *hex, const char *rights)
+{
+    char line[400];
+    snprintf(line, sizeof line,
+             "m kernel {\"Debug\":{\"HasCap\":{\"on\":\"filer\",\"cap\":{\"issuer\":\"fs\",\"params\":"
+             "{\"handle\":\"%s\",\"rights\":\"%s\"}}}}}\n",
+             hex, rights);
+    bn_ask(d, line, "response from d.local@kernel: {\"Debug\":{\"HasCap\":false}}", 10000);
+}
+
 /* Through handle hex, the filer asks fs `op` and gets `want`. */
 static void use_handle(bnode *d, const char *op, const char *hex, const char *payload, const char *want)
 {
@@ -59,13 +70,11 @@ static void use_handle(bnode *d, const char *op, const char *hex, const char *pa
     bn_ask(d, line, resp, 30000);
 }
 
-/* Create, Open and Split each answered on a node with slow commits, which
- * is killed as soon as the answer shows: the next boot has the filer
- * holding the handle's capability, and the handle reads and writes. */
-TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
+/* A home at <tmp>/<dir> where the filer is installed (the node stopped);
+ * data: a file of 5 bytes to send as a payload. */
+static void fd_install(bnode *d, const char *dir, char *home, size_t hcap, char *data, size_t dcap)
 {
-    signal(SIGPIPE, SIG_IGN);
-    char shared[1024], manifest[1300], home[1100], text[2400], data[1200], line[2600];
+    char shared[1024], manifest[1300], text[2400];
     ASSERT(realpath(tb_shared(), shared) != NULL);
     snprintf(manifest, sizeof manifest, "%s/filer.json", tb_tmpdir());
     snprintf(text, sizeof text,
@@ -73,13 +82,23 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
              "\"%s/guests/filer.wasm\",\"on_exit\":\"None\",\"public\":true,\"request_files\":true}]}",
              shared);
     ASSERT_EQ(uqi_write_file_atomic(manifest, text, strlen(text), NULL), UQ_OK);
-    snprintf(data, sizeof data, "%s/hello.txt", tb_tmpdir());
+    snprintf(data, dcap, "%s/hello.txt", tb_tmpdir());
     ASSERT_EQ(uqi_write_file_atomic(data, "hello", 5, NULL), UQ_OK);
-    snprintf(home, sizeof home, "%s/fs", tb_tmpdir());
+    snprintf(home, hcap, "%s/%s", tb_tmpdir(), dir);
+    bn_boot_home(d, "d.local", home, manifest, NULL);
+    BN_EXPECT(d, "is up", 120000);
+    bn_exit(d, 0);
+}
+
+/* Create, Open and Split each answered on a node with slow commits, which
+ * is killed as soon as the answer shows: the next boot has the filer
+ * holding the handle's capability, and the handle reads and writes. */
+TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char home[1100], data[1200], line[2600];
     bnode d;
-    bn_boot_home(&d, "d.local", home, manifest, NULL);
-    BN_EXPECT(&d, "is up", 120000);
-    bn_exit(&d, 0);
+    fd_install(&d, "fs", home, sizeof home, data, sizeof data);
 
     /* Create */
     char made[33], opened[33], half[33];
@@ -121,5 +140,65 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
     fd_reboot(&d, home);
     expect_held(&d, half, "read");
     use_handle(&d, "Size", half, NULL, "{\"Ok\":{\"size\":10}}");
+    bn_exit(&d, 0);
+}
+
+/* Revoke and Remove each answered on a node with slow commits, which is
+ * killed as soon as the answer shows: the next boot has the filer without
+ * the capabilities of the handles that went (the holders' records are
+ * committed with the deletion of the handles' records, before fs answers),
+ * and with those of the handles that stay. */
+TEST_T(boot_kill9_right_after_fs_revokes_drops_the_capability, 300)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char home[1100], data[1200], line[2600];
+    char made[33], half[33], opened[33];
+    bnode d;
+    fd_install(&d, "fsrev", home, sizeof home, data, sizeof data);
+
+    /* a file, a second handle of it, a read-only one derived from the first
+     * (fast commits: nothing is killed here) */
+    bn_boot_home(&d, "d.local", home, NULL, NULL);
+    BN_EXPECT(&d, "is up", 60000);
+    snprintf(line, sizeof line, "m filer fs {\"Create\":{\"name\":\"doomed\"}} -t 30 -p %s\n", data);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    last_handle(&d, made);
+    bn_say(&d, "m filer fs {\"Open\":{\"name\":\"doomed\"}} -t 30\n");
+    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    last_handle(&d, opened);
+    snprintf(line, sizeof line, "m filer fs {\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}} -t 30\n", made);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "\",\"rights\":\"read\"}}", 60000);
+    last_handle(&d, half);
+    bn_exit(&d, 0);
+
+    /* Revoke the read-only handle: gone after the kill, the others kept */
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
+    BN_EXPECT(&d, "is up", 60000);
+    expect_held(&d, half, "read");
+    snprintf(line, sizeof line, "m filer fs {\"Revoke\":{\"handle\":\"%s\"}} -t 30\n", half);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "response from d.local@filer: {\"Ok\":{\"revoked\":1}}", 60000);
+    bn_kill9(&d);
+    fd_reboot(&d, home);
+    expect_not_held(&d, half, "read");
+    expect_held(&d, made, "read-write");
+    expect_held(&d, opened, "read-write");
+    use_handle(&d, "Size", made, NULL, "{\"Ok\":{\"size\":5}}");
+    bn_exit(&d, 0);
+
+    /* Remove the file: every handle of it gone after the kill */
+    bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
+    BN_EXPECT(&d, "is up", 60000);
+    snprintf(line, sizeof line, "m filer fs {\"Remove\":{\"handle\":\"%s\"}} -t 30\n", made);
+    bn_say(&d, line);
+    BN_EXPECT(&d, "response from d.local@filer: {\"Ok\":null}", 60000);
+    bn_kill9(&d);
+    fd_reboot(&d, home);
+    expect_not_held(&d, made, "read-write");
+    expect_not_held(&d, opened, "read-write");
+    bn_ask(&d, "m filer fs {\"List\":null} -t 30\n", "response from d.local@filer: {\"Ok\":{\"files\":[]}}",
+           30000);
     bn_exit(&d, 0);
 }
