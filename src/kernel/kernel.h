@@ -37,6 +37,7 @@ typedef struct uqi_kproc {
     uqi_mailbox mbox;
     pthread_cond_t port_cond;    /* host ports wait here (with node->lock); initialized for ports only */
     _Atomic uint32_t port_puts;  /* a port: messages put, for a receiver that spins before it waits */
+    uint64_t port_took_ns;       /* a port: when its receiver last took a message (node lock) */
     uint64_t held_mask;          /* bit h-1 set: handle h is in use (held[h-1] valid) */
     uqi_msg *held[UQI_MAX_HELD]; /* handle h is held[h-1]; owned by the process; read only where
                                     held_mask says (not zeroed: 8 cache lines per spawn) */
