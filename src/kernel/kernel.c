@@ -1571,6 +1571,22 @@ static void store_wait_done(void *arg, uq_err err, const uq_errmsg *em)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* The end of a store_wait whose request was queued (e: the queueing's
+ * outcome): wait for the commit, outside the node lock; the request's
+ * outcome, *em set if it failed. */
+static uq_err store_wait_end(store_wait *w, uq_err e, uq_errmsg *em)
+{
+    if (!e) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->done) pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        if ((e = w->err) && em) *em = w->em;
+    }
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    return e;
+}
+
 uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, uint32_t ncaps, struct uqs_store *s,
                            const struct uqs_op *ops, size_t nops, uq_errmsg *em)
 {
@@ -1602,12 +1618,7 @@ uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, 
     }
     uint64_t queued = n->records_queued;
     pthread_mutex_unlock(&n->lock);
-    if (!e) { /* queued: wait for the commit, outside the node lock */
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-        if ((e = w.err) && em) *em = w.em;
-    }
+    e = store_wait_end(&w, e, em);
     if (e && fresh) { /* nothing was written: take the grant back */
         pthread_mutex_lock(&n->lock);
         /* No record queued since ours: the stored one never listed the
@@ -1628,8 +1639,6 @@ uq_err uqi_node_grant_with(uqi_node *n, const char *to, const uqi_capref *caps, 
         if (dropped && rewrite) persist(n, t);
         pthread_mutex_unlock(&n->lock);
     }
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
     return e;
 }
 
@@ -1688,12 +1697,7 @@ uq_err uqi_node_revoke_with(uqi_node *n, uqi_kproc *issuer, const char *const *p
     }
     uint64_t queued = n->records_queued;
     pthread_mutex_unlock(&n->lock);
-    if (!e) { /* queued: wait for the commit, outside the node lock */
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-        if ((e = w.err) && em) *em = w.em;
-    }
+    e = store_wait_end(&w, e, em);
     pthread_mutex_lock(&n->lock);
     if (e) {
         /* Nothing was written: each capability back to its holder, as it
@@ -1724,8 +1728,6 @@ uq_err uqi_node_revoke_with(uqi_node *n, uqi_kproc *issuer, const char *const *p
     pthread_mutex_unlock(&n->lock);
     free(taken);
     free(recs);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
     return e;
 }
 
