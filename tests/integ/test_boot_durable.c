@@ -62,15 +62,13 @@ TEST_T(boot_kill9_right_after_run_process_keeps_the_process, 180)
     bnode d;
     snprintf(home, sizeof home, "%s/api", tb_tmpdir());
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "start echo2 %s/apps/echo.wasm --public\n", shared);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "StartedProcess", 120000);
+    bn_ask(&d, line, "StartedProcess", 120000);
     bn_kill9(&d);
     bn_boot_home(&d, "d.local", home, NULL, NULL);
     expect_restored_one(&d);
-    bn_say(&d, "m echo2 {\"api\":true}\n");
-    BN_EXPECT(&d, "response from d.local@echo2: {\"api\":true}", 10000);
+    bn_ask(&d, "m echo2 {\"api\":true}\n", "response from d.local@echo2: {\"api\":true}", 10000);
     bn_exit(&d, 0);
 }
 
@@ -103,8 +101,7 @@ TEST_T(boot_says_which_process_was_not_restored_and_why, 120)
     BN_EXPECT(&d, "process ghost was not restored as it was:", 60000);
     BN_EXPECT(&d, "restored 1 process (some could not come back: see above)", 60000);
     BN_EXPECT(&d, "is up", 20000);
-    bn_say(&d, "m echo {\"still\":\"here\"}\n");
-    BN_EXPECT(&d, "response from d.local@echo: {\"still\":\"here\"}", 10000);
+    bn_ask(&d, "m echo {\"still\":\"here\"}\n", "response from d.local@echo: {\"still\":\"here\"}", 10000);
     bn_exit(&d, 0);
     /* kept: the next boot says so again */
     bn_boot_home(&d, "d.local", home, NULL, NULL);
@@ -135,18 +132,15 @@ TEST_T(boot_kill9_right_after_guest_spawn_keeps_the_child, 180)
     BN_EXPECT(&d, "is up", 120000);
     bn_exit(&d, 0);
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS); /* slow commits from here on */
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "m nursery {\"id\":\"kid\",\"restart\":true} -t 30 -p %s/apps/echo.wasm\n", shared);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "response from d.local@nursery: {\"rc\":3,\"id\":\"kid\"}", 60000);
+    bn_ask(&d, line, "response from d.local@nursery: {\"rc\":3,\"id\":\"kid\"}", 60000);
     bn_kill9(&d);
     bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
-    bn_say(&d, "m kid {\"back\":true}\n");
-    BN_EXPECT(&d, "response from d.local@kid: {\"back\":true}", 10000);
-    bn_say(&d, "m kernel {\"Debug\":{\"Process\":\"kid\"}}\n");
-    BN_EXPECT(&d, "\"on_exit\":\"Restart\"", 10000);
+    bn_ask(&d, "m kid {\"back\":true}\n", "response from d.local@kid: {\"back\":true}", 10000);
+    bn_ask(&d, "m kernel {\"Debug\":{\"Process\":\"kid\"}}\n", "\"on_exit\":\"Restart\"", 10000);
     bn_exit(&d, 0);
 }
 
@@ -187,26 +181,22 @@ TEST_T(boot_kill9_right_after_guest_grant_or_drop_keeps_it, 240)
     granters_installed(&d, home);
     /* the grant: giver mints {"door":1} for taker */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
-    bn_say(&d, "m giver {\"give\":\"taker\",\"caps\":[{\"params\":{\"door\":1}}]} -t 30\n");
-    BN_EXPECT(&d, "response from d.local@giver: {\"rc\":", 60000);
+    bn_wait_up(&d);
+    bn_ask(&d, "m giver {\"give\":\"taker\",\"caps\":[{\"params\":{\"door\":1}}]} -t 30\n", "response from d.local@giver: {\"rc\":", 60000);
     bn_kill9(&d);
     bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
-    bn_say(&d, DOOR_HELD);
-    BN_EXPECT(&d, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
+    bn_ask(&d, DOOR_HELD, "response from d.local@kernel: {\"Debug\":{\"HasCap\":true}}", 10000);
     bn_exit(&d, 0);
     /* the revocation: giver drops what it issued, so taker loses it */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
-    bn_say(&d, "m giver {\"drop\":{\"params\":{\"door\":1}}} -t 30\n");
-    BN_EXPECT(&d, "response from d.local@giver: {\"rc\":1}", 60000);
+    bn_wait_up(&d);
+    bn_ask(&d, "m giver {\"drop\":{\"params\":{\"door\":1}}} -t 30\n", "response from d.local@giver: {\"rc\":1}", 60000);
     bn_kill9(&d);
     bn_boot_home(&d, "d.local", home, NULL, NULL);
     BN_EXPECT(&d, "restored 2 processes", 60000);
     BN_EXPECT(&d, "is up", 20000);
-    bn_say(&d, DOOR_HELD);
-    BN_EXPECT(&d, "response from d.local@kernel: {\"Debug\":{\"HasCap\":false}}", 10000);
+    bn_ask(&d, DOOR_HELD, "response from d.local@kernel: {\"Debug\":{\"HasCap\":false}}", 10000);
     bn_exit(&d, 0);
 }

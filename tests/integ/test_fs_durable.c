@@ -103,10 +103,9 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
     /* Create */
     char made[33], opened[33], half[33];
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "m filer fs {\"Create\":{\"name\":\"notes\"}} -t 30 -p %s\n", data);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000); /* the filer's answer, whole */
+    bn_ask(&d, line, "\",\"rights\":\"read-write\"}}", 60000); /* the filer's answer, whole */
     last_handle(&d, made);
     bn_kill9(&d);
     fd_reboot(&d, home);
@@ -118,9 +117,8 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
 
     /* Open: a fresh handle of the same file */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
-    bn_say(&d, "m filer fs {\"Open\":{\"name\":\"notes\"}} -t 30\n");
-    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    bn_wait_up(&d);
+    bn_ask(&d, "m filer fs {\"Open\":{\"name\":\"notes\"}} -t 30\n", "\",\"rights\":\"read-write\"}}", 60000);
     last_handle(&d, opened);
     bn_kill9(&d);
     ASSERT(strcmp(opened, made) != 0);
@@ -131,10 +129,9 @@ TEST_T(boot_kill9_right_after_fs_answers_keeps_the_handle, 300)
 
     /* Split: a read-only handle derived from it */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "m filer fs {\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}} -t 30\n", opened);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "\",\"rights\":\"read\"}}", 60000);
+    bn_ask(&d, line, "\",\"rights\":\"read\"}}", 60000);
     last_handle(&d, half);
     bn_kill9(&d);
     fd_reboot(&d, home);
@@ -159,27 +156,23 @@ TEST_T(boot_kill9_right_after_fs_revokes_drops_the_capability, 300)
     /* a file, a second handle of it, a read-only one derived from the first
      * (fast commits: nothing is killed here) */
     bn_boot_home(&d, "d.local", home, NULL, NULL);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "m filer fs {\"Create\":{\"name\":\"doomed\"}} -t 30 -p %s\n", data);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    bn_ask(&d, line, "\",\"rights\":\"read-write\"}}", 60000);
     last_handle(&d, made);
-    bn_say(&d, "m filer fs {\"Open\":{\"name\":\"doomed\"}} -t 30\n");
-    BN_EXPECT(&d, "\",\"rights\":\"read-write\"}}", 60000);
+    bn_ask(&d, "m filer fs {\"Open\":{\"name\":\"doomed\"}} -t 30\n", "\",\"rights\":\"read-write\"}}", 60000);
     last_handle(&d, opened);
     snprintf(line, sizeof line, "m filer fs {\"Split\":{\"handle\":\"%s\",\"rights\":\"read\"}} -t 30\n", made);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "\",\"rights\":\"read\"}}", 60000);
+    bn_ask(&d, line, "\",\"rights\":\"read\"}}", 60000);
     last_handle(&d, half);
     bn_exit(&d, 0);
 
     /* Revoke the read-only handle: gone after the kill, the others kept */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     expect_held(&d, half, "read");
     snprintf(line, sizeof line, "m filer fs {\"Revoke\":{\"handle\":\"%s\"}} -t 30\n", half);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "response from d.local@filer: {\"Ok\":{\"revoked\":1}}", 60000);
+    bn_ask(&d, line, "response from d.local@filer: {\"Ok\":{\"revoked\":1}}", 60000);
     bn_kill9(&d);
     fd_reboot(&d, home);
     expect_not_held(&d, half, "read");
@@ -190,10 +183,9 @@ TEST_T(boot_kill9_right_after_fs_revokes_drops_the_capability, 300)
 
     /* Remove the file: every handle of it gone after the kill */
     bn_boot_home(&d, "d.local", home, NULL, SLOW_COMMIT_MS);
-    BN_EXPECT(&d, "is up", 60000);
+    bn_wait_up(&d);
     snprintf(line, sizeof line, "m filer fs {\"Remove\":{\"handle\":\"%s\"}} -t 30\n", made);
-    bn_say(&d, line);
-    BN_EXPECT(&d, "response from d.local@filer: {\"Ok\":null}", 60000);
+    bn_ask(&d, line, "response from d.local@filer: {\"Ok\":null}", 60000);
     bn_kill9(&d);
     fd_reboot(&d, home);
     expect_not_held(&d, made, "read-write");
