@@ -381,6 +381,18 @@ static __thread struct {
  * the thread itself); NULL on every other thread. */
 static __thread uqn_net *cur_net;
 
+/* Wake the thread once until it looks (under lock; enqueue writes after
+ * its unlock instead): kicked set means a write is made or coming, and
+ * epoll's eventfd stays readable until the thread reads it. */
+static void kick_locked(uqn_net *net)
+{
+    if (net->kicked) return;
+    net->kicked = true;
+    uint64_t one = 1;
+    ssize_t w = write(net->efd, &one, sizeof one);
+    UQ_UNUSED(w);
+}
+
 /* Queue a message (see uqn_net_send_tail, uqn_net_send_quiet). */
 static uq_err enqueue(uqn_net *net, const char *name, uint8_t *msg, size_t head_len, const uint8_t *tail,
                       size_t tail_len, void *cookie, bool quiet, bool copy, bool push, uq_errmsg *em)
@@ -926,12 +938,7 @@ void uqn_net_push(void)
         /* net is not touched after this section: uqn_net_stop may free it
          * as soon as owing is 0 */
         pthread_mutex_lock(&net->lock);
-        if (kick && !net->kicked) {
-            net->kicked = true;
-            uint64_t one = 1;
-            ssize_t w = write(net->efd, &one, sizeof one);
-            UQ_UNUSED(w);
-        }
+        if (kick) kick_locked(net);
         if (--net->owing == 0 && net->stopping) pthread_cond_broadcast(&net->started);
         pthread_mutex_unlock(&net->lock);
     }
@@ -1195,12 +1202,7 @@ void uqn_net_drop(uqn_net *net, const char *node)
     pthread_mutex_lock(&net->lock);
     snprintf(net->drop_name, sizeof net->drop_name, "%s", node);
     uint32_t req = ++net->drop_req;
-    if (!net->kicked) {
-        net->kicked = true;
-        uint64_t one = 1;
-        ssize_t w = write(net->efd, &one, sizeof one);
-        UQ_UNUSED(w);
-    }
+    kick_locked(net);
     while (net->drop_done != req && !net->stopping) pthread_cond_wait(&net->started, &net->lock);
     pthread_mutex_unlock(&net->lock);
 }
