@@ -1271,10 +1271,10 @@ uqi_msg *uqi_port_receive(uqi_kproc *port, int timeout_ms)
      * UQI_SPIN_NS (a remote round trip: 30-50 us) then costs no wake-up of
      * this thread (-30 % on the round trip). A port that waits in a loop
      * with nothing coming (the terminal, fs, backups) does not spin. */
-    bool spun = now - port->port_took_ns > PORT_BUSY_NS;
+    bool spin = timeout_ms > 0 && now - port->port_took_ns <= PORT_BUSY_NS;
     while (!(m = uqi_mailbox_pop(&port->mbox))) {
-        if (!spun && timeout_ms > 0) {
-            spun = true;
+        if (spin) {
+            spin = false;
             uint32_t seen = atomic_load_explicit(&port->port_puts, memory_order_relaxed);
             pthread_mutex_unlock(&n->lock);
             uqi_spin_while(atomic_load_explicit(&port->port_puts, memory_order_acquire) == seen);
